@@ -1,0 +1,123 @@
+"""Hand-written recurrent layers: plain tensor ops and a Python loop over time.
+
+Each mirrors its fused PyTorch twin (`nn.RNN`, `nn.GRU`, `nn.LSTM`, batch-first): the same
+parameter names, shapes and gate order, so weights load from one into the other and the
+outputs agree. They exist to be read; the fused modules exist to be fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class NaiveRecurrent(nn.Module):
+    """Shared parameters and layer/time loops; subclasses define one `step`."""
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.dropout = nn.Dropout(dropout)
+        g = self.gates * hidden_size
+        for k in range(num_layers):
+            size_in = input_size if k == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(g, size_in)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(g, hidden_size)))
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(g)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(g)))
+        bound = 1 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def layer_weights(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
+                getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}"))
+
+    def zeros(self, x: Tensor) -> Tensor:
+        return x.new_zeros(self.num_layers, x.size(0), self.hidden_size)
+
+    def forward(self, x: Tensor, state=None):
+        """`x` `(batch, time, input)` -> `(batch, time, hidden)` and the state, `(layers, batch, hidden)` each."""
+        state = self.init_state(x) if state is None else state
+        layer_states = list(zip(*[s.unbind(0) for s in self.as_tuple(state)]))
+        new_states = []
+        for k in range(self.num_layers):
+            if k > 0:
+                x = self.dropout(x)
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
+            x_proj = x @ w_ih.T + b_ih  # all time steps at once: (batch, time, gates * hidden)
+            s, outputs = layer_states[k], []
+            for t in range(x.size(1)):
+                s = self.step(x_proj[:, t], s, w_hh, b_hh)
+                outputs.append(s[0])
+            x = torch.stack(outputs, 1)
+            new_states.append(s)
+        stacked = tuple(torch.stack(parts) for parts in zip(*new_states))
+        return x, self.from_tuple(stacked)
+
+    def init_state(self, x: Tensor):
+        return self.zeros(x)
+
+    def as_tuple(self, state) -> tuple[Tensor, ...]:
+        return (state,)
+
+    def from_tuple(self, parts: tuple[Tensor, ...]):
+        return parts[0]
+
+    def step(self, x_proj: Tensor, s: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+
+class NaiveRNN(NaiveRecurrent):
+    """h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
+
+    def step(self, x_proj, s, w_hh, b_hh):
+        (h,) = s
+        return (torch.tanh(x_proj + h @ w_hh.T + b_hh),)
+
+
+class NaiveGRU(NaiveRecurrent):
+    """Gates r, z, n (PyTorch's order); h' = (1 - z) * n + z * h."""
+
+    gates = 3
+
+    def step(self, x_proj, s, w_hh, b_hh):
+        (h,) = s
+        xr, xz, xn = x_proj.chunk(3, -1)
+        hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, -1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return ((1 - z) * n + z * h,)
+
+
+class NaiveLSTM(NaiveRecurrent):
+    """Gates i, f, g, o (PyTorch's order); c' = f * c + i * g, h' = o * tanh(c'). State `(h, c)`."""
+
+    gates = 4
+
+    def init_state(self, x):
+        return self.zeros(x), self.zeros(x)
+
+    def as_tuple(self, state):
+        return tuple(state)
+
+    def from_tuple(self, parts):
+        return parts
+
+    def step(self, x_proj, s, w_hh, b_hh):
+        h, c = s
+        i, f, g, o = (x_proj + h @ w_hh.T + b_hh).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+NAIVE = {
+    "naive_rnn": lambda i, h, n, d: NaiveRNN(i, h, n, d),
+    "naive_gru": lambda i, h, n, d: NaiveGRU(i, h, n, d),
+    "naive_lstm": lambda i, h, n, d: NaiveLSTM(i, h, n, d),
+}

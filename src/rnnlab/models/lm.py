@@ -1,0 +1,63 @@
+"""The recurrent language-model network: embedding (or one-hot) -> recurrent stack -> decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.models.recurrent import RecurrentStack, State
+
+
+class OneHot(nn.Module):
+    """Ids `(batch, time)` -> one-hot vectors `(batch, time, vocab_size)`."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.embedding_dim = vocab_size
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.one_hot(ids, self.embedding_dim).float()
+
+
+class RNNLM(nn.Module):
+    """Ids `(batch, time)` -> next-symbol logits `(batch, time, vocab)` and the carried state."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_sizes: Sequence[int] = (200, 200),
+        cell: str = "lstm",
+        embedding_dim: int | None = 200,
+        dropout: float = 0.0,
+        embedding_dropout: float | None = None,
+        init_scale: float | None = 0.1,
+        forget_bias: float | None = None,
+        tie_weights: bool = False,
+    ):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.encoder = OneHot(vocab_size) if embedding_dim is None else nn.Embedding(vocab_size, embedding_dim)
+        input_size = self.encoder.embedding_dim
+        self.embedding_dropout = nn.Dropout(dropout if embedding_dropout is None else embedding_dropout)
+        self.rnn = RecurrentStack(cell, input_size, hidden_sizes, dropout)
+        self.output_dropout = nn.Dropout(dropout)
+        self.decoder = nn.Linear(self.rnn.output_size, vocab_size)
+        if init_scale is not None:
+            for p in self.parameters():
+                nn.init.uniform_(p, -init_scale, init_scale)
+        if forget_bias is not None:
+            self.rnn.set_forget_bias(forget_bias)
+        if tie_weights:
+            if embedding_dim != self.rnn.output_size:
+                raise ValueError(
+                    f"tie_weights needs embedding_dim == last hidden size, got {embedding_dim} "
+                    f"and {self.rnn.output_size}"
+                )
+            self.decoder.weight = self.encoder.weight
+
+    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        x = self.embedding_dropout(self.encoder(ids))
+        out, state = self.rnn(x, state)
+        return self.decoder(self.output_dropout(out)), state

@@ -1,0 +1,89 @@
+"""Stacked recurrent layers with per-layer hidden sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import groupby
+
+import torch
+from torch import Tensor, nn
+
+FUSED = {
+    "rnn_tanh": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="tanh", dropout=d, batch_first=True),
+    "rnn_relu": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="relu", dropout=d, batch_first=True),
+    "gru": lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True),
+    "lstm": lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True),
+}
+
+State = list  # one entry per fused group: a Tensor (RNN, GRU) or an (h, c) tuple (LSTM)
+
+
+def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
+    """A (possibly multi-layer) batch-first recurrent module of kind `cell`."""
+    from rnnlab.models.cells import NAIVE
+
+    factories = {**FUSED, **NAIVE}
+    if cell not in factories:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(factories)}")
+    return factories[cell](input_size, hidden_size, num_layers, dropout if num_layers > 1 else 0.0)
+
+
+def detach_state(state):
+    """The same state cut from the autograd graph (truncated BPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)
+
+
+class RecurrentStack(nn.Module):
+    """Recurrent layers of sizes `hidden_sizes`; runs of equal sizes share one fused module.
+
+    `hidden_sizes=[256, 128]` gives two modules, `[650, 650]` one two-layer module, so the
+    fast fused kernels are used wherever the sizes allow. Dropout `dropout` is applied between
+    layers (inside fused modules by PyTorch, between them here).
+    Input `(batch, time, input_size)` -> output `(batch, time, hidden_sizes[-1])` and the new state.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_sizes: Sequence[int], dropout: float = 0.0):
+        super().__init__()
+        if not hidden_sizes:
+            raise ValueError("hidden_sizes must name at least one layer")
+        self.cell = cell
+        self.hidden_sizes = list(hidden_sizes)
+        self.groups = nn.ModuleList()
+        size_in = input_size
+        for size, run in groupby(self.hidden_sizes):
+            n = len(list(run))
+            self.groups.append(recurrent_layer(cell, size_in, size, n, dropout))
+            size_in = size
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_sizes[-1]
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        state = state if state is not None else [None] * len(self.groups)
+        new_state = []
+        for i, (rnn, s) in enumerate(zip(self.groups, state)):
+            if i > 0:
+                x = self.dropout(x)
+            x, s = rnn(x, s)
+            new_state.append(s)
+        return x, new_state
+
+    def init_uniform(self, scale: float) -> None:
+        for p in self.parameters():
+            nn.init.uniform_(p, -scale, scale)
+
+    @torch.no_grad()
+    def set_forget_bias(self, value: float) -> None:
+        """LSTM only: forget-gate bias `value` (input-side bias; the hidden-side one is zeroed)."""
+        if "lstm" not in self.cell:
+            raise ValueError(f"forget_bias applies to LSTM cells, not {self.cell!r}")
+        for name, p in self.named_parameters():
+            if name.split(".")[-1].startswith("bias_"):
+                h = p.numel() // 4
+                p[h : 2 * h] = value if "bias_ih" in name else 0.0

@@ -1,0 +1,17 @@
+"""Learning-rate schedules used by the presets."""
+
+
+class KeepThenDecay:
+    """LambdaLR factor: 1 for the first `keep_epochs` epochs, then x`decay` each epoch.
+
+    Epoch e (0-based) gets `decay ** max(e + 1 - keep_epochs, 0)`: Zaremba's schedule with
+    `keep_epochs=4` keeps the lr for epochs 1-4 and halves it from epoch 5 on; `keep_epochs=1`
+    gives `lr * decay ** e`.
+    """
+
+    def __init__(self, keep_epochs: int, decay: float):
+        self.keep_epochs = keep_epochs
+        self.decay = decay
+
+    def __call__(self, epoch: int) -> float:
+        return self.decay ** max(epoch + 1 - self.keep_epochs, 0)

@@ -1,0 +1,132 @@
+"""Language-model LightningModules with truncated BPTT: the shared base, PTB and CharRNN."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from rnnlab.models.lm import RNNLM
+from rnnlab.models.recurrent import detach_state
+
+LOSS_REDUCTIONS = ("sum_time", "mean")
+
+
+class LanguageModel(L.LightningModule):
+    """Next-symbol prediction over BPTT windows, carrying the hidden state between windows.
+
+    The state is detached after every window, reset to zeros at the start of each training
+    epoch and of each validation/test pass (train and eval states are kept apart, so a
+    mid-epoch validation does not disturb training).
+
+    Loss convention (`loss_reduction`):
+      - "sum_time": cross-entropy summed over the time steps and averaged over the batch,
+        as Zaremba et al. and the TensorFlow PTB tutorial do; their lr 1 and clip 5 apply as is.
+      - "mean": averaged over all tokens (pytorch/examples); the same optimisation then needs
+        lr x bptt and clip / bptt (lr 20, clip 0.25 for bptt 20).
+    Either way the reported loss is the mean NLL per token (nats) and perplexity is
+    exp(total NLL / total tokens) over the whole split.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_sizes: Sequence[int] = (200, 200),
+        cell: str = "lstm",
+        embedding_dim: int | None = 200,
+        dropout: float = 0.0,
+        embedding_dropout: float | None = None,
+        init_scale: float | None = 0.1,
+        forget_bias: float | None = None,
+        tie_weights: bool = False,
+        loss_reduction: str = "sum_time",
+        bptt: int = 20,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"model.loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+        self.save_hyperparameters(logger=False)
+        self.net = RNNLM(
+            vocab_size, list(hidden_sizes), cell, embedding_dim, dropout, embedding_dropout,
+            init_scale, forget_bias, tie_weights,
+        )
+        if compile:
+            self.net.compile()  # in place: parameter names, hence checkpoints, stay the same
+        self.nll = torch.nn.ModuleDict({f"{stage}_nll": MeanMetric() for stage in ("train", "val", "test")})
+        self.states: dict[str, object] = {}
+
+    def forward(self, ids: Tensor, state=None) -> tuple[Tensor, object]:
+        return self.net(ids, state)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Mean NLL per token of one window; updates the stage's state and token-weighted metric."""
+        inputs, targets = batch
+        logits, state = self(inputs, detach_state(self.states.get(stage)))
+        self.states[stage] = state
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        self.nll[f"{stage}_nll"].update(nll.detach(), targets.numel())
+        return nll
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        nll = self._step(batch, "train")
+        self.log("train/loss", nll, on_step=True, on_epoch=False, prog_bar=True)
+        steps = batch[0].size(1)
+        if self.hparams.loss_reduction == "sum_time":
+            return nll * steps
+        return nll * (steps / self.hparams.bptt)  # variable windows: AWD-LSTM's lr rescaling
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_start(self) -> None:
+        self.states.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self.states.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self.states.pop("test", None)
+
+    def epoch_metrics(self, nll: float) -> dict[str, float]:
+        """Metrics derived from the mean NLL per token of a whole split."""
+        return {"ppl": math.exp(min(nll, 700.0))}
+
+    def _log_epoch(self, stage: str) -> None:
+        metric = self.nll[f"{stage}_nll"]
+        nll = metric.compute()
+        metric.reset()
+        metrics = {"loss": nll.item(), **self.epoch_metrics(nll.item())}
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage != "train", sync_dist=False)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        optimizer_factory = self.hparams.optimizer or (lambda params: torch.optim.SGD(params, lr=1.0))
+        optimizer = optimizer_factory(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class PTBLanguageModel(LanguageModel):
+    """Word-level language model of the Penn Treebank; reports perplexity."""
+
