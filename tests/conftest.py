@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from rnnlab import CONF_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("RNNLAB_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
+
+# Tiny settings for any run in the tests.
+TINY_TRAINER = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "ptb" / "ptb.train.txt").is_file():
+        raise RuntimeError(f"the real datasets are expected in {DATA_DIR} (set RNNLAB_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture
+def synthetic_ptb(tmp_path: Path) -> Path:
+    """A learnable PTB-format corpus in `tmp/corpus/ptb.{train,valid,test}.txt`.
+
+    Each line counts up from a random word: `w7 w8 w9 ...` (41 words with `<unk>`).
+    """
+    import random
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)] + ["<unk>"]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for split, lines in (("train", 400), ("valid", 60), ("test", 60)):
+        starts = [rng.randrange(len(words)) for _ in range(lines)]
+        text = "\n".join(
+            " ".join(words[(s + k) % len(words)] for k in range(rng.randint(3, 12))) for s in starts
+        )
+        (folder / f"ptb.{split}.txt").write_text(text + "\n")
+    return folder
+
+
+def compose_config(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            config_name,
+            overrides=[
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.data_dir={DATA_DIR}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                *overrides,
+            ],
+        )
+
+
+def synthetic_overrides(folder: Path) -> list[str]:
+    return [
+        "data=text_files",
+        f"data.train={folder / 'ptb.train.txt'}",
+        f"data.valid={folder / 'ptb.valid.txt'}",
+        f"data.test={folder / 'ptb.test.txt'}",
+        "data.batch_size=4",
+        "data.eval_batch_size=2",
+        "data.bptt=8",
+        "model.hidden_sizes=[16,12]",
+        "model.embedding_dim=8",
+    ]
+
+
+def run_script(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RNNLAB_DATA_DIR": str(DATA_DIR), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,0 +1,67 @@
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from rnnlab import CONF_DIR
+from tests.conftest import compose_config
+
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def test_presets_exist():
+    assert {"ptb_notebook", "ptb_small", "ptb_medium", "ptb_large"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_instantiates(preset, tmp_path):
+    cfg = compose_config([f"experiment={preset}"], tmp_path)
+    OmegaConf.resolve(cfg)
+    for group in ("data", "model", "trainer"):
+        assert "_target_" in cfg[group]
+    model = instantiate(cfg.model, vocab_size=50)
+    assert model.hparams.hidden_sizes == list(cfg.model.hidden_sizes)
+    assert callable(model.hparams.optimizer)
+
+
+def test_task_alone_is_ptb_small(tmp_path):
+    plain = compose_config([], tmp_path)
+    small = compose_config(["experiment=ptb_small"], tmp_path)
+    for key in ("data", "model", "trainer"):
+        assert OmegaConf.to_container(plain[key]) == OmegaConf.to_container(small[key])
+    assert plain.model.loss_reduction == "sum_time" and plain.model.optimizer.lr == 1.0
+    assert plain.trainer.gradient_clip_val == 5.0 and plain.trainer.max_epochs == 13
+
+
+def test_published_preset_values(tmp_path):
+    medium = compose_config(["experiment=ptb_medium"], tmp_path)
+    assert medium.model.hidden_sizes == [650, 650] and medium.model.dropout == 0.5 and medium.data.bptt == 35
+    assert medium.model.scheduler.lr_lambda.keep_epochs == 6 and medium.model.scheduler.lr_lambda.decay == 0.8
+    large = compose_config(["experiment=ptb_large"], tmp_path)
+    assert large.trainer.gradient_clip_val == 10.0
+    assert large.model.scheduler.lr_lambda.decay == pytest.approx(1 / 1.15)
+    notebook = compose_config(["experiment=ptb_notebook"], tmp_path)
+    assert notebook.model.hidden_sizes == [256, 128] and notebook.data.batch_size == 60
+
+
+def test_groups_swap_from_the_command_line(tmp_path):
+    cfg = compose_config(["model/optimizer=adam", "model.cell=gru", "trainer=gpu", "logger=csv"], tmp_path)
+    assert cfg.model.optimizer._target_ == "torch.optim.Adam"
+    assert cfg.model.cell == "gru" and cfg.trainer.accelerator == "gpu"
+    assert list(cfg.logger) == ["csv"]
+    ddp = compose_config(["trainer=ddp"], tmp_path)
+    assert ddp.trainer.strategy == "ddp" and ddp.trainer.max_epochs == 13
+
+
+def test_unknown_key_is_hydras_error(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="model.hiden_sizes"):
+        compose_config(["model.hiden_sizes=[3]"], tmp_path)
+
+
+def test_data_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNLAB_DATA_DIR", "/some/where")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}"])
+    assert cfg.paths.data_dir == "/some/where" and cfg.data.data_dir == "/some/where"

@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnlab.models.lm import RNNLM
+from rnnlab.models.recurrent import RecurrentStack
+from rnnlab.optim import KeepThenDecay
+from rnnlab.tasks.language_model import PTBLanguageModel
+
+
+def test_stack_groups_equal_sizes_into_fused_modules():
+    stack = RecurrentStack("lstm", 8, [256, 128])
+    assert [type(g).__name__ for g in stack.groups] == ["LSTM", "LSTM"]
+    assert [(g.hidden_size, g.num_layers) for g in stack.groups] == [(256, 1), (128, 1)]
+    stack = RecurrentStack("gru", 8, [32, 32, 32, 16])
+    assert [(g.hidden_size, g.num_layers) for g in stack.groups] == [(32, 3), (16, 1)]
+    out, state = stack(torch.randn(2, 5, 8))
+    assert out.shape == (2, 5, 16) and state[0].shape == (3, 2, 32) and state[1].shape == (1, 2, 16)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru", "lstm"])
+def test_carried_state_equals_one_long_window(cell):
+    """Two windows with the state carried give exactly the outputs of one window of both."""
+    torch.manual_seed(0)
+    net = RNNLM(50, [12, 8], cell, embedding_dim=6, init_scale=0.1).eval()
+    ids = torch.randint(0, 50, (3, 10))
+    whole, _ = net(ids)
+    first, state = net(ids[:, :4])
+    second, _ = net(ids[:, 4:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+    restarted, _ = net(ids[:, 4:])
+    assert not torch.allclose(restarted, second)
+
+
+def make_module(**kwargs):
+    defaults = dict(vocab_size=30, hidden_sizes=[8], embedding_dim=4, bptt=5)
+    return PTBLanguageModel(**{**defaults, **kwargs})
+
+
+def batches(n, steps=5, rows=2, vocab=30):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randint(0, vocab, (rows, steps), generator=g), torch.randint(0, vocab, (rows, steps), generator=g))
+            for _ in range(n)]
+
+
+def test_state_carried_detached_and_reset_per_stage():
+    module = make_module()
+    b0, b1 = batches(2)
+    module.training_step(b0, 0)
+    carried = module.states["train"]
+    assert carried[0][0].shape == (1, 2, 8)
+    module.validation_step(b1, 0)  # evaluation keeps its own state
+    assert module.states["train"] is carried
+    loss = module.training_step(b1, 1)
+    loss.backward()  # works: the carried state was detached, no second backward through window 0
+    module.on_train_epoch_start()
+    module.on_validation_epoch_start()
+    assert "train" not in module.states and "val" not in module.states
+
+
+def test_perplexity_is_over_tokens_not_an_average_of_batches():
+    module = make_module().eval()
+    data = batches(1, steps=9) + batches(1, steps=2)
+    nll_sum = tokens = 0.0
+    per_batch_ppl = []
+    with torch.no_grad():
+        for i, (x, y) in enumerate(data):
+            logits, _ = module.net(x, module.states.get("val"))
+            nll = F.cross_entropy(logits.reshape(-1, 30), y.reshape(-1), reduction="sum").item()
+            nll_sum, tokens = nll_sum + nll, tokens + y.numel()
+            per_batch_ppl.append(math.exp(nll / y.numel()))
+            module.validation_step((x, y), i)
+    logged = {}
+    module.log_dict = lambda d, **kw: logged.update(d)
+    module.on_validation_epoch_end()
+    assert logged["val/ppl"] == pytest.approx(math.exp(nll_sum / tokens), rel=1e-5)
+    assert logged["val/ppl"] != pytest.approx(sum(per_batch_ppl) / 2, rel=1e-3)
+
+
+def test_loss_conventions_scale_the_gradient_by_window_length():
+    (x, y), = batches(1, steps=5)
+    grads = {}
+    for reduction in ("sum_time", "mean"):
+        torch.manual_seed(0)
+        module = make_module(loss_reduction=reduction, bptt=5)
+        module.log = lambda *a, **k: None
+        module.training_step((x, y), 0).backward()
+        grads[reduction] = module.net.decoder.weight.grad.clone()
+    torch.testing.assert_close(grads["sum_time"], 5 * grads["mean"])
+
+
+def test_unknown_loss_reduction_is_refused():
+    with pytest.raises(ValueError, match="loss_reduction must be one of"):
+        make_module(loss_reduction="sum")
+
+
+def test_keep_then_decay_matches_zaremba():
+    schedule = KeepThenDecay(keep_epochs=4, decay=0.5)
+    assert [schedule(e) for e in range(7)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
+    per_epoch = KeepThenDecay(keep_epochs=1, decay=0.97)
+    assert per_epoch(3) == pytest.approx(0.97**3)
+
+
+def test_init_forget_bias_and_tying():
+    net = RNNLM(20, [6], "lstm", embedding_dim=6, init_scale=0.05, forget_bias=0.0, tie_weights=True)
+    assert max(p.abs().max().item() for p in net.parameters()) <= 0.05
+    lstm = net.rnn.groups[0]
+    assert torch.all(lstm.bias_ih_l0[6:12] == 0) and torch.all(lstm.bias_hh_l0[6:12] == 0)
+    assert net.decoder.weight is net.encoder.weight
+    with pytest.raises(ValueError, match="tie_weights needs embedding_dim == last hidden size"):
+        RNNLM(20, [6, 5], "lstm", embedding_dim=6, tie_weights=True)
+    with pytest.raises(ValueError, match="unknown cell 'lstmm'"):
+        RNNLM(20, [6], "lstmm")

@@ -1,0 +1,120 @@
+"""End-to-end runs with tiny limits: synthetic corpus, the real PTB files, eval, DDP, failures."""
+
+import math
+import signal
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rnnlab.checkpoint import load_run
+from rnnlab.evaluate import evaluate
+from rnnlab.train import build, train
+from tests.conftest import TINY_TRAINER, compose_config, run_script, synthetic_overrides
+
+
+def test_smoke_train_on_synthetic_corpus_then_eval_round_trip(synthetic_ptb, tmp_path):
+    cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER], tmp_path)
+    metrics = train(cfg)
+    assert math.isfinite(metrics["val/ppl"]) and metrics["test/ppl"] == pytest.approx(math.exp(metrics["test/loss"]))
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    run = load_run(best)
+    assert run.config.data.bptt == 8 and len(run.vocab) == run.model.hparams.vocab_size
+    eval_cfg = compose_config(["trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
+                               f"ckpt_path={best}"], tmp_path, config_name="eval")
+    assert evaluate(eval_cfg)["test/ppl"] == pytest.approx(metrics["test/ppl"], rel=1e-6)
+
+
+def test_training_lowers_the_loss_and_is_reproducible_from_its_seed(synthetic_ptb, tmp_path):
+    overrides = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer.max_epochs=3",
+                 "trainer.limit_train_batches=null", "trainer.limit_val_batches=null", "test=false",
+                 "model/optimizer=adam", "model.optimizer.lr=0.01", "callbacks=none"]
+    first = train(compose_config(overrides, tmp_path / "a"))
+    second = train(compose_config(overrides, tmp_path / "b"))
+    assert first["val/loss"] == pytest.approx(second["val/loss"], rel=1e-6)
+    assert first["val/loss"] < math.log(42) - 1.0  # far better than uniform over the 42-symbol vocabulary
+
+
+def test_accumulated_gradients_keep_the_carried_state(synthetic_ptb, tmp_path):
+    cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer.accumulate_grad_batches=2",
+                          "trainer.limit_train_batches=6", "test=false"], tmp_path)
+    datamodule, model, trainer = build(cfg)
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(pl_module.states.get("train"))
+
+    trainer.callbacks.append(Spy())
+    trainer.fit(model, datamodule=datamodule)
+    assert seen[0] is None and all(s is not None for s in seen[1:])
+    assert trainer.global_step == 3  # six windows, one optimizer step per two
+
+
+def test_smoke_train_on_real_ptb(tmp_path):
+    cfg = compose_config([*TINY_TRAINER, "model.hidden_sizes=[32,32]", "model.embedding_dim=32"], tmp_path)
+    metrics = train(cfg)
+    assert metrics["test/ppl"] < 10_000 * 1.5 and math.isfinite(metrics["test/ppl"])
+    assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
+
+
+def test_non_finite_loss_stops_training_naming_the_step(synthetic_ptb, tmp_path):
+    cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "model.optimizer.lr=1e38",
+                          "model.init_scale=10", "trainer.gradient_clip_val=null"], tmp_path)
+    with pytest.raises(SystemExit, match=r"non-finite training loss .* at global step \d+, epoch 0, batch \d+"):
+        train(cfg)
+
+
+def test_ctrl_c_stops_gracefully_and_keeps_a_checkpoint(synthetic_ptb, tmp_path):
+    cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer.limit_train_batches=10"],
+                         tmp_path)
+    datamodule, model, trainer = build(cfg)
+
+    class Interrupt(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 3:
+                raise KeyboardInterrupt
+
+    trainer.callbacks.append(Interrupt())
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown exits with status 1
+            trainer.fit(model, datamodule=datamodule)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C
+    assert trainer.interrupted and trainer.global_step == 4
+    kept = load_run(tmp_path / "run" / "checkpoints" / "interrupted.ckpt")
+    assert torch.equal(kept.model.net.decoder.bias, model.net.decoder.bias)
+
+
+def test_train_script_hydra_run_dir_saved_config(synthetic_ptb, tmp_path):
+    args = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, f"hydra.run.dir={tmp_path / 'out'}", "seed=7"]
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = OmegaConf.load(tmp_path / "out" / ".hydra" / "config.yaml")
+    assert saved.seed == 7 and saved.data.bptt == 8
+    assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_ddp_two_cpu_processes(synthetic_ptb, tmp_path):
+    args = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu",
+            "trainer.devices=2", f"hydra.run.dir={tmp_path / 'out'}"]
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world_size: 2" in result.stderr + result.stdout or "Initializing distributed" in result.stderr
+    assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint", "plain-torch"])
+def test_eval_script_bad_checkpoint_is_one_line(tmp_path, content):
+    path = tmp_path / "model.ckpt"
+    if content == "plain-torch":
+        torch.save({"weights": torch.zeros(2)}, path)
+    elif content is not None:
+        path.write_bytes(content)
+    result = run_script("eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"eval.py: error: {'checkpoint ' if content is None else ''}")
+    assert "Traceback" not in result.stderr
+    assert str(path) in result.stderr

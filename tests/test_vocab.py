@@ -1,0 +1,35 @@
+import pytest
+
+from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
+
+
+def test_build_orders_specials_then_frequency_and_round_trips():
+    vocab = Vocabulary.build(["b", "a", "b", "c", "b", "a"], specials=["<eos>"])
+    assert vocab.itos == ["<eos>", "b", "a", "c"]
+    ids = vocab.encode(["a", "c", "b"])
+    assert ids == [2, 3, 1]
+    assert vocab.decode(ids) == ["a", "c", "b"]
+    assert Vocabulary.from_state_dict(vocab.state_dict()) == vocab
+
+
+def test_min_freq_and_max_size():
+    vocab = Vocabulary.build(["a", "a", "a", "b", "b", "c"], specials=["<pad>", "<unk>"], min_freq=2, max_size=3, unk="<unk>")
+    assert vocab.itos == ["<pad>", "<unk>", "a"]
+    assert vocab.encode(["b"]) == [1]
+
+
+def test_unknown_symbols_map_to_unk_or_raise_listing_them():
+    vocab = Vocabulary(["<unk>", "x"], unk="<unk>")
+    assert vocab.encode(["x", "y"]) == [1, 0]
+    strict = Vocabulary(["<unk>", "x"], unk="<unk>", on_unknown="error")
+    with pytest.raises(UnknownSymbolError, match=r"\['y', 'z'\]"):
+        strict.encode(["z", "x", "y"])
+    with pytest.raises(UnknownSymbolError):
+        Vocabulary(["x"]).encode(["q"])
+
+
+def test_bad_vocabularies_are_refused():
+    with pytest.raises(ValueError, match="unique"):
+        Vocabulary(["a", "a"])
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        Vocabulary(["a"], unk="<unk>")
