@@ -115,6 +115,7 @@ def test_eval_script_bad_checkpoint_is_one_line(tmp_path, content):
         path.write_bytes(content)
     result = run_script("eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(f"eval.py: error: {'checkpoint ' if content is None else ''}")
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("eval.py: error: checkpoint " if content is None else "eval.py: error: ")
     assert "Traceback" not in result.stderr
     assert str(path) in result.stderr

@@ -13,7 +13,8 @@ def test_build_orders_specials_then_frequency_and_round_trips():
 
 
 def test_min_freq_and_max_size():
-    vocab = Vocabulary.build(["a", "a", "a", "b", "b", "c"], specials=["<pad>", "<unk>"], min_freq=2, max_size=3, unk="<unk>")
+    words = ["a", "a", "a", "b", "b", "c"]
+    vocab = Vocabulary.build(words, specials=["<pad>", "<unk>"], min_freq=2, max_size=3, unk="<unk>")
     assert vocab.itos == ["<pad>", "<unk>", "a"]
     assert vocab.encode(["b"]) == [1]
 
