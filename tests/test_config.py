@@ -65,3 +65,14 @@ def test_data_dir_comes_from_the_environment(tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}"])
     assert cfg.paths.data_dir == "/some/where" and cfg.data.data_dir == "/some/where"
+
+
+def test_charrnn_task_alone_is_charrnn_small_and_post_is_min_char_rnn(tmp_path):
+    plain = compose_config(["task=charrnn"], tmp_path)
+    small = compose_config(["experiment=charrnn_small"], tmp_path)
+    assert OmegaConf.to_container(plain.model) == OmegaConf.to_container(small.model)
+    assert plain.model.hidden_sizes == [256, 256] and plain.data.bptt == 100 and plain.model.dropout == 0.2
+    post = compose_config(["experiment=charrnn_post"], tmp_path)
+    assert post.model.cell == "rnn_tanh" and post.model.embedding_dim is None
+    assert post.model.optimizer._target_ == "torch.optim.Adagrad" and post.data.bptt == 25
+    assert post.trainer.gradient_clip_algorithm == "value"

@@ -55,3 +55,31 @@ class StopOnNonFiniteLoss(L.Callback):
             )
             rank_zero_warn(self.message)
             trainer.should_stop = True
+
+
+class TextSamples(L.Callback):
+    """Writes a generated text sample to TensorBoard every `every_n_epochs` validation epochs."""
+
+    def __init__(self, every_n_epochs: int = 1, length: int = 300, prime: str | None = None,
+                 temperature: float = 0.8, seed: int = 0):
+        self.every_n_epochs, self.length, self.prime = every_n_epochs, length, prime
+        self.temperature, self.seed = temperature, seed
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        from rnnlab.sampling import default_prime, from_symbols, sample, to_symbols
+
+        vocab = getattr(trainer.datamodule, "vocab", None)
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if trainer.sanity_checking or not loggers or vocab is None or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        level = pl_module.symbol_level
+        prime = [s for s in to_symbols(self.prime or default_prime(level), level) if s in vocab]
+        prime = prime or [vocab.itos[0]]
+        ids = sample(pl_module.net, vocab.encode(prime), self.length, self.temperature, seed=self.seed)
+        text = from_symbols(prime + vocab.decode(ids[0]), level)
+        for logger in loggers:  # two spaces before a newline keep line breaks in TensorBoard's markdown
+            logger.experiment.add_text("samples", text.replace("\n", "  \n"), trainer.global_step)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 from rnnlab.models.recurrent import RecurrentStack, State
@@ -16,9 +16,10 @@ class OneHot(nn.Module):
     def __init__(self, vocab_size: int):
         super().__init__()
         self.embedding_dim = vocab_size
+        self.register_buffer("eye", torch.eye(vocab_size), persistent=False)  # follows .to(dtype/device)
 
     def forward(self, ids: Tensor) -> Tensor:
-        return F.one_hot(ids, self.embedding_dim).float()
+        return self.eye[ids]
 
 
 class RNNLM(nn.Module):

@@ -33,6 +33,8 @@ class LanguageModel(L.LightningModule):
     exp(total NLL / total tokens) over the whole split.
     """
 
+    symbol_level = "word"  # how generate.py splits a prime and joins symbols: "word" or "char"
+
     def __init__(
         self,
         vocab_size: int,
@@ -130,3 +132,12 @@ class LanguageModel(L.LightningModule):
 class PTBLanguageModel(LanguageModel):
     """Word-level language model of the Penn Treebank; reports perplexity."""
 
+
+
+class CharRNN(LanguageModel):
+    """Character-level language model; adds bits per character to the metrics."""
+
+    symbol_level = "char"
+
+    def epoch_metrics(self, nll: float) -> dict[str, float]:
+        return {**super().epoch_metrics(nll), "bpc": nll / math.log(2)}

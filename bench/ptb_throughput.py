@@ -1,0 +1,93 @@
+"""Training throughput of `task=ptb` under Lightning versus a minimal hand-written PyTorch loop.
+
+Both train the same model (built from the same config) on the same BPTT batches with the same
+optimizer and clipping; rounds alternate (Lightning, plain, Lightning, plain, ...) so that drift
+in machine load hits both. Timing excludes the first `--warmup` batches of each round.
+
+    python bench/ptb_throughput.py [--batches 300] [--rounds 3] [hydra overrides ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from rnnlab import CONF_DIR
+from rnnlab.models.recurrent import detach_state
+from rnnlab.train import build, silence_known_warnings
+
+
+class Timer(L.Callback):
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.tokens = warmup, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.tokens += batch[0].numel()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.start
+
+
+def lightning_round(cfg, batches: int, warmup: int) -> float:
+    timer = Timer(warmup)
+    datamodule, model, trainer = build(cfg, [timer])
+    trainer.fit(model, datamodule=datamodule)
+    return timer.tokens / timer.seconds
+
+
+def plain_round(cfg, batches: int, warmup: int) -> float:
+    datamodule, model, _ = build(cfg)
+    net = model.net.train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.model.optimizer.lr)
+    state, tokens, start = None, 0, None
+    for i, (x, y) in enumerate(datamodule.train_dataloader()):
+        if i == batches:
+            break
+        if i == warmup:
+            start = time.perf_counter()
+        logits, state = net(x, detach_state(state))
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)) * x.size(1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.gradient_clip_val)
+        optimizer.step()
+        if i >= warmup:
+            tokens += x.numel()
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    args, overrides = parser.parse_known_args()
+    silence_known_warnings()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "paths.output_dir=outputs/bench/ptb_throughput", "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={args.batches}", "trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides,
+        ])
+    results: dict[str, list[float]] = {"lightning": [], "plain": []}
+    for r in range(args.rounds):
+        for name, run in (("lightning", lightning_round), ("plain", plain_round)):
+            torch.manual_seed(cfg.seed)
+            results[name].append(run(cfg, args.batches, args.warmup))
+            print(f"round {r + 1} {name:9s} {results[name][-1]:9.0f} tokens/s", flush=True)
+    light, plain = statistics.median(results["lightning"]), statistics.median(results["plain"])
+    print(f"median tokens/s: lightning {light:.0f}, plain loop {plain:.0f}; "
+          f"ratio lightning/plain = {light / plain:.3f} (torch threads: {torch.get_num_threads()})")
+
+
+if __name__ == "__main__":
+    main()

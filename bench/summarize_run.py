@@ -1,0 +1,32 @@
+"""Summarize a finished run from its CSV log: per-epoch val perplexity, test perplexity, tokens/s, wall time.
+
+    python bench/summarize_run.py outputs/ptb/runs/<run>
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+
+def main(run_dir: str) -> None:
+    rows = list(csv.DictReader(open(Path(run_dir) / "csv" / "metrics.csv")))
+    speed = [float(r["train/device/items_per_sec"]) for r in rows if r.get("train/device/items_per_sec")]
+    times = [float(r["train/time"]) for r in rows if r.get("train/time")]
+    for r in rows:
+        if r.get("val/ppl"):
+            print(f"epoch {int(r['epoch']) + 1:3d}  val ppl {float(r['val/ppl']):8.2f}")
+    for key in ("test/ppl", "test/bpc", "test/acc"):
+        values = [float(r[key]) for r in rows if r.get(key)]
+        if values:
+            print(f"{key} {values[-1]:.2f}")
+    if speed:
+        print(f"training tokens/s: median {statistics.median(speed):.0f} (min {min(speed):.0f}, max {max(speed):.0f})")
+    if times:
+        print(f"training wall time (Lightning's clock, excluding validation start-up): {max(times) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

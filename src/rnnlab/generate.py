@@ -1,0 +1,68 @@
+"""Sample text from a language-model checkpoint (CharRNN or PTB), streaming it to stdout."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from rnnlab import CONF_DIR
+from rnnlab.checkpoint import CheckpointError, load_run
+from rnnlab.data.vocab import UnknownSymbolError
+from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, sample, to_symbols
+from rnnlab.tasks.language_model import LanguageModel
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
+    """The generated texts (without the prime); streams them to `out` as they are produced."""
+    check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k)
+    if cfg.num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
+    run = load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device))
+    if not isinstance(run.model, LanguageModel) or run.vocab is None:
+        raise ValueError(
+            f"{cfg.ckpt_path} holds a {type(run.model).__name__} ({run.config.get('task_name')} task), "
+            "which cannot generate text; use a language-model checkpoint (task=charrnn or task=ptb)"
+        )
+    level = run.model.symbol_level
+    prime_text = default_prime(level) if cfg.prime is None else str(cfg.prime)
+    prime = to_symbols(prime_text, level)
+    if not prime:
+        raise ValueError("prime is empty; give some text or leave it unset (null)")
+    unknown = run.vocab.unknown(prime)
+    if unknown:
+        raise UnknownSymbolError(unknown)
+    stream = cfg.num_samples == 1
+    if cfg.print_prime and stream:
+        out.write(from_symbols(prime, level) if cfg.prime is not None else "")
+    on_step = (lambda ids: (out.write(from_symbols(run.vocab.decode(ids), level)), out.flush())) if stream else None
+    ids = sample(run.model.net, run.vocab.encode(prime), cfg.length, cfg.temperature, cfg.sampling, cfg.top_k,
+                 cfg.num_samples, cfg.seed, on_step)
+    texts = [from_symbols(run.vocab.decode(row), level) for row in ids.tolist()]
+    if stream:
+        out.write("\n")
+    else:
+        for i, text in enumerate(texts):
+            out.write(f"--- sample {i + 1} ---\n{prime_text if cfg.print_prime else ''}{text}\n")
+    out.flush()
+    return texts
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
+def main(cfg: DictConfig) -> None:
+    try:
+        generate(cfg)
+    except (CheckpointError, ValueError) as e:
+        raise SystemExit(f"generate.py: error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

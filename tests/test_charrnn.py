@@ -1,0 +1,151 @@
+import io
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rnnlab.data.lm_datamodule import CharDataModule
+from rnnlab.data.shakespeare import UNK_CHAR, char_corpus, load_tinyshakespeare, split_text
+from rnnlab.data.streams import BPTTStream
+from rnnlab.data.vocab import UnknownSymbolError
+from rnnlab.generate import generate
+from rnnlab.models.lm import RNNLM
+from rnnlab.sampling import sample
+from rnnlab.train import train
+from tests.conftest import TINY_TRAINER, compose_config, run_script
+
+
+def test_real_tinyshakespeare_vocabulary_and_split(data_dir, tmp_path):
+    corpus = load_tinyshakespeare(data_dir, cache_dir=tmp_path, download=False)
+    assert len(corpus.vocab) == 66 and corpus.vocab.itos[0] == UNK_CHAR  # 65 characters + unknown
+    sizes = {k: v.numel() for k, v in corpus.splits.items()}
+    assert sum(sizes.values()) == 1_115_394 and sizes["train"] == 1_003_854
+    text = (data_dir / "tinyshakespeare" / "input.txt").read_text()
+    assert "".join(corpus.vocab.decode(corpus.splits["valid"][:200])) == text[1_003_854:1_004_054]
+
+
+def test_char_vocab_round_trip_and_unknown_policy():
+    corpus = char_corpus("abcabc" * 10 + "xyz" * 3, (0.8, 0.1, 0.1))
+    assert corpus.vocab.itos == [UNK_CHAR, "a", "b", "c"]
+    assert "".join(corpus.vocab.decode(corpus.vocab.encode("cab"))) == "cab"
+    assert corpus.vocab.decode(corpus.splits["test"]).count(UNK_CHAR) == corpus.splits["test"].numel()
+    with pytest.raises(UnknownSymbolError, match=r"\['x'\]"):  # the first split past train fails
+        char_corpus("abcabc" * 10 + "xyz" * 3, (0.8, 0.1, 0.1), on_unknown="error")
+    with pytest.raises(ValueError, match="three non-negative fractions summing to 1"):
+        split_text("abc", (0.5, 0.6, 0.1))
+
+
+def test_characters_use_the_same_bptt_stream(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("hello world, " * 200)
+    dm = CharDataModule(text_file=str(path), data_dir=str(tmp_path), batch_size=4, bptt=10, split=(0.8, 0.1, 0.1))
+    loader = dm.train_dataloader()
+    assert isinstance(loader.dataset, BPTTStream)
+    (x0, y0), (x1, _) = list(loader)[:2]
+    assert x0.shape == (4, 10) and torch.equal(y0[:, :-1], x0[:, 1:]) and torch.equal(x1[:, 0], y0[:, -1])
+    text = "".join(dm.vocab.decode(x0[0]))
+    assert text == ("hello world, " * 200)[:10]
+
+
+class CountingNet(torch.nn.Module):
+    """Wraps a network and records the time steps of each call."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, ids, state=None):
+        self.calls.append(ids.size(1))
+        return self.net(ids, state)
+
+
+def test_sampling_cost_per_symbol_is_constant():
+    net = CountingNet(RNNLM(20, [16], "lstm", embedding_dim=8))
+    sample(net, [1, 2, 3, 4], length=50, seed=0)
+    assert net.calls == [4] + [1] * 49  # the prime once, then one step per symbol
+    net.calls.clear()
+    sample(net, [1], length=500, seed=0)
+    assert len(net.calls) == 500 and max(net.calls) == 1
+
+
+def test_sampling_is_deterministic_under_a_seed_and_batched():
+    net = RNNLM(20, [16], "gru", embedding_dim=8, init_scale=0.5)
+    a = sample(net, [1, 2], 40, temperature=1.0, seed=5, num_samples=3)
+    b = sample(net, [1, 2], 40, temperature=1.0, seed=5, num_samples=3)
+    c = sample(net, [1, 2], 40, temperature=1.0, seed=6, num_samples=3)
+    assert a.shape == (3, 40) and torch.equal(a, b) and not torch.equal(a, c)
+    top1 = sample(net, [1, 2], 40, top_k=1, seed=9)
+    assert torch.equal(top1, sample(net, [1, 2], 40, strategy="argmax"))
+
+
+def test_argmax_follows_the_most_likely_path_of_a_trained_model():
+    torch.manual_seed(0)
+    net = RNNLM(5, [16], "lstm", embedding_dim=8, init_scale=0.3)
+    cycle = torch.tensor([0, 1, 2, 3, 4] * 8)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(150):
+        logits, _ = net(cycle[None, :-1])
+        loss = torch.nn.functional.cross_entropy(logits[0], cycle[1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    greedy = sample(net, [0, 1], 12, strategy="argmax")[0]
+    assert greedy.tolist() == [2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3]
+    # and it is, step by step, the argmax of the model's own distribution
+    with torch.no_grad():
+        logits, _ = net(torch.cat([torch.tensor([0, 1]), greedy])[None])
+    assert torch.equal(logits[0, 1:-1].argmax(-1), greedy)
+
+
+@pytest.fixture(scope="module")
+def char_checkpoint(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("charrnn")
+    cfg = compose_config(["task=charrnn", *TINY_TRAINER, "model.hidden_sizes=[32]", "data.batch_size=8",
+                          "data.bptt=20", "trainer.limit_train_batches=20"], tmp_path)
+    metrics = train(cfg)
+    return tmp_path / "run" / "checkpoints" / "best.ckpt", metrics
+
+
+def test_smoke_train_on_real_tinyshakespeare_reports_bits_per_char(char_checkpoint):
+    path, metrics = char_checkpoint
+    assert path.is_file()
+    assert metrics["test/bpc"] == pytest.approx(metrics["test/loss"] / math.log(2), rel=1e-6)
+    assert metrics["val/loss"] < math.log(66)
+
+
+def gen_cfg(path, **kw):
+    base = dict(ckpt_path=str(path), prime="ROMEO:", length=40, temperature=0.8, sampling="multinomial",
+                top_k=None, num_samples=1, seed=3, device="cpu", print_prime=True)
+    return OmegaConf.create({**base, **kw})
+
+
+def test_generate_streams_and_repeats_under_a_seed(char_checkpoint):
+    path, _ = char_checkpoint
+    out = io.StringIO()
+    texts = generate(gen_cfg(path), out)
+    assert len(texts[0]) == 40 and out.getvalue() == "ROMEO:" + texts[0] + "\n"
+    assert generate(gen_cfg(path), io.StringIO()) == texts
+    two = generate(gen_cfg(path, num_samples=2, sampling="argmax"), io.StringIO())
+    assert len(two) == 2 and two[0] == two[1]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(temperature=0.0), "temperature must be > 0, got 0.0"),
+    (dict(length=0), "length must be >= 1, got 0"),
+    (dict(prime="ROMEO~#"), r"unknown symbol\(s\) not in the vocabulary: \['#', '~'\]"),
+    (dict(sampling="beam"), "sampling must be one of"),
+])
+def test_generate_bad_input(char_checkpoint, kw, message):
+    path, _ = char_checkpoint
+    with pytest.raises(ValueError, match=message):
+        generate(gen_cfg(path, **kw), io.StringIO())
+
+
+def test_generate_script_one_line_errors(char_checkpoint, tmp_path):
+    path, _ = char_checkpoint
+    result = run_script("generate.py", f"ckpt_path={path}", "temperature=-1", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "generate.py: error: temperature must be > 0, got -1"
+    result = run_script("generate.py", f"ckpt_path={path}", "prime=ROMEO:", "length=30", "seed=1", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("ROMEO:") and len(result.stdout) == 6 + 30 + 1
