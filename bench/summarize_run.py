@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def main(run_dir: str) -> None:
-    rows = list(csv.DictReader(open(Path(run_dir) / "csv" / "metrics.csv")))
+    with open(Path(run_dir) / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     speed = [float(r["train/device/items_per_sec"]) for r in rows if r.get("train/device/items_per_sec")]
     times = [float(r["train/time"]) for r in rows if r.get("train/time")]
     for r in rows:
