@@ -15,3 +15,14 @@ class KeepThenDecay:
 
     def __call__(self, epoch: int) -> float:
         return self.decay ** max(epoch + 1 - self.keep_epochs, 0)
+
+
+def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: float = 1e-3):
+    """Lightning's `configure_optimizers` from Hydra partials: `optimizer(params=...)`, then
+    `scheduler(optimizer=...)` stepped each epoch. A missing or empty scheduler means a constant lr."""
+    import torch
+
+    optimizer = (optimizer or (lambda params: torch.optim.SGD(params, lr=default_lr)))(params=module.parameters())
+    if not scheduler:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer=optimizer), "interval": "epoch"}}

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 
 from rnnlab.models.lm import RNNLM
 from rnnlab.models.recurrent import detach_state
+from rnnlab.optim import configure_optimizers
 
 LOSS_REDUCTIONS = ("sum_time", "mean")
 
@@ -121,12 +122,7 @@ class LanguageModel(L.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        optimizer_factory = self.hparams.optimizer or (lambda params: torch.optim.SGD(params, lr=1.0))
-        optimizer = optimizer_factory(params=self.parameters())
-        if self.hparams.scheduler is None:
-            return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler, default_lr=1.0)
 
 
 class PTBLanguageModel(LanguageModel):

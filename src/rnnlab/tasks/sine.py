@@ -1,0 +1,125 @@
+"""Sine-wave regression: a window of values in, the next `horizon` values out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanSquaredError
+
+from rnnlab.models.recurrent import RecurrentStack
+from rnnlab.optim import configure_optimizers
+
+log = logging.getLogger(__name__)
+
+
+class SineRegressor(L.LightningModule):
+    """One (or more) recurrent layers over `(batch, time, 1)` and a linear map of the last output to `(batch, horizon)`.
+
+    Logs val/mse next to val/baseline_mse, the error of repeating the last input value.
+    At the end of training it plots predictions and a free-running forecast against the truth
+    (PNG in the run directory and a TensorBoard figure).
+    """
+
+    def __init__(self, horizon: int = 1, cell: str = "lstm", hidden_sizes: Sequence[int] = (100,),
+                 dropout: float = 0.0, optimizer: Callable | None = None, scheduler: Callable | None = None,
+                 forecast_steps: int = 50, plot: bool = True):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.rnn = RecurrentStack(cell, 1, list(hidden_sizes), dropout)
+        self.head = nn.Linear(self.rnn.output_size, horizon)
+        self.val_mse, self.baseline_mse, self.test_mse = MeanSquaredError(), MeanSquaredError(), MeanSquaredError()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = F.mse_loss(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.size(0))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_mse.update(self(x), y)
+        self.baseline_mse.update(x[:, -1, :].expand_as(y), y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({"val/mse": self.val_mse.compute(), "val/baseline_mse": self.baseline_mse.compute()},
+                      prog_bar=True)
+        self.val_mse.reset()
+        self.baseline_mse.reset()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_mse.update(self(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/mse", self.test_mse.compute())
+        self.test_mse.reset()
+
+    @torch.no_grad()
+    def forecast(self, window: Tensor, steps: int) -> Tensor:
+        """Free-running: predict, append the first prediction to the window, repeat: `(seq_len, 1)` -> `(steps,)`."""
+        window = window.clone().to(self.device)
+        out = []
+        for _ in range(steps):
+            nxt = self(window[None])[0, :1]
+            out.append(nxt)
+            window = torch.cat([window[1:], nxt[None]], 0)
+        return torch.cat(out)
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)
+
+    def on_train_end(self) -> None:
+        if self.hparams.plot and self.trainer.is_global_zero:
+            plot_predictions(self, self.trainer)
+
+
+def plot_predictions(model: SineRegressor, trainer: L.Trainer) -> Path | None:
+    """Validation predictions and a free-running forecast against the truth; returns the PNG path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no prediction plot (pip install 'rnnlab[plot]')")
+        return None
+    dm = trainer.datamodule
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        x_val = torch.tensor(dm.x_val, dtype=torch.float32, device=model.device)
+        pred = model(x_val)[:, 0].cpu().numpy()
+        steps = min(model.hparams.forecast_steps, len(dm.x_val))
+        free = model.forecast(x_val[0], steps).cpu().numpy()
+    model.train(was_training)
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    truth = dm.y_val[:, 0]
+    axes[0].plot(truth, label="true")
+    axes[0].plot(pred, "--", label="predicted (one step ahead)")
+    axes[0].set_title(f"validation windows: MSE {np.mean((pred - truth) ** 2):.2e}")
+    axes[1].plot(truth[:steps], label="true")
+    axes[1].plot(free, "--", label="free-running forecast")
+    axes[1].set_title(f"free-running for {steps} steps from the first validation window")
+    for ax in axes:
+        ax.legend(loc="upper right")
+    axes[1].set_xlabel("validation window")
+    fig.tight_layout()
+    path = Path(trainer.default_root_dir) / "sine_predictions.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    for logger in trainer.loggers:
+        if hasattr(logger.experiment, "add_figure"):
+            logger.experiment.add_figure("predictions", fig, trainer.global_step)
+    plt.close(fig)
+    return path

@@ -1,0 +1,69 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rnnlab.data.series import make_windows, read_series, sine_series, split_windows
+from rnnlab.data.sine import SineDataModule
+from rnnlab.train import train
+from tests.conftest import TINY_TRAINER, compose_config
+
+
+def test_windows_and_split_match_the_sheet():
+    series = sine_series(200)
+    assert series[3] == pytest.approx(math.sin(3))
+    x, y = make_windows(series, 50, 1)
+    assert x.shape == (150, 50, 1) and y.shape == (150, 1)
+    (x_train, y_train), (x_val, y_val) = split_windows(x, y, 50)
+    assert x_train.shape == (100, 50, 1) and y_train.shape == (100, 1) and x_val.shape == (50, 50, 1)
+    assert np.array_equal(x_train[7, :, 0], series[7:57]) and y_train[7, 0] == series[57]
+    assert np.array_equal(x_val[0, :, 0], series[100:150]) and y_val[-1, 0] == series[199]
+
+
+def test_configurable_waves_noise_and_horizon():
+    two = sine_series(100, step=0.5, waves=[{"frequency": 2.0, "phase": 1.0}, {"frequency": 0.5, "amplitude": 3.0}])
+    t = 0.5 * 9
+    assert two[9] == pytest.approx(math.sin(2 * t + 1) + 3 * math.sin(0.5 * t))
+    noisy = sine_series(200, noise_std=0.1, seed=1)
+    assert 0.05 < np.std(noisy - sine_series(200)) < 0.15
+    x, y = make_windows(sine_series(200), 50, 10)
+    assert x.shape == (141, 50, 1) and y.shape == (141, 10) and y[0, 9] == pytest.approx(math.sin(59))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seq_len=250), r"seq_len 250 \+ horizon 1 is longer than the series \(200 values\)"),
+    (dict(horizon=101), r"50 windows leave no training windows with val_windows=50"),
+])
+def test_bad_windows_are_clear_errors(kwargs, message):
+    dm = SineDataModule(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        dm.setup()
+
+
+def test_series_file_with_non_finite_values_is_refused(tmp_path):
+    path = tmp_path / "series.txt"
+    path.write_text("0.1 0.2\n0.3, nan 0.5\ninf\n")
+    with pytest.raises(ValueError, match=r"series.txt: 2 non-finite value\(s\), first at index 3 \(nan\)"):
+        read_series(path)
+    good = tmp_path / "good.npy"
+    np.save(good, np.sin(np.arange(80.0)))
+    dm = SineDataModule(series_file=str(good), seq_len=10, val_windows=20)
+    dm.setup()
+    assert dm.x_train.shape == (50, 10, 1)
+
+
+def test_lightning_sine_beats_the_last_value_baseline(tmp_path):
+    full_data = [f"trainer.limit_{s}_batches=null" for s in ("train", "val", "test")]
+    cfg = compose_config(["task=sine", *TINY_TRAINER, *full_data, "trainer.max_epochs=8", "model.hidden_sizes=[32]",
+                          "logger=tensorboard"], tmp_path)
+    metrics = train(cfg)
+    assert metrics["val/mse"] < 0.5 * metrics["val/baseline_mse"]
+    assert (tmp_path / "run" / "sine_predictions.png").stat().st_size > 10_000
+
+
+def test_free_running_forecast_shape(tmp_path):
+    from rnnlab.tasks.sine import SineRegressor
+
+    model = SineRegressor(hidden_sizes=[8], cell="naive_gru")
+    assert model.forecast(torch.zeros(50, 1), 7).shape == (7,)
