@@ -83,3 +83,39 @@ class TextSamples(L.Callback):
         text = from_symbols(prime + vocab.decode(ids[0]), level)
         for logger in loggers:  # two spaces before a newline keep line breaks in TensorBoard's markdown
             logger.experiment.add_text("samples", text.replace("\n", "  \n"), trainer.global_step)
+
+
+class TrajectoryFigures(L.Callback):
+    """Draws P(positive) after each word for the first `num_texts` validation texts, each validation epoch."""
+
+    def __init__(self, num_texts: int = 3, max_words: int = 40):
+        self.num_texts, self.max_words = num_texts, max_words
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if trainer.sanity_checking or not loggers or not trainer.is_global_zero:
+            return
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        dataset, vocab = trainer.datamodule.datasets["valid"], trainer.datamodule.vocab
+        fig, axes = plt.subplots(self.num_texts, 1, figsize=(10, 2.6 * self.num_texts), squeeze=False)
+        for ax, i in zip(axes[:, 0], range(min(self.num_texts, len(dataset)))):
+            ids, label = dataset[i]
+            ids = ids[: self.max_words]
+            traj = pl_module.trajectory(torch.tensor(ids, device=pl_module.device)).cpu()
+            ax.plot(traj.numpy(), marker=".")
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+            ax.set_ylim(0, 1)
+            ax.set_xticks(range(len(ids)), vocab.decode(ids), rotation=60, ha="right", fontsize=7)
+            ax.set_title(f"validation text {i} (label {'positive' if label else 'negative'})", fontsize=9)
+        fig.tight_layout()
+        for logger in loggers:
+            logger.experiment.add_figure("per_word_prediction", fig, trainer.global_step)
+        plt.close(fig)

@@ -1,0 +1,134 @@
+"""Sentiment predictions from a SentimentLSTM checkpoint: per-word trajectories, or a file in batch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from rnnlab import CONF_DIR
+from rnnlab.checkpoint import CheckpointError, TrainedRun, load_run
+from rnnlab.data.text import pad_batch, tokenize, truncate
+from rnnlab.generate import resolve_device
+from rnnlab.tasks.sentiment import SentimentLSTM
+
+
+@dataclass
+class Prediction:
+    words: list[str]          # the words the model read (after truncation)
+    trajectory: list[float]   # P(positive) after each word
+    probability: float        # P(positive) of the whole text
+    unknown: list[str]        # words not in the vocabulary
+    truncated: bool
+
+
+class Predictor:
+    """Tokenizes as the run's data config did, encodes with the checkpoint's vocabulary, predicts."""
+
+    def __init__(self, run: TrainedRun):
+        if not isinstance(run.model, SentimentLSTM):
+            raise ValueError(f"{run.path} holds a {type(run.model).__name__}, not a sentiment model (task=sentiment)")
+        self.model, self.vocab, self.data = run.model, run.vocab, run.config.data
+
+    def words(self, text: str) -> tuple[list[str], bool]:
+        d = self.data
+        words = tokenize(text, d.lower, d.strip_html, d.strip_punctuation)
+        kept = truncate(words, d.max_len, d.truncate_keep)
+        return kept, len(kept) < len(words)
+
+    def one(self, text: str) -> Prediction:
+        words, truncated = self.words(text)
+        if not words:
+            raise ValueError("the text has no words to read")
+        ids = torch.tensor(self.vocab.encode(words), device=self.model.device)
+        trajectory = self.model.trajectory(ids).tolist()
+        with torch.no_grad():
+            prob = self.model.prob_positive(self.model(ids[None], torch.tensor([len(words)])))[0].item()
+        return Prediction(words, trajectory, prob, self.vocab.unknown(words), truncated)
+
+    @torch.no_grad()
+    def many(self, texts: list[str], batch_size: int = 256) -> list[float | None]:
+        """P(positive) of each text (None for a text with no words), batched and length-sorted."""
+        encoded = [self.vocab.encode(self.words(t)[0]) for t in texts]
+        order = sorted((i for i, e in enumerate(encoded) if e), key=lambda i: len(encoded[i]))
+        probs: list[float | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids = pad_batch([encoded[i] for i in idx], self.data.padding_side).to(self.model.device)
+            lengths = torch.tensor([len(encoded[i]) for i in idx])
+            for i, p in zip(idx, self.model.prob_positive(self.model(ids, lengths)).tolist()):
+                probs[i] = p
+        return probs
+
+
+def plot_trajectory(pred: Prediction, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(pred.words)), 3.5))
+    ax.plot(range(len(pred.words)), pred.trajectory, marker="o")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(pred.words)), pred.words, rotation=60, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("P(positive)")
+    ax.set_title("prediction after each word")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
+    if (cfg.text is None) == (cfg.input is None):
+        raise ValueError("give exactly one of text=... or input=FILE")
+    predictor = Predictor(load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device)))
+    label = lambda p: "positive" if p >= cfg.threshold else "negative"  # noqa: E731
+    if cfg.text is not None:
+        pred = predictor.one(str(cfg.text))
+        if pred.truncated:
+            err.write(f"warning: the text is longer than max_len={predictor.data.max_len} words; "
+                      f"read the {predictor.data.truncate_keep} {len(pred.words)}\n")
+        if len(pred.unknown) == len(pred.words):
+            err.write("warning: no word of the text is in the vocabulary; the prediction means little\n")
+        for word, p in zip(pred.words, pred.trajectory):
+            out.write(f"{word:>20s}  {p:.3f}\n")
+        out.write(f"P(positive) = {pred.probability:.3f}: {label(pred.probability)}\n")
+        if cfg.plot:
+            err.write(f"saved {plot_trajectory(pred, Path(cfg.plot_path))}\n")
+        return [pred]
+    path = Path(cfg.input).expanduser()
+    if not path.is_file():
+        raise ValueError(f"input file {path} does not exist")
+    texts = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    probs = predictor.many(texts, cfg.batch_size)
+    empty = sum(p is None for p in probs)
+    if empty:
+        err.write(f"warning: {empty} line(s) of {path} have no words; their prediction is null\n")
+    sink = open(cfg.output, "w", encoding="utf-8") if cfg.output else out  # noqa: SIM115
+    try:
+        for i, p in enumerate(probs):
+            record = {"line": i + 1, "p_positive": p, "label": None if p is None else label(p)}
+            sink.write(json.dumps(record) + "\n")
+    finally:
+        if sink is not out:
+            sink.close()
+    return probs
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg)
+    except (CheckpointError, ValueError) as e:
+        raise SystemExit(f"predict.py: error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""SentimentLSTM: embedding -> (bi)directional recurrent layers over packed sequences -> classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+
+from rnnlab.optim import configure_optimizers
+
+CELLS = {"rnn_tanh": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+LOSSES = ("ce", "bce", "mse")
+POOLINGS = ("last", "mean", "max")
+
+
+def right_align(ids: Tensor, lengths: Tensor) -> Tensor:
+    """Left-padded ids `(batch, time)` moved to the right-padded layout that packing needs."""
+    time = ids.size(1)
+    shift = (time - lengths).unsqueeze(1)
+    idx = (torch.arange(time, device=ids.device).unsqueeze(0) + shift) % time
+    return ids.gather(1, idx)
+
+
+class SentimentLSTM(L.LightningModule):
+    """P(positive) of a text `(batch, time)` ids with `lengths`.
+
+    `pack=true` runs the recurrent layers on packed sequences, so they do no work past each
+    text's end and padding cannot change a prediction. The text's representation is the final
+    state of each sequence (`pooling="last"`, both directions when bidirectional) or the
+    mean/max of the outputs over its valid steps.
+    Losses: `ce` (softmax cross-entropy over two classes), `bce` (sigmoid BCE on one-hot targets,
+    as the reference post), `mse` (a sigmoid output against 0/1, as the reference notebook).
+    """
+
+    def __init__(
+        self, vocab_size: int, padding_side: str = "right", cell: str = "lstm", embedding_dim: int = 128,
+        hidden_size: int = 128, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.5,
+        embedding_dropout: float = 0.0, pooling: str = "last", loss: str = "ce", pack: bool = True,
+        optimizer: Callable | None = None, scheduler: Callable | None = None,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {cell!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"model.loss must be one of {LOSSES}, got {loss!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.save_hyperparameters(logger=False)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.rnn = CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
+                               dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.directions = 2 if bidirectional else 1
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.directions * hidden_size, 1 if loss == "mse" else 2)
+        metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def encode(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Outputs `(batch, time, directions * hidden)` (right-aligned, zero past each end) and the final state."""
+        if self.hparams.padding_side == "left":
+            ids = right_align(ids, lengths)
+        x = self.embedding_dropout(self.embedding(ids))
+        if self.hparams.pack:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, h = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.size(1))
+            h = h[0] if isinstance(h, tuple) else h  # (layers * directions, batch, hidden)
+            final = torch.cat(list(h[-self.directions:]), -1)
+        else:
+            out, _ = self.rnn(x)
+            final = out[torch.arange(out.size(0)), lengths - 1]
+        return out, final
+
+    def pool(self, out: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
+        if self.hparams.pooling == "last":
+            return final
+        mask = (torch.arange(out.size(1), device=out.device)[None] < lengths[:, None]).unsqueeze(-1)
+        if self.hparams.pooling == "mean":
+            return (out * mask).sum(1) / lengths[:, None].to(out.dtype)
+        return out.masked_fill(~mask, float("-inf")).max(1).values
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """Logits `(batch, 2)` (`(batch, 1)` for the mse loss)."""
+        out, final = self.encode(ids, lengths)
+        return self.head(self.dropout(self.pool(out, final, lengths)))
+
+    def prob_positive(self, logits: Tensor) -> Tensor:
+        if self.hparams.loss == "ce":
+            return logits.softmax(-1)[..., 1]
+        return torch.sigmoid(logits[..., -1])
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.hparams.loss == "ce":
+            return F.cross_entropy(logits, labels)
+        if self.hparams.loss == "bce":
+            return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, 2).to(logits.dtype))
+        return F.mse_loss(torch.sigmoid(logits[:, 0]), labels.to(logits.dtype))
+
+    @torch.no_grad()
+    def trajectory(self, ids: Tensor) -> Tensor:
+        """P(positive) after each word of one text `(time,)` -> `(time,)`.
+
+        Unidirectional: one pass, the classifier applied to the representation after every step
+        (the output, or the running mean/max of the outputs). Bidirectional models read the
+        future too, so each prefix is classified on its own.
+        """
+        ids = ids[None]
+        n = ids.size(1)
+        if self.directions == 2:
+            return torch.stack([self.prob_positive(self(ids[:, : t + 1], torch.tensor([t + 1])))[0]
+                                for t in range(n)])
+        out, _ = self.encode(ids, torch.tensor([n]))
+        if self.hparams.pooling == "mean":
+            out = out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]
+        elif self.hparams.pooling == "max":
+            out = out.cummax(1).values
+        return self.prob_positive(self.head(out))[0]
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        ids, lengths, labels = batch
+        loss = self.loss(self(ids, lengths), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=ids.size(0))
+        return loss
+
+    def _eval_step(self, batch, metrics: MetricCollection, stage: str) -> None:
+        ids, lengths, labels = batch
+        logits = self(ids, lengths)
+        self.log(f"{stage}/loss", self.loss(logits, labels), batch_size=ids.size(0), sync_dist=True)
+        metrics.update(self.prob_positive(logits), labels)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

@@ -1,0 +1,250 @@
+import io
+import json
+import tarfile
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rnnlab.data.download import DataFileError
+from rnnlab.data.sentiment import (
+    Collate,
+    SentimentDataModule,
+    extract_safely,
+    fold_split,
+    load_mr,
+    read_acl_imdb,
+    read_reviews_labels,
+    stratified_split,
+)
+from rnnlab.data.text import PAD, UNK, BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
+from rnnlab.predict import predict
+from rnnlab.tasks.sentiment import SentimentLSTM
+from rnnlab.train import train
+from tests.conftest import TINY_TRAINER, compose_config, run_script
+
+
+def test_tokenizer_strips_html_and_punctuation():
+    assert tokenize("Great movie!<br /><br />I don't 'like' it, really.") == [
+        "great", "movie", "i", "don't", "like", "it", "really"]
+    assert tokenize("A <br/> B", strip_html=False, strip_punctuation=False, lower=False) == ["A", "<br/>", "B"]
+
+
+def test_vocab_pad_zero_unk_one_from_training_texts_only():
+    vocab = build_vocab([["a", "b", "a"], ["c"]], min_freq=1)
+    assert vocab.itos[:2] == [PAD, UNK] and vocab.encode(["a", "zzz"]) == [2, 1]
+    assert build_vocab([["a", "b", "a"]], min_freq=2).itos == [PAD, UNK, "a"]
+
+
+def test_padding_sides_and_truncation():
+    assert pad_batch([[5, 6], [7]], "right").tolist() == [[5, 6], [7, 0]]
+    assert pad_batch([[5, 6], [7]], "left").tolist() == [[5, 6], [0, 7]]
+    assert pad_batch([[1, 2, 3]], "left", length=5).tolist() == [[0, 0, 1, 2, 3]]
+    assert truncate([1, 2, 3, 4], 2, "start") == [1, 2] and truncate([1, 2, 3, 4], 2, "end") == [3, 4]
+    ids, lengths, labels = Collate("left", 4)([([1, 2], 1), ([3, 4, 5, 6, 7], 0)])
+    assert ids.tolist() == [[0, 0, 1, 2], [3, 4, 5, 6]] and lengths.tolist() == [2, 4]
+
+
+def test_bucket_sampler_covers_every_example_once_with_similar_lengths():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 300, (1000,), generator=g).tolist()
+    sampler = BucketBatchSampler(lengths, batch_size=16, chunk_batches=10, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 63
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 40  # sorted within chunks of 160; random batches of 16 would span ~270
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+
+
+def test_bucket_sampler_two_ranks_split_the_batches():
+    lengths = list(range(1, 101))
+    ranks = [BucketBatchSampler(lengths, 8, 4, seed=3, rank=r, world_size=2) for r in range(2)]
+    got = [list(s) for s in ranks]
+    assert len(got[0]) == len(got[1]) == len(ranks[0]) == 7
+    every = ranks[0].all_batches()  # 13 batches, the same list on both ranks
+    assert len(every) == 13 and sorted(i for b in every for i in b) == list(range(100))
+    assert got[0] == every[0::2] and got[1] == every[1::2] + [every[0]]  # padded by repeating the first
+
+
+def test_stratified_split_and_folds():
+    labels = [1] * 50 + [0] * 50
+    train, val, test = stratified_split(labels, [0.8, 0.1, 0.1], seed=0)
+    assert (len(train), len(val), len(test)) == (80, 10, 10)
+    assert sum(labels[i] for i in test) == 5 and not set(train) & set(test)
+    tests = [set(fold_split(labels, 10, k, 0.1, 0)[2]) for k in range(10)]
+    assert set().union(*tests) == set(range(100)) and sum(len(t) for t in tests) == 100
+
+
+def test_real_mr_files_and_latin1_copies(data_dir, tmp_path):
+    data = load_mr(data_dir, tmp_path, download_missing=False)
+    assert len(data.texts) == 10_662 and sum(data.labels) == 5_331
+    folder = tmp_path / "latin" / "rt-polaritydata"
+    folder.mkdir(parents=True)
+    for name in ("rt-polarity.pos", "rt-polarity.neg"):
+        text = (data_dir / "rt-polaritydata" / name).read_text(encoding="utf-8")
+        (folder / name).write_bytes(text.encode("cp1252", errors="replace"))
+    latin = load_mr(tmp_path / "latin", tmp_path, download_missing=False)
+    assert latin.texts == [t.encode("cp1252", errors="replace").decode("cp1252") for t in data.texts]
+    assert any("é" in t for t in latin.texts)
+
+
+def make_imdb_tree(root, per_class=3):
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                word = "great wonderful" if label == "pos" else "awful boring"
+                (folder / f"{i}_{8 if label == 'pos' else 2}.txt").write_text(f"A {word} film.<br />Review {i}.")
+
+
+def test_imdb_archive_is_extracted_once_into_the_cache(tmp_path):
+    make_imdb_tree(tmp_path / "src")
+    data_dir, cache = tmp_path / "data", tmp_path / "cache"
+    (data_dir / "imdb").mkdir(parents=True)
+    with tarfile.open(data_dir / "imdb" / "aclImdb_v1.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "aclImdb", arcname="aclImdb")
+    dm = SentimentDataModule("imdb", str(data_dir), str(cache), download=False, batch_size=2, seed=0)
+    dm.setup()
+    assert len(dm.datasets["test"]) == 6 and len(dm.datasets["train"]) + len(dm.datasets["valid"]) == 6
+    assert (cache / "imdb" / "aclImdb" / "train" / "pos" / "0_8.txt").is_file()
+    assert "br" not in dm.vocab and "wonderful" in dm.vocab
+    assert read_acl_imdb(cache / "imdb" / "aclImdb", "test").labels == [1, 1, 1, 0, 0, 0]
+
+
+def test_corrupt_or_unsafe_archives_are_refused(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataFileError, match="cannot extract .*bad.tar.gz"):
+        extract_safely(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(DataFileError):
+        extract_safely(evil, tmp_path / "out2")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_reviews_labels_form_and_its_errors(tmp_path):
+    reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
+    reviews.write_text("good film\nbad film\n")
+    labels.write_text("positive\nnegative\n")
+    assert read_reviews_labels(reviews, labels).labels == [1, 0]
+    labels.write_text("positive\n")
+    with pytest.raises(ValueError, match="reviews.txt has 2 lines but .*labels.txt has 1"):
+        read_reviews_labels(reviews, labels)
+    labels.write_text("positive\nmeh\n")
+    with pytest.raises(ValueError, match=r"unexpected label\(s\) \['meh'\]"):
+        read_reviews_labels(reviews, labels)
+
+
+def model(**kw):
+    torch.manual_seed(0)
+    return SentimentLSTM(**{"vocab_size": 30, "embedding_dim": 8, "hidden_size": 6, "dropout": 0.0, **kw}).eval()
+
+
+@pytest.mark.parametrize("kw", [{}, {"bidirectional": True}, {"pooling": "mean"}, {"pooling": "max"},
+                                {"cell": "gru", "num_layers": 2}, {"padding_side": "left"}])
+def test_padding_never_changes_the_prediction(kw):
+    m = model(**kw)
+    sentence = torch.tensor([[4, 9, 2, 7]])
+    alone = m.prob_positive(m(sentence, torch.tensor([4])))
+    other = [3, 5, 6, 8, 10, 11, 12, 13, 14]
+    batch = pad_batch([[4, 9, 2, 7], other], kw.get("padding_side", "right"))
+    together = m.prob_positive(m(batch, torch.tensor([4, 9])))
+    torch.testing.assert_close(together[0], alone[0])
+
+
+@pytest.mark.parametrize("kw", [{}, {"pooling": "mean"}, {"pooling": "max"}, {"bidirectional": True},
+                                {"loss": "mse"}, {"loss": "bce"}])
+def test_trajectory_has_one_value_per_word_and_ends_at_the_prediction(kw):
+    m = model(**kw)
+    ids = torch.tensor([4, 9, 2, 7, 5])
+    traj = m.trajectory(ids)
+    assert traj.shape == (5,)
+    final = m.prob_positive(m(ids[None], torch.tensor([5])))[0]
+    torch.testing.assert_close(traj[-1], final)
+    assert torch.allclose(traj[2], m.prob_positive(m(ids[None, :3], torch.tensor([3])))[0])
+
+
+def test_the_three_losses():
+    labels = torch.tensor([1, 0])
+    ce = model(loss="ce")
+    logits = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    assert ce.loss(logits, labels).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+    bce = model(loss="bce")
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert bce.loss(logits, labels).item() == pytest.approx(expected.item())
+    mse = model(loss="mse")
+    one = torch.tensor([[0.0], [0.0]])
+    assert mse.loss(one, labels).item() == pytest.approx(0.25) and mse.head.out_features == 1
+
+
+@pytest.fixture(scope="module")
+def mr_checkpoint(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("mr")
+    cfg = compose_config(["task=sentiment", *TINY_TRAINER, "trainer.limit_train_batches=30",
+                          "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
+                          "model.hidden_size=32"], tmp_path)
+    return tmp_path / "run" / "checkpoints" / "best.ckpt", train(cfg)
+
+
+def test_smoke_train_on_real_sentence_polarity(mr_checkpoint):
+    path, metrics = mr_checkpoint
+    assert path.is_file()
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["test/auroc"] <= 1.0 and "test/f1" in metrics
+
+
+def pcfg(path, **kw):
+    return OmegaConf.create({"ckpt_path": str(path), "text": None, "input": None, "output": None, "plot": False,
+                             "plot_path": "x.png", "threshold": 0.5, "batch_size": 4, "device": "cpu", **kw})
+
+
+def test_predict_text_trajectory_and_plot(mr_checkpoint, tmp_path):
+    path, _ = mr_checkpoint
+    out, err = io.StringIO(), io.StringIO()
+    png = tmp_path / "curve.png"
+    (pred,) = predict(pcfg(path, text="The acting was superb, but the plot was a mess!", plot=True,
+                           plot_path=str(png)), out, err)
+    assert pred.words == ["the", "acting", "was", "superb", "but", "the", "plot", "was", "a", "mess"]
+    assert len(pred.trajectory) == 10 and pred.trajectory[-1] == pytest.approx(pred.probability, abs=1e-6)
+    assert out.getvalue().splitlines()[-1].startswith("P(positive) = ") and png.stat().st_size > 5000
+
+
+def test_predict_warns_on_unknown_words_and_batch_mode(mr_checkpoint, tmp_path):
+    path, _ = mr_checkpoint
+    err = io.StringIO()
+    predict(pcfg(path, text="qqqzz xxyyq"), io.StringIO(), err)
+    assert "no word of the text is in the vocabulary" in err.getvalue()
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("a fine film\n\n!!!\nboring and bad\n")
+    out_file = tmp_path / "p.jsonl"
+    probs = predict(pcfg(path, input=str(reviews), output=str(out_file)), io.StringIO(), err)
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4] and rows[1]["p_positive"] is None and probs[2] is None
+    single = predict(pcfg(path, text="boring and bad"), io.StringIO(), io.StringIO())[0].probability
+    assert rows[3]["p_positive"] == pytest.approx(single, abs=1e-5)
+
+
+def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
+    path, _ = mr_checkpoint
+    result = run_script("predict.py", f"ckpt_path={path}", "text=''", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip() == "predict.py: error: the text has no words to read"
+    result = run_script("generate.py", f"ckpt_path={path}", cwd=tmp_path)
+    assert result.returncode == 1 and "cannot generate text" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_long_text_is_truncated_with_a_warning(tmp_path):
+    from rnnlab.checkpoint import TrainedRun
+    from rnnlab.predict import Predictor
+
+    data = OmegaConf.create({"lower": True, "strip_html": True, "strip_punctuation": True, "max_len": 3,
+                             "truncate_keep": "end", "padding_side": "right"})
+    predictor = Predictor(TrainedRun(model(), OmegaConf.create({"data": data}), build_vocab([["a", "b"]]), tmp_path))
+    words, cut = predictor.words("x y z a b")
+    assert words == ["z", "a", "b"] and cut
