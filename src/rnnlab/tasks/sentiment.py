@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import lightning as L
@@ -13,6 +14,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from rnnlab.optim import configure_optimizers
+
+log = logging.getLogger(__name__)
 
 CELLS = {"rnn_tanh": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 LOSSES = ("ce", "bce", "mse")
@@ -42,7 +45,8 @@ class SentimentLSTM(L.LightningModule):
         self, vocab_size: int, padding_side: str = "right", cell: str = "lstm", embedding_dim: int = 128,
         hidden_size: int = 128, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.5,
         embedding_dropout: float = 0.0, pooling: str = "last", loss: str = "ce", pack: bool = True,
-        optimizer: Callable | None = None, scheduler: Callable | None = None,
+        pretrained_embeddings: str | None = None, freeze_embeddings: bool = False,
+        optimizer: Callable | None = None, scheduler: Callable | None = None, vocab=None,
     ):
         super().__init__()
         if cell not in CELLS:
@@ -51,8 +55,14 @@ class SentimentLSTM(L.LightningModule):
             raise ValueError(f"model.loss must be one of {LOSSES}, got {loss!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["vocab"])
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        if pretrained_embeddings and vocab is not None:  # at training time; a checkpoint already holds them
+            from rnnlab.tasks.skipgram import load_vectors_into
+
+            found = load_vectors_into(self.embedding, vocab, pretrained_embeddings)
+            log.info("initialized %d of %d word vectors from %s", found, vocab_size, pretrained_embeddings)
+        self.embedding.weight.requires_grad_(not freeze_embeddings)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.rnn = CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
                                dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)

@@ -1,0 +1,106 @@
+"""Skip-gram word vectors with negative sampling, pretrained on the sentiment task's training texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from rnnlab.data.download import atomic_torch_save
+from rnnlab.data.vocab import Vocabulary
+
+
+class SkipGramPairs(IterableDataset):
+    """Batches of (center `(batch,)`, context `(batch,)`, negatives `(batch, k)`) from id sequences.
+
+    Context words lie within `window` of the center; negatives are drawn from the unigram
+    distribution raised to 0.75 (Mikolov et al. 2013). Padding and unknown ids (0, 1) are skipped.
+    """
+
+    def __init__(self, sequences: list[list[int]], vocab_size: int, window: int = 5, negatives: int = 5,
+                 batch_size: int = 1024, seed: int = 0):
+        centers, contexts = [], []
+        for seq in sequences:
+            seq = torch.tensor([i for i in seq if i > 1])
+            for offset in range(1, window + 1):
+                if len(seq) > offset:
+                    centers += [seq[:-offset], seq[offset:]]
+                    contexts += [seq[offset:], seq[:-offset]]
+        self.centers, self.contexts = torch.cat(centers), torch.cat(contexts)
+        counts = torch.bincount(self.centers, minlength=vocab_size).float()
+        self.noise = counts.pow(0.75) / counts.pow(0.75).sum()
+        self.negatives, self.batch_size, self.seed, self.passes = negatives, batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return -(-len(self.centers) // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.passes)
+        self.passes += 1
+        order = torch.randperm(len(self.centers), generator=g)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            neg = torch.multinomial(self.noise, len(idx) * self.negatives, replacement=True, generator=g)
+            yield self.centers[idx], self.contexts[idx], neg.view(len(idx), self.negatives)
+
+
+class SkipGram(L.LightningModule):
+    """Input vectors `in_vectors` are the word vectors; loss -log s(u.v) - sum log s(-u.n)."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int = 128, lr: float = 3e-3):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.in_vectors = nn.Embedding(vocab_size, embedding_dim)
+        self.out_vectors = nn.Embedding(vocab_size, embedding_dim)
+        nn.init.uniform_(self.in_vectors.weight, -0.5 / embedding_dim, 0.5 / embedding_dim)
+        nn.init.zeros_(self.out_vectors.weight)
+
+    def loss(self, center: Tensor, context: Tensor, negatives: Tensor) -> Tensor:
+        u = self.in_vectors(center)
+        pos = F.logsigmoid((u * self.out_vectors(context)).sum(-1))
+        neg = F.logsigmoid(-(self.out_vectors(negatives) @ u.unsqueeze(-1)).squeeze(-1)).sum(-1)
+        return -(pos + neg).mean()
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(*batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path) -> Path:
+    atomic_torch_save({"itos": list(vocab.itos), "vectors": vectors.detach().cpu()}, Path(path))
+    return Path(path)
+
+
+def load_vectors_into(embedding: nn.Embedding, vocab: Vocabulary, path: str | Path) -> int:
+    """Copy the vectors of `path` into `embedding` for the words both share; returns how many."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["vectors"].size(1) != embedding.embedding_dim:
+        raise ValueError(f"{path}: vectors of size {saved['vectors'].size(1)}, but model.embedding_dim is "
+                         f"{embedding.embedding_dim}")
+    index = {w: i for i, w in enumerate(saved["itos"])}
+    found = [(vocab.stoi[w], index[w]) for w in vocab.itos[2:] if w in index]
+    if found:
+        ours, theirs = map(torch.tensor, zip(*found))
+        with torch.no_grad():
+            embedding.weight[ours] = saved["vectors"][theirs].to(embedding.weight.dtype)
+    return len(found)
+
+
+def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
+             lr: float, output: str | Path, seed: int = 0, trainer_kwargs: dict | None = None) -> Path:
+    """Train skip-gram vectors on `datamodule`'s training texts and write them to `output`."""
+    datamodule.setup()
+    pairs = SkipGramPairs(datamodule.datasets["train"].ids, len(datamodule.vocab), window, negatives,
+                          batch_size, seed)
+    model = SkipGram(len(datamodule.vocab), embedding_dim, lr)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, **(trainer_kwargs or {}))
+    trainer.fit(model, DataLoader(pairs, batch_size=None))
+    return save_vectors(datamodule.vocab, model.in_vectors.weight, Path(output))

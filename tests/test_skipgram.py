@@ -1,0 +1,45 @@
+import torch
+from torch import nn
+
+from rnnlab.data.text import build_vocab
+from rnnlab.tasks.sentiment import SentimentLSTM
+from rnnlab.tasks.skipgram import SkipGram, SkipGramPairs, load_vectors_into, save_vectors
+
+
+def test_pairs_lie_within_the_window_and_skip_pad_and_unk():
+    pairs = SkipGramPairs([[2, 3, 0, 4], [1, 5, 6]], vocab_size=7, window=1, negatives=3, batch_size=100)
+    center, context, neg = next(iter(pairs))
+    got = sorted(zip(center.tolist(), context.tolist()))
+    assert got == sorted([(2, 3), (3, 2), (3, 4), (4, 3), (5, 6), (6, 5)])
+    assert neg.shape == (6, 3) and neg.min() >= 2  # negatives follow the word counts: never PAD or UNK
+
+
+def test_training_separates_co_occurring_words():
+    torch.manual_seed(0)
+    seqs = [[2, 3, 2, 3, 2, 3]] * 50 + [[4, 5, 4, 5, 4, 5]] * 50
+    pairs = SkipGramPairs(seqs, 6, window=1, negatives=2, batch_size=64)
+    model = SkipGram(6, 8, lr=0.05)
+    opt = model.configure_optimizers()
+    for _ in range(5):
+        for batch in pairs:
+            loss = model.loss(*batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    v = model.in_vectors.weight.detach()
+    score = lambda a, b: (v[a] @ model.out_vectors.weight.detach()[b]).item()  # noqa: E731
+    assert score(2, 3) > score(2, 5) and score(4, 5) > score(4, 3)
+
+
+def test_vectors_load_into_the_sentiment_model_by_word(tmp_path):
+    source = build_vocab([["good", "bad", "fine"]])
+    vectors = torch.arange(len(source) * 4, dtype=torch.float).view(len(source), 4)
+    path = save_vectors(source, vectors, tmp_path / "vectors.pt")
+    target = build_vocab([["bad", "new", "good"]])
+    model = SentimentLSTM(len(target), embedding_dim=4, hidden_size=3, pretrained_embeddings=str(path),
+                          vocab=target, freeze_embeddings=True)
+    emb = model.embedding.weight
+    assert torch.equal(emb[target.stoi["bad"]], vectors[source.stoi["bad"]])
+    assert torch.equal(emb[target.stoi["good"]], vectors[source.stoi["good"]])
+    assert not emb.requires_grad
+    assert load_vectors_into(nn.Embedding(len(target), 4), target, path) == 2
