@@ -24,24 +24,28 @@ from rnnlab.train import build, silence_known_warnings
 
 
 class Timer(L.Callback):
+    """Wall time of the training batches after `warmup`, with the sequences and (padded) positions they held."""
+
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.tokens = warmup, None, 0
+        self.warmup, self.start, self.tokens, self.sequences = warmup, None, 0, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == self.warmup:
             self.start = time.perf_counter()
         if batch_idx >= self.warmup:
             self.tokens += batch[0].numel()
+            self.sequences += batch[0].size(0)
 
     def on_train_end(self, trainer, pl_module):
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_round(cfg, batches: int, warmup: int) -> float:
+def lightning_round(cfg, batches: int, warmup: int, per: str = "tokens") -> float:
+    """Training throughput (tokens/s, or sequences/s with `per="sequences"`) of the configured run."""
     timer = Timer(warmup)
     datamodule, model, trainer = build(cfg, [timer])
     trainer.fit(model, datamodule=datamodule)
-    return timer.tokens / timer.seconds
+    return getattr(timer, per) / timer.seconds
 
 
 def plain_round(cfg, batches: int, warmup: int) -> float:

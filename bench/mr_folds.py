@@ -1,0 +1,40 @@
+"""k-fold cross-validation of a sentence-polarity preset: test accuracy per fold, mean and spread.
+
+    python bench/mr_folds.py [--folds 10] [--only 0 1 2] [experiment=mr_lstm] [hydra overrides ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from hydra import compose, initialize_config_dir
+
+from rnnlab import CONF_DIR
+from rnnlab.train import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--only", type=int, nargs="*", help="run only these folds")
+    args, overrides = parser.parse_known_args()
+    overrides = overrides or ["experiment=mr_lstm"]
+    accuracies = []
+    for fold in args.only if args.only is not None else range(args.folds):
+        start = time.perf_counter()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[
+                f"data.folds={args.folds}", f"data.fold={fold}", f"paths.output_dir=outputs/bench/mr_folds/{fold}",
+                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides,
+            ])
+        metrics = train(cfg)
+        accuracies.append(metrics["test/acc"])
+        print(f"fold {fold}: test accuracy {metrics['test/acc']:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    print(f"{len(accuracies)} fold(s): mean test accuracy {statistics.mean(accuracies):.4f} ± {spread:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""SentimentLSTM speed on this machine.
+
+1. Training throughput (sequences/s) on IMDB reviews: `batching=pad` to 400 tokens (no packing)
+   versus `batching=bucket` with packed sequences, alternating rounds; with the padding fraction
+   (padded positions / all positions) of each.
+2. predict.py latency for one sentence (model load excluded), given a checkpoint.
+
+    python bench/sentiment_speed.py [--batches 30] [--rounds 2] [--ckpt PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+from ptb_throughput import lightning_round  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+from rnnlab import CONF_DIR
+from rnnlab.train import silence_known_warnings
+
+SETTINGS = {
+    "pad-400": ["data.batching=pad", "data.max_len=400", "model.pack=false"],
+    "bucket+pack": ["data.batching=bucket", "data.max_len=400", "model.pack=true"],
+}
+
+
+def padding_fraction(cfg) -> float:
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data)
+    real = total = 0
+    for i, (ids, lengths, _) in enumerate(dm.train_dataloader()):
+        if i == 200:
+            break
+        real, total = real + int(lengths.sum()), total + ids.numel()
+    return 1 - real / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ckpt", default=None, help="a sentiment checkpoint for the latency measurement")
+    args, overrides = parser.parse_known_args()
+    silence_known_warnings()
+    configs = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name, extra in SETTINGS.items():
+            configs[name] = compose("train", overrides=[
+                "task=sentiment", "data=imdb", "paths.output_dir=outputs/bench/sentiment_speed", "trainer.max_epochs=1",
+                f"trainer.limit_train_batches={args.batches}", "trainer.limit_val_batches=0", "logger=none",
+                "callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                *extra, *overrides,
+            ])
+    for name, cfg in configs.items():
+        print(f"{name:12s} padding fraction {padding_fraction(cfg):.3f}", flush=True)
+    speeds: dict[str, list[float]] = {name: [] for name in configs}
+    for r in range(args.rounds):
+        for name, cfg in configs.items():
+            speeds[name].append(lightning_round(cfg, args.batches, args.warmup, per="sequences"))
+            print(f"round {r + 1} {name:12s} {speeds[name][-1]:8.1f} sequences/s", flush=True)
+    pad, bucket = (statistics.median(speeds[n]) for n in SETTINGS)
+    print(f"median sequences/s: pad-400 {pad:.1f}, bucket+pack {bucket:.1f}; bucket/pad = {bucket / pad:.2f}x")
+
+    if args.ckpt:
+        from rnnlab.checkpoint import load_run
+        from rnnlab.predict import Predictor
+
+        predictor = Predictor(load_run(args.ckpt))
+        text = "the acting was superb but the plot was a mess"
+        predictor.one(text)
+        times = []
+        for _ in range(50):
+            start = time.perf_counter()
+            predictor.one(text)
+            times.append(time.perf_counter() - start)
+        print(f"predict latency, one {len(text.split())}-word sentence with its trajectory: "
+              f"median {1000 * statistics.median(times):.2f} ms (threads: {torch.get_num_threads()})")
+
+
+if __name__ == "__main__":
+    main()
