@@ -113,3 +113,12 @@ def test_init_forget_bias_and_tying():
         RNNLM(20, [6, 5], "lstm", embedding_dim=6, tie_weights=True)
     with pytest.raises(ValueError, match="unknown cell 'lstmm'"):
         RNNLM(20, [6], "lstmm")
+
+
+def test_varied_windows_scale_the_mean_loss_like_awd_lstm_scales_the_lr():
+    (x, y), = batches(1, steps=10)
+    module = make_module(loss_reduction="mean", bptt=5)
+    module.log = lambda *a, **k: None
+    returned = module.training_step((x, y), 0)
+    nll = module.nll["train_nll"].compute()
+    assert returned.item() == pytest.approx(2 * nll.item(), rel=1e-6)  # a 10-step window at bptt 5 counts double
