@@ -102,7 +102,7 @@ def test_argmax_follows_the_most_likely_path_of_a_trained_model():
 def char_checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("charrnn")
     cfg = compose_config(["task=charrnn", *TINY_TRAINER, "model.hidden_sizes=[32]", "data.batch_size=8",
-                          "data.bptt=20", "trainer.limit_train_batches=20"], tmp_path)
+                          "data.bptt=20", "trainer.limit_train_batches=20", "logger=tensorboard"], tmp_path)
     metrics = train(cfg)
     return tmp_path / "run" / "checkpoints" / "best.ckpt", metrics
 
@@ -149,3 +149,14 @@ def test_generate_script_one_line_errors(char_checkpoint, tmp_path):
     assert result.stderr.strip() == "generate.py: error: temperature must be > 0, got -1"
     result = run_script("generate.py", f"ckpt_path={path}", "prime=ROMEO:", "length=30", "seed=1", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("ROMEO:") and len(result.stdout) == 6 + 30 + 1
+
+
+def test_text_samples_are_written_to_tensorboard(char_checkpoint):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path, _ = char_checkpoint
+    events = EventAccumulator(str(path.parent.parent / "tensorboard"))
+    events.Reload()
+    assert "samples/text_summary" in events.Tags()["tensors"]
+    text = events.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert len(text) > 300
