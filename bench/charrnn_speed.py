@@ -46,7 +46,9 @@ def main() -> None:
     speeds: dict[str, list[float]] = {"lstm": [], "naive_lstm": []}
     for r in range(args.rounds):
         for cell in speeds:
-            speeds[cell].append(lightning_round(config(cell), args.batches, args.warmup))
+            cfg = config(cell)
+            cfg.paths.output_dir = f"outputs/bench/charrnn_speed/{cell}{r}"
+            speeds[cell].append(lightning_round(cfg, args.batches, args.warmup))
             print(f"round {r + 1} {cell:10s} {speeds[cell][-1]:8.0f} chars/s (training)", flush=True)
     fused, naive = (statistics.median(speeds[c]) for c in ("lstm", "naive_lstm"))
     print(f"training chars/s: fused lstm {fused:.0f}, naive_lstm {naive:.0f}; fused/naive = {fused / naive:.1f}x")

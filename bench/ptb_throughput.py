@@ -86,6 +86,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, run in (("lightning", lightning_round), ("plain", plain_round)):
             torch.manual_seed(cfg.seed)
+            cfg.paths.output_dir = f"outputs/bench/ptb_throughput/{name}{r}"  # fresh: nothing to resume from
             results[name].append(run(cfg, args.batches, args.warmup))
             print(f"round {r + 1} {name:9s} {results[name][-1]:9.0f} tokens/s", flush=True)
     light, plain = statistics.median(results["lightning"]), statistics.median(results["plain"])

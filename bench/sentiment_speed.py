@@ -61,6 +61,7 @@ def main() -> None:
     speeds: dict[str, list[float]] = {name: [] for name in configs}
     for r in range(args.rounds):
         for name, cfg in configs.items():
+            cfg.paths.output_dir = f"outputs/bench/sentiment_speed/{name}{r}"
             speeds[name].append(lightning_round(cfg, args.batches, args.warmup, per="sequences"))
             print(f"round {r + 1} {name:12s} {speeds[name][-1]:8.1f} sequences/s", flush=True)
     pad, bucket = (statistics.median(speeds[n]) for n in SETTINGS)

@@ -229,7 +229,7 @@ def train_sine(epochs: int = 25, hidden: int = 50, lr: float = 0.01, optimizer: 
             target[-1] = y_train[i]
             loss, _ = model.step(x_train[i], target, last, opt, truncate=truncate, clip_value=clip_value)
             total += loss
-        log(f"epoch {epoch:3d}  train loss {total / len(x_train):.5f}  val MSE {val_mse():.5f}")
+        log(f"epoch {epoch:3d}  train loss {total / len(x_train):.3e}  val MSE {val_mse():.3e}")
     return model, val_mse()
 
 
@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.mode == "sine":
             _, mse = train_sine(args.epochs, args.hidden, args.lr, args.optimizer, args.activation, args.truncate,
                                 seed=args.seed)
-            print(f"final validation MSE {mse:.5f}")
+            print(f"final validation MSE {mse:.3e}")
         else:
             with open(args.text, encoding="utf-8") as f:
                 text = f.read()

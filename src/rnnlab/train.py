@@ -53,7 +53,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     stop_on_nan = StopOnNonFiniteLoss()
     datamodule, model, trainer = build(cfg, [stop_on_nan])
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # Our checkpoints hold the run's config (partials, ListConfigs): they are not weights-only files.
+    # With ckpt_path=null Lightning resumes from a checkpoint already in the run directory, if any.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
     if stop_on_nan.message:
         raise SystemExit(stop_on_nan.message)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
