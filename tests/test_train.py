@@ -119,3 +119,12 @@ def test_eval_script_bad_checkpoint_is_one_line(tmp_path, content):
     assert last_line.startswith("eval.py: error: checkpoint " if content is None else "eval.py: error: ")
     assert "Traceback" not in result.stderr
     assert str(path) in result.stderr
+
+
+def test_resume_from_a_checkpoint_continues_training(synthetic_ptb, tmp_path):
+    base = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"]
+    train(compose_config(base, tmp_path / "first"))
+    last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+    train(compose_config([*base, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "second"))
+    resumed = torch.load(tmp_path / "second" / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 8  # 4 steps restored + 4 new
