@@ -17,9 +17,11 @@ def main(run_dir: str) -> None:
     speed = [float(r["train/device/items_per_sec"]) for r in rows if r.get("train/device/items_per_sec")]
     times = [float(r["train/time"]) for r in rows if r.get("train/time")]
     for r in rows:
-        if r.get("val/ppl"):
-            print(f"epoch {int(r['epoch']) + 1:3d}  val ppl {float(r['val/ppl']):8.2f}")
-    for key in ("test/ppl", "test/bpc", "test/acc"):
+        if r.get("val/loss"):
+            keys = ("val/ppl", "val/bpc", "val/acc", "val/mse")
+            extra = "".join(f"  {k} {float(r[k]):8.3f}" for k in keys if r.get(k))
+            print(f"epoch {int(r['epoch']) + 1:3d}  val loss {float(r['val/loss']):.4f}{extra}")
+    for key in ("test/loss", "test/ppl", "test/bpc", "test/acc"):
         values = [float(r[key]) for r in rows if r.get(key)]
         if values:
             print(f"{key} {values[-1]:.2f}")

@@ -13,15 +13,25 @@ def test_presets_exist():
     assert {"ptb_notebook", "ptb_small", "ptb_medium", "ptb_large"} <= set(PRESETS)
 
 
+DATA_KWARGS = {  # what each task's DataModule.model_kwargs() would add
+    "ptb": {"vocab_size": 50}, "charrnn": {"vocab_size": 50}, "sentiment": {"vocab_size": 50}, "sine": {"horizon": 1},
+}
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_and_instantiates(preset, tmp_path):
     cfg = compose_config([f"experiment={preset}"], tmp_path)
     OmegaConf.resolve(cfg)
     for group in ("data", "model", "trainer"):
         assert "_target_" in cfg[group]
-    model = instantiate(cfg.model, vocab_size=50)
-    assert model.hparams.hidden_sizes == list(cfg.model.hidden_sizes)
+    model = instantiate(cfg.model, **DATA_KWARGS[cfg.task_name])
+    for key, value in cfg.model.items():
+        if key not in ("_target_", "optimizer", "scheduler"):
+            expected = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            assert model.hparams[key] == expected, key
     assert callable(model.hparams.optimizer)
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
 def test_task_alone_is_ptb_small(tmp_path):

@@ -149,7 +149,8 @@ def model(**kw):
 
 
 @pytest.mark.parametrize("kw", [{}, {"bidirectional": True}, {"pooling": "mean"}, {"pooling": "max"},
-                                {"cell": "gru", "num_layers": 2}, {"padding_side": "left"}])
+                                {"cell": "gru", "num_layers": 2}, {"padding_side": "left"}, {"pack": True},
+                                {"pack": True, "pooling": "mean"}, {"pack": False, "padding_side": "left"}])
 def test_padding_never_changes_the_prediction(kw):
     m = model(**kw)
     sentence = torch.tensor([[4, 9, 2, 7]])
