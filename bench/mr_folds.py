@@ -1,6 +1,6 @@
 """k-fold cross-validation of a sentence-polarity preset: test accuracy per fold, mean and spread.
 
-    python bench/mr_folds.py [--folds 10] [--only 0 1 2] [experiment=mr_lstm] [hydra overrides ...]
+    python bench/mr_folds.py [experiment=mr_lstm] [hydra overrides ...] [--folds 10] [--only 0 1 2]
 """
 
 from __future__ import annotations

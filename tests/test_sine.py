@@ -67,3 +67,10 @@ def test_free_running_forecast_shape(tmp_path):
 
     model = SineRegressor(hidden_sizes=[8], cell="naive_gru")
     assert model.forecast(torch.zeros(50, 1), 7).shape == (7,)
+
+
+def test_horizon_and_noise_from_the_command_line_train(tmp_path):
+    cfg = compose_config(["task=sine", *TINY_TRAINER, "model.cell=gru", "data.noise_std=0.1", "data.horizon=10",
+                          "model.hidden_sizes=[16]", "model.plot=false"], tmp_path)
+    metrics = train(cfg)
+    assert math.isfinite(metrics["val/mse"]) and metrics["val/baseline_mse"] > 0

@@ -49,7 +49,7 @@ class SineRegressor(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         self.val_mse.update(self(x), y)
-        self.baseline_mse.update(x[:, -1, :].expand_as(y), y)
+        self.baseline_mse.update(x[:, -1, :].expand_as(y).contiguous(), y)
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict({"val/mse": self.val_mse.compute(), "val/baseline_mse": self.baseline_mse.compute()},
