@@ -86,3 +86,13 @@ def test_charrnn_task_alone_is_charrnn_small_and_post_is_min_char_rnn(tmp_path):
     assert post.model.cell == "rnn_tanh" and post.model.embedding_dim is None
     assert post.model.optimizer._target_ == "torch.optim.Adagrad" and post.data.bptt == 25
     assert post.trainer.gradient_clip_algorithm == "value"
+
+
+def test_sentiment_task_alone_is_mr_lstm_and_notebook_is_unidirectional(tmp_path):
+    plain = compose_config(["task=sentiment"], tmp_path)
+    preset = compose_config(["experiment=mr_lstm"], tmp_path)
+    assert OmegaConf.to_container(plain.model) == OmegaConf.to_container(preset.model)
+    assert plain.model.bidirectional and plain.model.pooling == "max" and plain.trainer.max_epochs == 8
+    notebook = compose_config(["experiment=imdb_notebook"], tmp_path)
+    assert not notebook.model.bidirectional and notebook.model.loss == "mse" and notebook.data.max_len == 200
+    assert notebook.data.padding_side == "left" and notebook.data.batching == "pad"
