@@ -1,0 +1,128 @@
+"""LightningDataModules for language modelling over a continuous token stream (PTB, Tiny Shakespeare)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from rnnlab.data.corpus import TokenCorpus
+from rnnlab.data.ptb import load_ptb, tokenize_files
+from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
+from rnnlab.data.streams import BPTTStream
+from rnnlab.data.vocab import Vocabulary
+
+
+class LMDataModule(L.LightningDataModule):
+    """Train/valid/test `BPTTStream`s over a `TokenCorpus`.
+
+    Each process reads its own contiguous shard (rank and world size come from the Trainer),
+    so the loaders are iterable datasets and Lightning adds no distributed sampler.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        cache_dir: str | None = None,
+        download: bool = True,
+        batch_size: int = 20,
+        eval_batch_size: int = 10,
+        bptt: int = 35,
+        vary_bptt: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir).expanduser()
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.download = download
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.bptt = bptt
+        self.vary_bptt = vary_bptt
+        self.seed = seed
+        self.corpus: TokenCorpus | None = None
+        self.vocab: Vocabulary | None = None
+
+    def load_corpus(self) -> TokenCorpus:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        self.load_corpus()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.corpus is None:
+            self.corpus = self.load_corpus()
+            if self.vocab is not None and self.vocab != self.corpus.vocab:
+                raise ValueError("the corpus vocabulary differs from the one given (e.g. from a checkpoint)")
+            self.vocab = self.corpus.vocab
+
+    def model_kwargs(self) -> dict:
+        """What the model must know about the data to be built."""
+        self.setup()
+        return {"vocab_size": len(self.vocab)}
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def stream(self, split: str, batch_size: int, vary: bool = False) -> BPTTStream:
+        self.setup()
+        rank, world_size = self._rank()
+        tokens = self.corpus.splits[split]
+        return BPTTStream(tokens, batch_size, self.bptt, rank, world_size, vary_length=vary, seed=self.seed)
+
+    def _loader(self, split: str, batch_size: int, vary: bool = False) -> DataLoader:
+        return DataLoader(self.stream(split, batch_size, vary), batch_size=None, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, self.vary_bptt)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size)
+
+
+class PTBDataModule(LMDataModule):
+    """Penn Treebank from `data_dir/ptb/ptb.{train,valid,test}.txt`, downloaded when missing."""
+
+    def load_corpus(self) -> TokenCorpus:
+        return load_ptb(self.data_dir, self.cache_dir, self.download)
+
+
+class TextFilesDataModule(LMDataModule):
+    """A word-level corpus from your own `train`/`valid`/`test` files (PTB format: one sentence a line)."""
+
+    def __init__(self, train: str, valid: str, test: str, **kwargs):
+        super().__init__(**kwargs)
+        self.files = {"train": Path(train), "valid": Path(valid), "test": Path(test)}
+
+    def load_corpus(self) -> TokenCorpus:
+        for split, path in self.files.items():
+            if not path.is_file():
+                raise FileNotFoundError(f"data.{split}: {path} does not exist")
+        return tokenize_files(self.files)
+
+
+class CharDataModule(LMDataModule):
+    """Characters of Tiny Shakespeare (default) or of your own text file `text_file`.
+
+    The text is split contiguously by `split` (train/valid/test fractions); the vocabulary is the
+    training part's characters. Characters unseen in training map to U+FFFD
+    (`on_unknown="unk"`) or raise an error naming them (`on_unknown="error"`).
+    """
+
+    def __init__(self, text_file: str | None = None, split=(0.9, 0.05, 0.05), on_unknown: str = "unk", **kwargs):
+        super().__init__(**kwargs)
+        self.text_file = Path(text_file).expanduser() if text_file else None
+        self.split = tuple(split)
+        self.on_unknown = on_unknown
+
+    def load_corpus(self) -> TokenCorpus:
+        if self.text_file is None:
+            return load_tinyshakespeare(self.data_dir, self.split, self.on_unknown, self.cache_dir, self.download)
+        if not self.text_file.is_file():
+            raise FileNotFoundError(f"data.text_file: {self.text_file} does not exist")
+        return load_chars(self.text_file, self.split, self.on_unknown)

@@ -1,0 +1,36 @@
+"""Penn Treebank (Mikolov's split): word tokens with `<eos>` at each line end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids
+from rnnlab.data.download import CORPORA, fetch_corpus
+from rnnlab.data.vocab import Vocabulary
+
+EOS, UNK = "<eos>", "<unk>"
+
+
+def read_words(path: Path) -> list[str]:
+    """Whitespace tokens of each line followed by `<eos>`."""
+    words: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            words.extend(line.split())
+            words.append(EOS)
+    return words
+
+
+def tokenize_files(files: dict[str, Path], vocab: Vocabulary | None = None) -> TokenCorpus:
+    """Vocabulary from `files["train"]` (unless given) and ids of every split."""
+    words = {split: read_words(path) for split, path in files.items()}
+    if vocab is None:
+        unk = UNK if UNK in set(words["train"]) else None
+        vocab = Vocabulary.build(words["train"], specials=[EOS], unk=unk)
+    return TokenCorpus(vocab, {split: encode_ids(vocab, w) for split, w in words.items()})
+
+
+def load_ptb(data_dir: str | Path, cache_dir: str | Path | None = None, download: bool = True) -> TokenCorpus:
+    files = fetch_corpus("ptb", data_dir, download)
+    key = cache_key("ptb-v1", *(r.sha256 for r in CORPORA["ptb"].values()))
+    return cached_corpus(cache_dir, "ptb", key, lambda: tokenize_files(files))

@@ -1,0 +1,303 @@
+"""Sentence polarity (rt-polarity) and IMDB reviews: reading, splitting, and the DataModule."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rnnlab.data.download import DataFileError, download
+from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
+from rnnlab.data.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+MR_URL = "https://www.cs.cornell.edu/people/pabo/movie-review-data/rt-polaritydata.tar.gz"
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_ARCHIVES = {  # name under data_dir/imdb -> sha256 (None: not published; checked by its contents)
+    "aclImdb_train_test.tar.xz": "d7cb5a9e4576433121796d2e8c2c1c6123831ef4bc46a124d1c70fc77df3ba2e",
+    "aclImdb_v1.tar.gz": None,
+}
+
+
+@dataclass
+class LabelledTexts:
+    texts: list[str]
+    labels: list[int]  # 1 positive, 0 negative
+
+    def __post_init__(self):
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def subset(self, idx: Sequence[int]) -> LabelledTexts:
+        return LabelledTexts([self.texts[i] for i in idx], [self.labels[i] for i in idx])
+
+
+def read_lines_any_encoding(path: Path) -> list[str]:
+    """Lines of a UTF-8 or Latin-1/Windows-1252 file (Cornell's originals are the latter)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    return text.splitlines()
+
+
+def extract_safely(archive: Path, dest: Path) -> None:
+    """Extract into `dest` through a temporary folder, refusing members that would land outside it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, filter="data")
+            else:  # Python < 3.11.4: check the names ourselves
+                root = tmp.resolve()
+                for member in tar.getmembers():
+                    if not (tmp / member.name).resolve().is_relative_to(root) or member.issym() or member.islnk():
+                        raise DataFileError(f"{archive}: unsafe member {member.name!r}")
+                tar.extractall(tmp)
+        os.replace(tmp, dest)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataFileError(f"cannot extract {archive}: {e} (the archive is corrupt or truncated)") from e
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_mr(data_dir: Path, cache_dir: Path, download_missing: bool = True) -> LabelledTexts:
+    """rt-polarity.pos / .neg from `data_dir/rt-polaritydata`, else Cornell's archive extracted into the cache."""
+    folder = Path(data_dir) / "rt-polaritydata"
+    if not (folder / "rt-polarity.pos").is_file():
+        folder = Path(cache_dir) / "rt-polaritydata" / "rt-polaritydata"
+        if not (folder / "rt-polarity.pos").is_file():
+            if not download_missing:
+                raise DataFileError(f"{Path(data_dir) / 'rt-polaritydata'} is missing and data.download=false")
+            archive = Path(cache_dir) / "rt-polaritydata.tar.gz"
+            if not archive.is_file():
+                download(MR_URL, archive, sha256=None)
+            extract_safely(archive, folder.parent)
+    pos = [s for s in read_lines_any_encoding(folder / "rt-polarity.pos") if s.strip()]
+    neg = [s for s in read_lines_any_encoding(folder / "rt-polarity.neg") if s.strip()]
+    return LabelledTexts(pos + neg, [1] * len(pos) + [0] * len(neg))
+
+
+def read_acl_imdb(root: Path, split: str) -> LabelledTexts:
+    """`root/{split}/{pos,neg}/*.txt` of Stanford's aclImdb layout, in file-name order."""
+    texts, labels = [], []
+    for label, name in ((1, "pos"), (0, "neg")):
+        folder = root / split / name
+        if not folder.is_dir():
+            raise DataFileError(f"{folder} is missing: not an aclImdb tree")
+        for path in sorted(folder.glob("*.txt")):
+            texts.append(path.read_text(encoding="utf-8", errors="replace"))
+            labels.append(label)
+    return LabelledTexts(texts, labels)
+
+
+def read_reviews_labels(reviews: Path, labels: Path) -> LabelledTexts:
+    """The notebook's form: one review a line in `reviews`, `positive`/`negative` a line in `labels`."""
+    texts = reviews.read_text(encoding="utf-8", errors="replace").splitlines()
+    names = [s.strip().lower() for s in labels.read_text(encoding="utf-8").splitlines()]
+    if len(texts) != len(names):
+        raise ValueError(f"{reviews} has {len(texts)} lines but {labels} has {len(names)}: they must match")
+    mapping = {"positive": 1, "pos": 1, "1": 1, "negative": 0, "neg": 0, "0": 0}
+    bad = sorted({n for n in names if n not in mapping})
+    if bad:
+        raise ValueError(f"{labels}: unexpected label(s) {bad}; expected positive/negative (or pos/neg, 1/0)")
+    return LabelledTexts(texts, [mapping[n] for n in names])
+
+
+def imdb_tree(data_dir: Path, cache_dir: Path, download_missing: bool = True) -> Path:
+    """The extracted `aclImdb/` folder: already in data_dir, or in the cache, extracted once from the archive."""
+    for root in (Path(data_dir) / "imdb" / "aclImdb", Path(cache_dir) / "imdb" / "aclImdb"):
+        if (root / "train" / "pos").is_dir():
+            return root
+    from rnnlab.data.download import verify
+
+    for name, sha in IMDB_ARCHIVES.items():
+        archive = Path(data_dir) / "imdb" / name
+        if archive.is_file():
+            break
+    else:
+        if not download_missing:
+            raise DataFileError(f"no IMDB archive in {Path(data_dir) / 'imdb'} and data.download=false")
+        name, sha = "aclImdb_v1.tar.gz", None
+        archive = download(IMDB_URL, Path(cache_dir) / "imdb" / name, sha256=None)
+    if sha is not None:
+        verify(archive, sha)
+    extract_safely(archive, Path(cache_dir) / "imdb")
+    return Path(cache_dir) / "imdb" / "aclImdb"
+
+
+def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[list[int]]:
+    """Index lists per fraction, each with the classes in the same proportions; seeded."""
+    rng = random.Random(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for label in sorted(set(labels)):
+        idx = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(idx)
+        bounds = [round(len(idx) * sum(fractions[: k + 1])) for k in range(len(fractions))]
+        start = 0
+        for k, end in enumerate(bounds):
+            parts[k] += idx[start:end]
+            start = end
+    return [sorted(p) for p in parts]
+
+
+def fold_split(labels: Sequence[int], folds: int, fold: int, val_fraction: float, seed: int) -> list[list[int]]:
+    """k-fold cross-validation: fold `fold` is the test set; `val_fraction` of the rest is validation."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"data.fold must be in [0, {folds}), got {fold}")
+    parts = stratified_split(labels, [1 / folds] * folds, seed)
+    test = parts[fold]
+    rest = sorted(i for k, p in enumerate(parts) if k != fold for i in p)
+    train_rel, val_rel = stratified_split([labels[i] for i in rest], [1 - val_fraction, val_fraction], seed + 1)
+    return [[rest[i] for i in train_rel], [rest[i] for i in val_rel], test]
+
+
+class EncodedTexts(Dataset):
+    """Token ids and labels; `lengths` for the bucket sampler."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int]):
+        self.ids, self.labels = ids, labels
+        self.lengths = [len(s) for s in ids]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[list[int], int]:
+        return self.ids[i], self.labels[i]
+
+
+class Collate:
+    """`(ids (batch, time), lengths (batch,), labels (batch,))`, padded on `side` to `length` (None: the longest)."""
+
+    def __init__(self, side: str = "right", length: int | None = None):
+        self.side, self.length = side, length
+
+    def __call__(self, items):
+        seqs, labels = zip(*items)
+        lengths = torch.tensor([min(len(s), self.length or len(s)) for s in seqs])
+        return pad_batch(seqs, self.side, self.length), lengths, torch.tensor(labels)
+
+
+class SentimentDataModule(L.LightningDataModule):
+    """Labelled texts -> token ids with a training-only vocabulary -> padded or length-bucketed batches.
+
+    Batches are `(ids (batch, time), lengths (batch,), labels (batch,))`. `batching="pad"` pads every
+    text to `max_len` on `padding_side` (the notebook's way); `"bucket"` groups texts of similar
+    length and pads only to the longest in each batch. Sharding under DDP is done here (set the
+    Trainer's `use_distributed_sampler=false`, as the sentiment task does).
+    """
+
+    def __init__(
+        self, dataset: str = "mr", data_dir: str = "data", cache_dir: str = ".cache", download: bool = True,
+        imdb_layout: str = "acl", reviews_file: str | None = None, labels_file: str | None = None,
+        split: Sequence[float] = (0.8, 0.1, 0.1), folds: int | None = None, fold: int = 0,
+        lower: bool = True, strip_html: bool = True, strip_punctuation: bool = True,
+        min_freq: int = 1, max_size: int | None = None, max_len: int | None = None, truncate_keep: str = "start",
+        batching: str = "bucket", padding_side: str = "right", batch_size: int = 64, eval_batch_size: int = 256,
+        chunk_batches: int = 100, seed: int = 0,
+    ):
+        super().__init__()
+        if dataset not in ("mr", "imdb"):
+            raise ValueError(f"data.dataset must be 'mr' or 'imdb', got {dataset!r}")
+        if batching not in ("pad", "bucket"):
+            raise ValueError(f"data.batching must be 'pad' or 'bucket', got {batching!r}")
+        if batching == "pad" and max_len is None:
+            raise ValueError("data.batching=pad needs data.max_len (the length every text is padded to)")
+        self.save_hyperparameters()
+        self.vocab: Vocabulary | None = None
+        self.datasets: dict[str, EncodedTexts] = {}
+
+    def tokenize(self, text: str) -> list[str]:
+        h = self.hparams
+        return tokenize(text, h.lower, h.strip_html, h.strip_punctuation)
+
+    def read_splits(self) -> dict[str, LabelledTexts]:
+        h = self.hparams
+        if h.dataset == "imdb" and h.imdb_layout == "reviews_labels":
+            if not (h.reviews_file and h.labels_file):
+                raise ValueError("data.imdb_layout=reviews_labels needs data.reviews_file and data.labels_file")
+            data = read_reviews_labels(Path(h.reviews_file), Path(h.labels_file))
+        elif h.dataset == "imdb":
+            root = imdb_tree(Path(h.data_dir), Path(h.cache_dir), h.download)
+            train, test = read_acl_imdb(root, "train"), read_acl_imdb(root, "test")
+            train_idx, val_idx = stratified_split(train.labels, [1 - h.split[1], h.split[1]], h.seed)
+            return {"train": train.subset(train_idx), "valid": train.subset(val_idx), "test": test}
+        else:
+            data = load_mr(Path(h.data_dir), Path(h.cache_dir), h.download)
+        if h.folds:
+            parts = fold_split(data.labels, h.folds, h.fold, h.split[1] / (1 - 1 / h.folds), h.seed)
+        else:
+            parts = stratified_split(data.labels, h.split, h.seed)
+        return {name: data.subset(idx) for name, idx in zip(("train", "valid", "test"), parts)}
+
+    def encode(self, texts: LabelledTexts, split: str) -> EncodedTexts:
+        h = self.hparams
+        ids, labels, dropped, truncated = [], [], 0, 0
+        for text, label in zip(texts.texts, texts.labels):
+            tokens = self.vocab.encode(self.tokenize(text))
+            if not tokens:
+                dropped += 1
+                continue
+            truncated += h.max_len is not None and len(tokens) > h.max_len
+            ids.append(truncate(tokens, h.max_len, h.truncate_keep))
+            labels.append(label)
+        if dropped or truncated:
+            log.info("%s: dropped %d empty text(s), truncated %d to max_len=%s", split, dropped, truncated, h.max_len)
+        return EncodedTexts(ids, labels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        splits = self.read_splits()
+        vocab = build_vocab((self.tokenize(t) for t in splits["train"].texts), self.hparams.min_freq,
+                            self.hparams.max_size)
+        if self.vocab is not None and self.vocab != vocab:
+            raise ValueError("the data's vocabulary differs from the one given (e.g. from a checkpoint)")
+        self.vocab = vocab
+        self.datasets = {name: self.encode(texts, name) for name, texts in splits.items()}
+
+    def model_kwargs(self) -> dict:
+        self.setup()
+        return {"vocab_size": len(self.vocab), "padding_side": self.hparams.padding_side, "vocab": self.vocab}
+
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        self.setup()
+        h = self.hparams
+        dataset = self.datasets[split]
+        batch_size = h.batch_size if train else h.eval_batch_size
+        rank, world = self._rank()
+        if h.batching == "bucket":
+            sampler = BucketBatchSampler(dataset.lengths, batch_size, h.chunk_batches, shuffle=train, seed=h.seed,
+                                         rank=rank, world_size=world)
+            return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(h.padding_side))
+        collate = Collate(h.padding_side, h.max_len)
+        if world > 1:
+            sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=train, seed=h.seed)
+            return DataLoader(dataset, batch_size, sampler=sampler, collate_fn=collate)
+        return DataLoader(dataset, batch_size, shuffle=train, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

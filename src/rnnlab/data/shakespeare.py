@@ -1,0 +1,52 @@
+"""Character-level corpora (Tiny Shakespeare): one contiguous stream split into train/valid/test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids
+from rnnlab.data.download import CORPORA, fetch_corpus
+from rnnlab.data.vocab import Vocabulary
+
+UNK_CHAR = "\ufffd"  # U+FFFD REPLACEMENT CHARACTER stands for characters unseen in training
+SPLITS = ("train", "valid", "test")
+
+
+def split_text(text: str, fractions: Sequence[float]) -> dict[str, str]:
+    """Contiguous train/valid/test parts of `text` by `fractions` (which must sum to 1)."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(fractions)}")
+    a = int(len(text) * fractions[0])
+    b = a + int(len(text) * fractions[1])
+    return dict(zip(SPLITS, (text[:a], text[a:b], text[b:])))
+
+
+def char_corpus(text: str, fractions: Sequence[float], on_unknown: str = "unk") -> TokenCorpus:
+    """Vocabulary of the training part's characters (plus `UNK_CHAR` with `on_unknown="unk"`)."""
+    parts = split_text(text, fractions)
+    specials = [UNK_CHAR] if on_unknown == "unk" else []
+    vocab = Vocabulary(specials + sorted(set(parts["train"])), specials[0] if specials else None, on_unknown)
+    return TokenCorpus(vocab, {split: encode_ids(vocab, list(part)) for split, part in parts.items()})
+
+
+def load_chars(
+    path: Path, fractions: Sequence[float], on_unknown: str = "unk", cache_dir: str | Path | None = None,
+    sha256: str | None = None,
+) -> TokenCorpus:
+    text = Path(path).read_text(encoding="utf-8")
+    if not text:
+        raise ValueError(f"{path} is empty")
+    if cache_dir is None or sha256 is None:
+        return char_corpus(text, fractions, on_unknown)
+    key = cache_key("chars-v1", sha256, tuple(fractions), on_unknown)
+    return cached_corpus(cache_dir, Path(path).stem, key, lambda: char_corpus(text, fractions, on_unknown))
+
+
+def load_tinyshakespeare(
+    data_dir: str | Path, fractions: Sequence[float] = (0.9, 0.05, 0.05), on_unknown: str = "unk",
+    cache_dir: str | Path | None = None, download: bool = True,
+) -> TokenCorpus:
+    path = fetch_corpus("tinyshakespeare", data_dir, download)["input"]
+    sha = CORPORA["tinyshakespeare"]["input"].sha256
+    return load_chars(path, fractions, on_unknown, cache_dir, sha)
