@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rnnlab.data.download import DataFileError, download
+from rnnlab.data.download import DataFileError, download, verify
 from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
 from rnnlab.data.vocab import Vocabulary
 
@@ -123,17 +123,14 @@ def imdb_tree(data_dir: Path, cache_dir: Path, download_missing: bool = True) ->
     for root in (Path(data_dir) / "imdb" / "aclImdb", Path(cache_dir) / "imdb" / "aclImdb"):
         if (root / "train" / "pos").is_dir():
             return root
-    from rnnlab.data.download import verify
-
-    for name, sha in IMDB_ARCHIVES.items():
-        archive = Path(data_dir) / "imdb" / name
-        if archive.is_file():
-            break
+    present = [(Path(data_dir) / "imdb" / name, sha) for name, sha in IMDB_ARCHIVES.items()
+               if (Path(data_dir) / "imdb" / name).is_file()]
+    if present:
+        archive, sha = present[0]
+    elif not download_missing:
+        raise DataFileError(f"no IMDB archive in {Path(data_dir) / 'imdb'} and data.download=false")
     else:
-        if not download_missing:
-            raise DataFileError(f"no IMDB archive in {Path(data_dir) / 'imdb'} and data.download=false")
-        name, sha = "aclImdb_v1.tar.gz", None
-        archive = download(IMDB_URL, Path(cache_dir) / "imdb" / name, sha256=None)
+        archive, sha = download(IMDB_URL, Path(cache_dir) / "imdb" / "aclImdb_v1.tar.gz", sha256=None), None
     if sha is not None:
         verify(archive, sha)
     extract_safely(archive, Path(cache_dir) / "imdb")
