@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from rnnlab.data.corpus import TokenCorpus
 from rnnlab.data.ptb import load_ptb, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
-from rnnlab.data.streams import BPTTStream
+from rnnlab.data.streams import BPTTStream, process_rank
 from rnnlab.data.vocab import Vocabulary
 
 
@@ -62,13 +62,9 @@ class LMDataModule(L.LightningDataModule):
         self.setup()
         return {"vocab_size": len(self.vocab)}
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def stream(self, split: str, batch_size: int, vary: bool = False) -> BPTTStream:
         self.setup()
-        rank, world_size = self._rank()
+        rank, world_size = process_rank(self.trainer)
         tokens = self.corpus.splits[split]
         return BPTTStream(tokens, batch_size, self.bptt, rank, world_size, vary_length=vary, seed=self.seed)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rnnlab.data.download import DataFileError, download, verify
+from rnnlab.data.streams import process_rank
 from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
 from rnnlab.data.vocab import Vocabulary
 
@@ -70,8 +72,6 @@ def extract_safely(archive: Path, dest: Path) -> None:
         raise DataFileError(f"cannot extract {archive}: {e} (the archive is corrupt or truncated)") from e
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -271,15 +271,12 @@ class SentimentDataModule(L.LightningDataModule):
         self.setup()
         return {"vocab_size": len(self.vocab), "padding_side": self.hparams.padding_side, "vocab": self.vocab}
 
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-
     def _loader(self, split: str, train: bool) -> DataLoader:
         self.setup()
         h = self.hparams
         dataset = self.datasets[split]
         batch_size = h.batch_size if train else h.eval_batch_size
-        rank, world = self._rank()
+        rank, world = process_rank(self.trainer)
         if h.batching == "bucket":
             sampler = BucketBatchSampler(dataset.lengths, batch_size, h.chunk_batches, shuffle=train, seed=h.seed,
                                          rank=rank, world_size=world)

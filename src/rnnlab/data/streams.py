@@ -32,6 +32,11 @@ def shard_rows(tokens: Tensor, batch_size: int, rank: int = 0, world_size: int =
     return rows[rank * batch_size : (rank + 1) * batch_size]
 
 
+def process_rank(trainer) -> tuple[int, int]:
+    """`(rank, world_size)` of this process under `trainer`, `(0, 1)` without one."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
 def window_lengths(width: int, bptt: int, vary: bool = False, generator: torch.Generator | None = None) -> list[int]:
     """Lengths of consecutive windows covering `width - 1` input positions.
 
@@ -93,7 +98,3 @@ class BPTTStream(IterableDataset):
         for n in lengths:
             yield self.data[:, start : start + n], self.data[:, start + 1 : start + 1 + n]
             start += n
-
-    @property
-    def tokens_per_pass(self) -> int:
-        return self.data.size(0) * (self.data.size(1) - 1)
