@@ -5,6 +5,7 @@ import tarfile
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.data.download import DataFileError
 from rnnlab.data.sentiment import (
@@ -18,6 +19,7 @@ from rnnlab.data.sentiment import (
     stratified_split,
 )
 from rnnlab.data.text import PAD, UNK, BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
+from rnnlab.models.padded import CELLS, PaddedRNN, reverse_padded
 from rnnlab.predict import predict
 from rnnlab.tasks.sentiment import SentimentLSTM
 from rnnlab.train import train
@@ -249,3 +251,34 @@ def test_long_text_is_truncated_with_a_warning(tmp_path):
     predictor = Predictor(TrainedRun(model(), OmegaConf.create({"data": data}), build_vocab([["a", "b"]]), tmp_path))
     words, cut = predictor.words("x y z a b")
     assert words == ["z", "a", "b"] and cut
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("pack", [False, True])
+def test_padded_rnn_equals_packed_torch_bidirectional_stack(cell, pack):
+    torch.manual_seed(0)
+    ours = PaddedRNN(cell, 5, 4, num_layers=2, bidirectional=True).double()
+    ref = CELLS[cell](5, 4, 2, batch_first=True, bidirectional=True).double()
+    with torch.no_grad():
+        for layer, directions in enumerate(ours.layers):
+            for suffix, rnn in zip(["", "_reverse"], directions):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(rnn, f"{name}_l0").copy_(getattr(ref, f"{name}_l{layer}{suffix}"))
+    lengths = torch.tensor([6, 2, 4])
+    x = torch.randn(3, 6, 5, dtype=torch.double)
+    x[1, 2:] = 7.0  # padding content must not matter
+    out, final = ours(x, lengths, pack=pack)
+    packed, h = ref(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    expected, _ = pad_packed_sequence(packed, batch_first=True)
+    h = h[0] if cell == "lstm" else h
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(final, torch.cat([h[-2], h[-1]], -1))
+    (out.sum() + final.sum()).backward()
+    assert all(p.grad is not None for p in ours.parameters())
+
+
+def test_reverse_padded_keeps_padding_in_place_and_is_an_involution():
+    x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]]).unsqueeze(-1)
+    lengths = torch.tensor([3, 2])
+    assert reverse_padded(x, lengths).squeeze(-1).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
+    assert torch.equal(reverse_padded(reverse_padded(x, lengths), lengths), x)

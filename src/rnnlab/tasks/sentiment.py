@@ -1,4 +1,4 @@
-"""SentimentLSTM: embedding -> (bi)directional recurrent layers over packed sequences -> classifier."""
+"""SentimentLSTM: embedding -> (bi)directional recurrent layers over padded batches -> classifier."""
 
 from __future__ import annotations
 
@@ -9,21 +9,20 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
+from rnnlab.models.padded import CELLS, PaddedRNN, valid_mask
 from rnnlab.optim import configure_optimizers
 
 log = logging.getLogger(__name__)
 
-CELLS = {"rnn_tanh": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 LOSSES = ("ce", "bce", "mse")
 POOLINGS = ("last", "mean", "max")
 
 
 def right_align(ids: Tensor, lengths: Tensor) -> Tensor:
-    """Left-padded ids `(batch, time)` moved to the right-padded layout that packing needs."""
+    """Left-padded ids `(batch, time)` moved to the right-padded layout the recurrent layers read."""
     time = ids.size(1)
     shift = (time - lengths).unsqueeze(1)
     idx = (torch.arange(time, device=ids.device).unsqueeze(0) + shift) % time
@@ -33,14 +32,13 @@ def right_align(ids: Tensor, lengths: Tensor) -> Tensor:
 class SentimentLSTM(L.LightningModule):
     """P(positive) of a text `(batch, time)` ids with `lengths`.
 
-    Texts are read right-aligned (left-padded batches are realigned). `pack=true` runs the
-    recurrent layers on packed sequences: no work past each text's end. A unidirectional model
-    needs no packing for exactness (its outputs up to a text's end never see the padding after
-    it), and on CPU PyTorch's unpacked (oneDNN) kernels are several times faster than packed
-    ones, so `pack="auto"` packs only bidirectional models and inputs on a GPU. Either way
-    padding never changes a prediction. The text's representation is the final state of each
-    sequence (`pooling="last"`, both directions when bidirectional) or the mean/max of the
-    outputs over its valid steps.
+    Texts are read right-aligned (left-padded batches are realigned) by a `PaddedRNN`, whose
+    backward direction starts at each text's real end, so padding never changes a prediction,
+    packed or not. `pack=true` runs the recurrent layers on packed sequences (no work past each
+    text's end); on CPU PyTorch's packed kernels train several times slower than the unpacked
+    (oneDNN) ones, so `pack="auto"` packs only on a GPU. The text's representation is the final
+    state of each sequence (`pooling="last"`, both directions when bidirectional) or the mean/max
+    of the outputs over its valid steps.
     Losses: `ce` (softmax cross-entropy over two classes), `bce` (sigmoid BCE on one-hot targets,
     as the reference post), `mse` (a sigmoid output against 0/1, as the reference notebook).
     """
@@ -70,11 +68,9 @@ class SentimentLSTM(L.LightningModule):
             log.info("initialized %d of %d word vectors from %s", found, vocab_size, pretrained_embeddings)
         self.embedding.weight.requires_grad_(not freeze_embeddings)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
-        self.rnn = CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
-                               dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
-        self.directions = 2 if bidirectional else 1
+        self.rnn = PaddedRNN(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.directions * hidden_size, 1 if loss == "mse" else 2)
+        self.head = nn.Linear(self.rnn.output_size, 1 if loss == "mse" else 2)
         metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -84,24 +80,13 @@ class SentimentLSTM(L.LightningModule):
         if self.hparams.padding_side == "left":
             ids = right_align(ids, lengths)
         x = self.embedding_dropout(self.embedding(ids))
-        pack = self.hparams.pack
-        if pack == "auto":
-            pack = self.directions == 2 or x.is_cuda
-        if pack:
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, h = self.rnn(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.size(1))
-            h = h[0] if isinstance(h, tuple) else h  # (layers * directions, batch, hidden)
-            final = torch.cat(list(h[-self.directions:]), -1)
-        else:
-            out, _ = self.rnn(x)
-            final = out[torch.arange(out.size(0)), lengths - 1]
-        return out, final
+        pack = x.is_cuda if self.hparams.pack == "auto" else self.hparams.pack
+        return self.rnn(x, lengths, pack)
 
     def pool(self, out: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
         if self.hparams.pooling == "last":
             return final
-        mask = (torch.arange(out.size(1), device=out.device)[None] < lengths[:, None]).unsqueeze(-1)
+        mask = valid_mask(lengths.to(out.device), out.size(1)).unsqueeze(-1)
         if self.hparams.pooling == "mean":
             return (out * mask).sum(1) / lengths[:, None].to(out.dtype)
         return out.masked_fill(~mask, float("-inf")).max(1).values
@@ -128,15 +113,15 @@ class SentimentLSTM(L.LightningModule):
         """P(positive) after each word of one text `(time,)` -> `(time,)`.
 
         Unidirectional: one pass, the classifier applied to the representation after every step
-        (the output, or the running mean/max of the outputs). Bidirectional models read the
-        future too, so each prefix is classified on its own.
+        (the output, or the running mean/max of the outputs). A bidirectional model reads the
+        future too: it classifies every prefix, as one batch of `time` rows.
         """
+        n = ids.size(0)
+        if self.rnn.directions == 2:
+            lengths = torch.arange(1, n + 1, device=ids.device)
+            return self.prob_positive(self(ids.expand(n, n), lengths))
         ids = ids[None]
-        n = ids.size(1)
-        if self.directions == 2:
-            return torch.stack([self.prob_positive(self(ids[:, : t + 1], torch.tensor([t + 1])))[0]
-                                for t in range(n)])
-        out, _ = self.encode(ids, torch.tensor([n]))
+        out, _ = self.encode(ids, torch.tensor([n], device=ids.device))
         if self.hparams.pooling == "mean":
             out = out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]
         elif self.hparams.pooling == "max":
