@@ -282,3 +282,15 @@ def test_reverse_padded_keeps_padding_in_place_and_is_an_involution():
     lengths = torch.tensor([3, 2])
     assert reverse_padded(x, lengths).squeeze(-1).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
     assert torch.equal(reverse_padded(reverse_padded(x, lengths), lengths), x)
+
+
+@pytest.mark.parametrize("batching", ["bucket", "pad"])
+def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
+    args = ["task=sentiment", *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            f"data.batching={batching}", "data.max_len=40", "model.hidden_size=16", "model.embedding_dim=16",
+            f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
+    assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+    assert "test/acc" in result.stdout + result.stderr

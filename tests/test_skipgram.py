@@ -43,3 +43,13 @@ def test_vectors_load_into_the_sentiment_model_by_word(tmp_path):
     assert torch.equal(emb[target.stoi["good"]], vectors[source.stoi["good"]])
     assert not emb.requires_grad
     assert load_vectors_into(nn.Embedding(len(target), 4), target, path) == 2
+
+
+def test_subsampling_drops_frequent_words_and_keeps_rare_ones():
+    seqs = [[2] * 90 + list(range(3, 13))] * 20  # word 2 is 90% of the corpus, words 3..12 1% each
+    full = SkipGramPairs(seqs, 13, window=1, batch_size=10_000)
+    thin = SkipGramPairs(seqs, 13, window=1, batch_size=10_000, subsample=1e-2)
+    kept = torch.bincount(thin.centers, minlength=13).float() / torch.bincount(full.centers, minlength=13)
+    assert kept[2] < 0.3  # sqrt(0.01/0.9) + 0.01/0.9 ~ 0.12
+    assert torch.allclose(kept[3:12], torch.ones(9), atol=0.25)  # sqrt(1) + 1 > 1: all kept (pairs shift a little)
+    assert len(thin.centers) < len(full.centers) / 3

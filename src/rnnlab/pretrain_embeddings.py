@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     L.seed_everything(cfg.seed, workers=True)
     path = pretrain(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
-                    cfg.batch_size, cfg.lr, cfg.output, cfg.seed)
+                    cfg.batch_size, cfg.lr, cfg.output, cfg.seed, cfg.subsample)
     log.info("word vectors written to %s", path)
 
 

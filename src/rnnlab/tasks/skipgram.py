@@ -19,13 +19,22 @@ class SkipGramPairs(IterableDataset):
 
     Context words lie within `window` of the center; negatives are drawn from the unigram
     distribution raised to 0.75 (Mikolov et al. 2013). Padding and unknown ids (0, 1) are skipped.
+    With `subsample` = t > 0, a word of frequency f is kept with probability min(1, sqrt(t/f) + t/f)
+    (word2vec's rule, drawn once), which drops most "the"/"a" and widens the effective window.
     """
 
     def __init__(self, sequences: list[list[int]], vocab_size: int, window: int = 5, negatives: int = 5,
-                 batch_size: int = 1024, seed: int = 0):
+                 batch_size: int = 1024, seed: int = 0, subsample: float = 0.0):
+        g = torch.Generator().manual_seed(seed)
+        seqs = [torch.tensor([i for i in seq if i > 1], dtype=torch.long) for seq in sequences]
+        if subsample > 0 and seqs:
+            freq = torch.bincount(torch.cat(seqs), minlength=vocab_size).double()
+            freq = freq / freq.sum().clamp(min=1)
+            ratio = subsample / freq.clamp(min=1e-12)
+            keep = (ratio.sqrt() + ratio).clamp(max=1.0)
+            seqs = [seq[torch.rand(len(seq), generator=g, dtype=torch.double) < keep[seq]] for seq in seqs]
         centers, contexts = [], []
-        for seq in sequences:
-            seq = torch.tensor([i for i in seq if i > 1])
+        for seq in seqs:
             for offset in range(1, window + 1):
                 if len(seq) > offset:
                     centers += [seq[:-offset], seq[offset:]]
@@ -49,13 +58,16 @@ class SkipGramPairs(IterableDataset):
 
 
 class SkipGram(L.LightningModule):
-    """Input vectors `in_vectors` are the word vectors; loss -log s(u.v) - sum log s(-u.n)."""
+    """Input vectors `in_vectors` are the word vectors; loss -log s(u.v) - sum log s(-u.n).
+
+    Both tables have sparse gradients: a batch touches a few thousand of the vocabulary's rows.
+    """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 128, lr: float = 3e-3):
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.in_vectors = nn.Embedding(vocab_size, embedding_dim)
-        self.out_vectors = nn.Embedding(vocab_size, embedding_dim)
+        self.in_vectors = nn.Embedding(vocab_size, embedding_dim, sparse=True)
+        self.out_vectors = nn.Embedding(vocab_size, embedding_dim, sparse=True)
         nn.init.uniform_(self.in_vectors.weight, -0.5 / embedding_dim, 0.5 / embedding_dim)
         nn.init.zeros_(self.out_vectors.weight)
 
@@ -71,7 +83,7 @@ class SkipGram(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SparseAdam(self.parameters(), lr=self.hparams.lr)  # updates only the rows a batch used
 
 
 def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path) -> Path:
@@ -95,11 +107,12 @@ def load_vectors_into(embedding: nn.Embedding, vocab: Vocabulary, path: str | Pa
 
 
 def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
-             lr: float, output: str | Path, seed: int = 0, trainer_kwargs: dict | None = None) -> Path:
+             lr: float, output: str | Path, seed: int = 0, subsample: float = 0.0,
+             trainer_kwargs: dict | None = None) -> Path:
     """Train skip-gram vectors on `datamodule`'s training texts and write them to `output`."""
     datamodule.setup()
     pairs = SkipGramPairs(datamodule.datasets["train"].ids, len(datamodule.vocab), window, negatives,
-                          batch_size, seed)
+                          batch_size, seed, subsample)
     model = SkipGram(len(datamodule.vocab), embedding_dim, lr)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, **(trainer_kwargs or {}))
     trainer.fit(model, DataLoader(pairs, batch_size=None))
