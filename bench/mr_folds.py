@@ -22,11 +22,12 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     overrides = overrides or ["experiment=mr_lstm"]
     accuracies = []
+    run_dir = f"outputs/bench/mr_folds/{time.strftime('%Y-%m-%d_%H-%M-%S')}"  # fresh: never resume an older fold
     for fold in args.only if args.only is not None else range(args.folds):
         start = time.perf_counter()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[
-                f"data.folds={args.folds}", f"data.fold={fold}", f"paths.output_dir=outputs/bench/mr_folds/{fold}",
+                f"data.folds={args.folds}", f"data.fold={fold}", f"paths.output_dir={run_dir}/{fold}",
                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides,
             ])
         metrics = train(cfg)

@@ -19,14 +19,21 @@ DATA_KWARGS = {  # what each task's DataModule.model_kwargs() would add
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_preset_composes_and_instantiates(preset, tmp_path):
+def test_every_preset_composes_and_instantiates(preset, tmp_path, monkeypatch):
+    import rnnlab.tasks.skipgram
+
+    vectors = []  # pretraining is tested in test_skipgram; here only the call it would make
+    monkeypatch.setattr(rnnlab.tasks.skipgram, "cached_vectors", lambda **kw: vectors.append(kw) or "vectors.pt")
     cfg = compose_config([f"experiment={preset}"], tmp_path)
     OmegaConf.resolve(cfg)
     for group in ("data", "model", "trainer"):
         assert "_target_" in cfg[group]
     model = instantiate(cfg.model, **DATA_KWARGS[cfg.task_name])
+    if OmegaConf.is_config(cfg.model.get("pretrained_embeddings")):
+        assert model.hparams.pretrained_embeddings == "vectors.pt"
+        assert vectors[0]["embedding_dim"] == cfg.model.embedding_dim and vectors[0]["data"].hparams.dataset == "imdb"
     for key, value in cfg.model.items():
-        if key not in ("_target_", "optimizer", "scheduler"):
+        if key not in ("_target_", "optimizer", "scheduler", "pretrained_embeddings"):
             expected = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             assert model.hparams[key] == expected, key
     assert callable(model.hparams.optimizer)
@@ -96,3 +103,6 @@ def test_sentiment_task_alone_is_mr_lstm_and_notebook_is_unidirectional(tmp_path
     notebook = compose_config(["experiment=imdb_notebook"], tmp_path)
     assert not notebook.model.bidirectional and notebook.model.loss == "mse" and notebook.data.max_len == 200
     assert notebook.data.padding_side == "left" and notebook.data.batching == "pad"
+    vectors = plain.model.pretrained_embeddings
+    assert vectors._target_ == "rnnlab.tasks.skipgram.cached_vectors" and vectors.data.dataset == "imdb"
+    assert vectors.embedding_dim == plain.model.embedding_dim and notebook.model.pretrained_embeddings is None

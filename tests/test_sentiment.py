@@ -191,7 +191,8 @@ def test_the_three_losses():
 @pytest.fixture(scope="module")
 def mr_checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("mr")
-    cfg = compose_config(["task=sentiment", *TINY_TRAINER, "trainer.limit_train_batches=30",
+    cfg = compose_config(["task=sentiment", "model/embeddings=none", *TINY_TRAINER,
+                          "trainer.limit_train_batches=30",
                           "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
                           "model.hidden_size=32"], tmp_path)
     return tmp_path / "run" / "checkpoints" / "best.ckpt", train(cfg)
@@ -286,8 +287,9 @@ def test_reverse_padded_keeps_padding_in_place_and_is_an_involution():
 
 @pytest.mark.parametrize("batching", ["bucket", "pad"])
 def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
-    args = ["task=sentiment", *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-            f"data.batching={batching}", "data.max_len=40", "model.hidden_size=16", "model.embedding_dim=16",
+    args = ["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu",
+            "trainer.devices=2", f"data.batching={batching}", "data.max_len=40", "model.hidden_size=16",
+            "model.embedding_dim=16",
             f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}"]
     result = run_script("train.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -53,3 +55,35 @@ def test_subsampling_drops_frequent_words_and_keeps_rare_ones():
     assert kept[2] < 0.3  # sqrt(0.01/0.9) + 0.01/0.9 ~ 0.12
     assert torch.allclose(kept[3:12], torch.ones(9), atol=0.25)  # sqrt(1) + 1 > 1: all kept (pairs shift a little)
     assert len(thin.centers) < len(full.centers) / 3
+
+
+def synthetic_reviews(tmp_path, **kw):
+    from rnnlab.data.sentiment import SentimentDataModule
+
+    reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
+    reviews.write_text("\n".join(["a good fine film", "a bad awful film", "good fine acting", "bad awful plot"] * 10))
+    labels.write_text("\n".join(["positive", "negative"] * 20))
+    return SentimentDataModule("imdb", imdb_layout="reviews_labels", reviews_file=str(reviews),
+                               labels_file=str(labels), cache_dir=str(tmp_path), **kw)
+
+
+def test_cached_vectors_pretrain_once_per_setting_and_leave_the_callers_rng_alone(tmp_path, monkeypatch):
+    import rnnlab.tasks.skipgram as skipgram
+
+    calls = []
+    real = skipgram.pretrain
+    monkeypatch.setattr(skipgram, "pretrain", lambda *a, **k: calls.append(a) or real(*a, **k))
+    settings = {"embedding_dim": 4, "epochs": 1, "batch_size": 16, "subsample": 0.0}
+    torch.manual_seed(5)
+    first = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, **settings)
+    after_miss = torch.rand(3)
+    torch.manual_seed(5)
+    again = skipgram.cached_vectors(synthetic_reviews(tmp_path, batch_size=7), tmp_path, **settings)
+    after_hit = torch.rand(3)
+    assert first == again and len(calls) == 1  # loader settings are not part of the key
+    assert torch.equal(after_miss, after_hit)
+    saved = torch.load(first, weights_only=True)
+    assert saved["vectors"].shape == (len(saved["itos"]), 4) and "good" in saved["itos"]
+    other = skipgram.cached_vectors(synthetic_reviews(tmp_path, min_freq=2), tmp_path, **settings)
+    assert other != first and len(calls) == 2
+    assert Path(first).name.startswith("skipgram-imdb-4d-")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +15,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from rnnlab.data.download import atomic_torch_save
 from rnnlab.data.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
 
 
 class SkipGramPairs(IterableDataset):
@@ -117,3 +122,32 @@ def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, **(trainer_kwargs or {}))
     trainer.fit(model, DataLoader(pairs, batch_size=None))
     return save_vectors(datamodule.vocab, model.in_vectors.weight, Path(output))
+
+
+LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
+                   "chunk_batches")  # where the texts come from and how they are batched: not what they are
+
+
+def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window: int = 5, negatives: int = 5,
+                   subsample: float = 1e-4, epochs: int = 3, batch_size: int = 4096, lr: float = 3e-3,
+                   seed: int = 1234) -> str:
+    """Path of the skip-gram vectors for these settings in `cache_dir/vectors/`, pretrained on first use.
+
+    The file name holds a hash of every setting (the texts' too, not their folders or batching), so a
+    changed setting pretrains anew and an unchanged one is reused. Pretraining draws from its own
+    seed inside a forked RNG: the caller's random state is the same whether the file was cached.
+    """
+    settings = {k: v for k, v in data.hparams.items() if k not in LOADER_SETTINGS}
+    settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
+                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / "vectors" / f"skipgram-{data.hparams.dataset}-{embedding_dim}d-{key}.pt"
+    if path.is_file():
+        log.info("skip-gram vectors: %s (cached)", path)
+        return str(path)
+    log.info("pretraining skip-gram vectors on the %s training texts, once; cached as %s",
+             data.hparams.dataset, path)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        pretrain(data, embedding_dim, window, negatives, epochs, batch_size, lr, path, seed, subsample)
+    return str(path)
