@@ -23,13 +23,14 @@ def main() -> None:
     overrides = overrides or ["experiment=mr_lstm"]
     accuracies = []
     run_dir = f"outputs/bench/mr_folds/{time.strftime('%Y-%m-%d_%H-%M-%S')}"  # fresh: never resume an older fold
-    for fold in args.only if args.only is not None else range(args.folds):
+    folds = args.only if args.only is not None else range(args.folds)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # all composed before any runs
+        configs = {fold: compose("train", overrides=[
+            f"data.folds={args.folds}", f"data.fold={fold}", f"paths.output_dir={run_dir}/{fold}",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides,
+        ]) for fold in folds}
+    for fold, cfg in configs.items():
         start = time.perf_counter()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[
-                f"data.folds={args.folds}", f"data.fold={fold}", f"paths.output_dir={run_dir}/{fold}",
-                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides,
-            ])
         metrics = train(cfg)
         accuracies.append(metrics["test/acc"])
         print(f"fold {fold}: test accuracy {metrics['test/acc']:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)

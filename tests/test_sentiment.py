@@ -296,3 +296,21 @@ def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
     assert "test/acc" in result.stdout + result.stderr
+
+
+def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_path, caplog):
+    reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
+    reviews.write_text("\n".join(["a good fine film", "a bad awful film", "the acting was superb"] * 20))
+    labels.write_text("\n".join(["positive", "negative", "positive"] * 20))
+    vectors = "model.pretrained_embeddings"
+    overrides = ["task=sentiment", *TINY_TRAINER, "model.hidden_size=8", "model.embedding_dim=8",
+                 f"{vectors}.data.imdb_layout=reviews_labels", f"{vectors}.data.reviews_file={reviews}",
+                 f"{vectors}.data.labels_file={labels}", f"{vectors}.epochs=1", f"{vectors}.batch_size=64"]
+    with caplog.at_level("INFO"):
+        train(compose_config(overrides, tmp_path))
+    (cached,) = (tmp_path / "cache" / "vectors").glob("skipgram-imdb-8d-*.pt")
+    found = [r.getMessage() for r in caplog.records if "word vectors from" in r.getMessage()]
+    assert found and found[0].startswith("initialized ") and str(cached) in found[0]
+    assert int(found[0].split()[1]) >= 4  # good, bad, film, acting ... are in both vocabularies
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["pretrained_embeddings"] == str(cached)

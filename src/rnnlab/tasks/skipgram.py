@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import ListConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -137,7 +138,8 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     changed setting pretrains anew and an unchanged one is reused. Pretraining draws from its own
     seed inside a forked RNG: the caller's random state is the same whether the file was cached.
     """
-    settings = {k: v for k, v in data.hparams.items() if k not in LOADER_SETTINGS}
+    settings = {k: list(v) if isinstance(v, (tuple, ListConfig)) else v
+                for k, v in data.hparams.items() if k not in LOADER_SETTINGS}  # [0.8, 0.1] however it was given
     settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
                     epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
