@@ -305,7 +305,8 @@ def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_p
     vectors = "model.pretrained_embeddings"
     overrides = ["task=sentiment", *TINY_TRAINER, "model.hidden_size=8", "model.embedding_dim=8",
                  f"{vectors}.data.imdb_layout=reviews_labels", f"{vectors}.data.reviews_file={reviews}",
-                 f"{vectors}.data.labels_file={labels}", f"{vectors}.epochs=1", f"{vectors}.batch_size=64"]
+                 f"{vectors}.data.labels_file={labels}", f"{vectors}.epochs=1", f"{vectors}.batch_size=64",
+                 f"{vectors}.subsample=0"]
     with caplog.at_level("INFO"):
         train(compose_config(overrides, tmp_path))
     (cached,) = (tmp_path / "cache" / "vectors").glob("skipgram-imdb-8d-*.pt")

@@ -1,6 +1,8 @@
 from pathlib import Path
 
+import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from rnnlab.data.text import build_vocab
@@ -47,6 +49,11 @@ def test_vectors_load_into_the_sentiment_model_by_word(tmp_path):
     assert load_vectors_into(nn.Embedding(len(target), 4), target, path) == 2
 
 
+def test_no_pairs_is_a_clear_error():
+    with pytest.raises(ValueError, match="no skip-gram pairs: 2 text"):
+        SkipGramPairs([[2], [0, 3]], vocab_size=4)
+
+
 def test_subsampling_drops_frequent_words_and_keeps_rare_ones():
     seqs = [[2] * 90 + list(range(3, 13))] * 20  # word 2 is 90% of the corpus, words 3..12 1% each
     full = SkipGramPairs(seqs, 13, window=1, batch_size=10_000)
@@ -84,6 +91,8 @@ def test_cached_vectors_pretrain_once_per_setting_and_leave_the_callers_rng_alon
     assert torch.equal(after_miss, after_hit)
     saved = torch.load(first, weights_only=True)
     assert saved["vectors"].shape == (len(saved["itos"]), 4) and "good" in saved["itos"]
+    as_config = synthetic_reviews(tmp_path, split=OmegaConf.create([0.8, 0.1, 0.1]))  # as Hydra passes it
+    assert skipgram.cached_vectors(as_config, tmp_path, **settings) == first and len(calls) == 1
     other = skipgram.cached_vectors(synthetic_reviews(tmp_path, min_freq=2), tmp_path, **settings)
     assert other != first and len(calls) == 2
     assert Path(first).name.startswith("skipgram-imdb-4d-")

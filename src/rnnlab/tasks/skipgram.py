@@ -45,6 +45,9 @@ class SkipGramPairs(IterableDataset):
                 if len(seq) > offset:
                     centers += [seq[:-offset], seq[offset:]]
                     contexts += [seq[offset:], seq[:-offset]]
+        if not centers:
+            raise ValueError(f"no skip-gram pairs: {len(sequences)} text(s) leave no two known words within a "
+                             f"window (subsample={subsample} may have dropped them all; try a smaller one)")
         self.centers, self.contexts = torch.cat(centers), torch.cat(contexts)
         counts = torch.bincount(self.centers, minlength=vocab_size).float()
         self.noise = counts.pow(0.75) / counts.pow(0.75).sum()
