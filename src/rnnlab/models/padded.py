@@ -28,7 +28,7 @@ class PaddedRNN(nn.Module):
     The backward direction reads each sequence reversed within its length, so it starts at the
     sequence's real end rather than at the padding: with right padding no output at a valid step
     ever sees a padded one, packed or not. That is what `nn.LSTM(bidirectional=True)` gives only on
-    packed input, and on CPU PyTorch's packed kernels train 6-8x slower than the unpacked (oneDNN)
+    packed input, and on CPU PyTorch's packed kernels train 6-10x slower than the unpacked (oneDNN)
     ones. `pack=True` still skips the work past each end (worth it on a GPU, or with unsorted lengths).
     """
 
@@ -57,7 +57,8 @@ class PaddedRNN(nn.Module):
         """Right-padded `(batch, time, input)` -> outputs `(batch, time, directions * hidden)`, zero past
         each end, and the final state of each sequence `(batch, directions * hidden)` (the forward
         direction at its last step, the backward one at its first)."""
-        mask = valid_mask(lengths.to(x.device), x.size(1)).unsqueeze(-1)
+        lengths = lengths.to(x.device)
+        mask = valid_mask(lengths, x.size(1)).unsqueeze(-1)
         for i, directions in enumerate(self.layers):
             if i > 0:
                 x = self.dropout(x)
@@ -66,7 +67,7 @@ class PaddedRNN(nn.Module):
                 backward = self._run(directions[1], reverse_padded(x, lengths), lengths, pack)
                 outs.append(reverse_padded(backward, lengths))
             x = torch.cat(outs, -1).masked_fill(~mask, 0.0)
-        last = x[torch.arange(x.size(0), device=x.device), lengths.to(x.device) - 1]
+        last = x[torch.arange(x.size(0), device=x.device), lengths - 1]
         if self.directions == 1:
             return x, last
         return x, torch.cat([last[:, : self.hidden_size], x[:, 0, self.hidden_size :]], -1)

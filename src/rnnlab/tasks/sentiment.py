@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-from rnnlab.models.padded import CELLS, PaddedRNN, valid_mask
+from rnnlab.models.padded import PaddedRNN, valid_mask
 from rnnlab.optim import configure_optimizers
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,6 @@ class SentimentLSTM(L.LightningModule):
         optimizer: Callable | None = None, scheduler: Callable | None = None, vocab=None,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {cell!r}")
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {LOSSES}, got {loss!r}")
         if pooling not in POOLINGS:
