@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from omegaconf import ListConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from rnnlab.data.corpus import cache_key
 from rnnlab.data.download import atomic_torch_save
 from rnnlab.data.vocab import Vocabulary
 
@@ -145,7 +144,7 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
                 for k, v in data.hparams.items() if k not in LOADER_SETTINGS}  # [0.8, 0.1] however it was given
     settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
                     epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = cache_key(sorted(settings.items()))
     path = Path(cache_dir) / "vectors" / f"skipgram-{data.hparams.dataset}-{embedding_dim}d-{key}.pt"
     if path.is_file():
         log.info("skip-gram vectors: %s (cached)", path)
