@@ -109,6 +109,13 @@ def test_init_forget_bias_and_tying():
     lstm = net.rnn.groups[0]
     assert torch.all(lstm.bias_ih_l0[6:12] == 0) and torch.all(lstm.bias_hh_l0[6:12] == 0)
     assert net.decoder.weight is net.encoder.weight
+    tf_style = RNNLM(20, [6, 4], "lstm", embedding_dim=6, init_scale=0.1, recurrent_bias=0.0, forget_bias=1.0)
+    for name, p in tf_style.rnn.named_parameters():
+        if "bias" in name:
+            h = p.numel() // 4
+            forget = 1.0 if "bias_ih" in name else 0.0
+            assert torch.all(p[h : 2 * h] == forget) and torch.all(p[:h] == 0) and torch.all(p[2 * h :] == 0), name
+    assert tf_style.decoder.bias.abs().max() > 0  # only the recurrent layers' biases are set
     with pytest.raises(ValueError, match="tie_weights needs embedding_dim == last hidden size"):
         RNNLM(20, [6, 5], "lstm", embedding_dim=6, tie_weights=True)
     with pytest.raises(ValueError, match="unknown cell 'lstmm'"):

@@ -34,6 +34,7 @@ class RNNLM(nn.Module):
         dropout: float = 0.0,
         embedding_dropout: float | None = None,
         init_scale: float | None = 0.1,
+        recurrent_bias: float | None = None,
         forget_bias: float | None = None,
         tie_weights: bool = False,
     ):
@@ -48,6 +49,8 @@ class RNNLM(nn.Module):
         if init_scale is not None:
             for p in self.parameters():
                 nn.init.uniform_(p, -init_scale, init_scale)
+        if recurrent_bias is not None:
+            self.rnn.set_bias(recurrent_bias)
         if forget_bias is not None:
             self.rnn.set_forget_bias(forget_bias)
         if tie_weights:

@@ -74,9 +74,15 @@ class RecurrentStack(nn.Module):
             new_state.append(s)
         return x, new_state
 
-    def init_uniform(self, scale: float) -> None:
-        for p in self.parameters():
-            nn.init.uniform_(p, -scale, scale)
+    @torch.no_grad()
+    def set_bias(self, value: float) -> None:
+        """Every gate's bias to `value`: the input-side bias holds it, the hidden-side one is zeroed."""
+        for name, p in self.named_parameters():
+            kind = name.split(".")[-1]
+            if kind.startswith("bias_ih"):
+                p.fill_(value)
+            elif kind.startswith("bias_hh"):
+                p.zero_()
 
     @torch.no_grad()
     def set_forget_bias(self, value: float) -> None:

@@ -45,6 +45,7 @@ class LanguageModel(L.LightningModule):
         dropout: float = 0.0,
         embedding_dropout: float | None = None,
         init_scale: float | None = 0.1,
+        recurrent_bias: float | None = None,
         forget_bias: float | None = None,
         tie_weights: bool = False,
         loss_reduction: str = "sum_time",
@@ -59,7 +60,7 @@ class LanguageModel(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.net = RNNLM(
             vocab_size, list(hidden_sizes), cell, embedding_dim, dropout, embedding_dropout,
-            init_scale, forget_bias, tie_weights,
+            init_scale, recurrent_bias, forget_bias, tie_weights,
         )
         if compile:
             self.net.compile()  # in place: parameter names, hence checkpoints, stay the same
