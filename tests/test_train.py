@@ -27,12 +27,15 @@ def test_smoke_train_on_synthetic_corpus_then_eval_round_trip(synthetic_ptb, tmp
     assert evaluate(eval_cfg)["test/ppl"] == pytest.approx(metrics["test/ppl"], rel=1e-6)
 
 
-def test_training_lowers_the_loss_and_is_reproducible_from_its_seed(synthetic_ptb, tmp_path):
+def test_training_lowers_the_loss_and_is_reproducible_from_its_saved_config(synthetic_ptb, tmp_path):
     overrides = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer.max_epochs=3",
                  "trainer.limit_train_batches=null", "trainer.limit_val_batches=null", "test=false",
                  "model/optimizer=adam", "model.optimizer.lr=0.01", "callbacks=none"]
     first = train(compose_config(overrides, tmp_path / "a"))
-    second = train(compose_config(overrides, tmp_path / "b"))
+    saved = OmegaConf.load(tmp_path / "a" / "run" / ".hydra" / "config.yaml")
+    saved.paths.output_dir = str(tmp_path / "b")
+    second = train(saved)
+    assert (tmp_path / "b" / ".hydra" / "config.yaml").is_file()
     assert first["val/loss"] == pytest.approx(second["val/loss"], rel=1e-6)
     assert first["val/loss"] < math.log(42) - 1.0  # far better than uniform over the 42-symbol vocabulary
 
@@ -95,6 +98,12 @@ def test_train_script_hydra_run_dir_saved_config(synthetic_ptb, tmp_path):
     saved = OmegaConf.load(tmp_path / "out" / ".hydra" / "config.yaml")
     assert saved.seed == 7 and saved.data.bptt == 8
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+    # the README's rerun: the saved config alone reproduces the run, weight for weight
+    again = run_script("train.py", "--config-path", str(tmp_path / "out" / ".hydra"), "--config-name", "config",
+                       f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first, second = (load_run(tmp_path / d / "checkpoints" / "last.ckpt").model.state_dict() for d in ("out", "again"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_ddp_two_cpu_processes(synthetic_ptb, tmp_path):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
@@ -34,6 +37,20 @@ def instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
+@rank_zero_only
+def save_config(cfg: DictConfig) -> None:
+    """The composed config as `<paths.output_dir>/.hydra/config.yaml`, unless Hydra already wrote it
+    there: runs given `paths.output_dir=...` or composed in Python keep their config beside their
+    checkpoints too."""
+    path = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    OmegaConf.save(cfg, tmp)
+    os.replace(tmp, path)
+
+
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """(datamodule, model, trainer) for a composed run config."""
     datamodule = instantiate(cfg.data)
@@ -51,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured task; returns the final metrics."""
     silence_known_warnings()
     L.seed_everything(cfg.seed, workers=True)
+    save_config(cfg)
     stop_on_nan = StopOnNonFiniteLoss()
     datamodule, model, trainer = build(cfg, [stop_on_nan])
     # Our checkpoints hold the run's config (partials, ListConfigs): they are not weights-only files.
