@@ -9,6 +9,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -39,12 +40,12 @@ def instantiate_all(group: DictConfig | None) -> list:
 
 @rank_zero_only
 def save_config(cfg: DictConfig) -> None:
-    """The composed config as `<paths.output_dir>/.hydra/config.yaml`, unless Hydra already wrote it
-    there: runs given `paths.output_dir=...` or composed in Python keep their config beside their
-    checkpoints too."""
-    path = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
-    if path.exists():
+    """The composed config as `<paths.output_dir>/.hydra/config.yaml` where Hydra did not write it
+    itself (`paths.output_dir=...`, or a config composed in Python), so every run keeps its config."""
+    out = Path(cfg.paths.output_dir)
+    if HydraConfig.initialized() and Path(HydraConfig.get().runtime.output_dir).resolve() == out.resolve():
         return
+    path = out / ".hydra" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     OmegaConf.save(cfg, tmp)
