@@ -11,10 +11,11 @@ ENV RNNLAB_DATA_DIR=/data \
 # Dependencies first (cached layer); torch comes from the base image and is left as it is.
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e ".[plot]"
 
 COPY conf ./conf
-COPY train.py eval.py generate.py ./
+COPY bench ./bench
+COPY *.py ./
 
 VOLUME ["/data", "/app/outputs"]
 CMD ["python", "train.py", "task=ptb", "trainer=gpu"]
