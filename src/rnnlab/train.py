@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import RunArtifacts, StopOnNonFiniteLoss
 from rnnlab.checkpoint import AtomicCheckpointIO
+from rnnlab.data.download import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,7 @@ def save_config(cfg: DictConfig) -> None:
     out = Path(cfg.paths.output_dir)
     if HydraConfig.initialized() and Path(HydraConfig.get().runtime.output_dir).resolve() == out.resolve():
         return
-    path = out / ".hydra" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    OmegaConf.save(cfg, tmp)
-    os.replace(tmp, path)
+    atomic_write(out / ".hydra" / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
 
 
 def build(cfg: DictConfig, extra_callbacks: list | None = None):

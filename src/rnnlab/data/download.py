@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,15 +122,20 @@ def fetch_corpus(name: str, data_dir: str | os.PathLike, download_missing: bool 
     return {key: fetch(remote, data_dir, download_missing) for key, remote in CORPORA[name].items()}
 
 
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """`torch.save` through a temporary file and a rename."""
-    import torch
-
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """`write(tmp)` to a temporary file beside `path`, then rename it to `path`: never a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp_name)
+        write(tmp_name)
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """`torch.save` through a temporary file and a rename."""
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
