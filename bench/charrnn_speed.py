@@ -12,7 +12,7 @@ import time
 
 import torch
 from hydra import compose, initialize_config_dir
-from ptb_throughput import lightning_round  # noqa: E402  (bench/ is on sys.path when run as a script)
+from ptb_throughput import lightning_round, timing_overrides  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from rnnlab import CONF_DIR
 from rnnlab.train import build, silence_known_warnings
@@ -38,9 +38,7 @@ def main() -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("train", overrides=[
                 "task=charrnn", f"model.cell={cell}", "paths.output_dir=outputs/bench/charrnn_speed",
-                "trainer.max_epochs=1", f"trainer.limit_train_batches={args.batches}", "trainer.limit_val_batches=0",
-                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none",
-                "callbacks=none", *overrides,
+                *timing_overrides(args.batches), "logger=none", "callbacks=none", *overrides,
             ])
 
     speeds: dict[str, list[float]] = {"lstm": [], "naive_lstm": []}

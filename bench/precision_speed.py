@@ -15,7 +15,7 @@ import statistics
 
 import torch
 from hydra import compose, initialize_config_dir
-from ptb_throughput import lightning_round
+from ptb_throughput import lightning_round, timing_overrides
 
 from rnnlab import CONF_DIR
 from rnnlab.train import silence_known_warnings
@@ -35,10 +35,7 @@ def main() -> None:
     defaults = [o for o in ("experiment=ptb_medium", "trainer=gpu") if o.split("=")[0] not in given]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[
-            *defaults, "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={args.batches}", "trainer.limit_val_batches=0", "test=false",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none",
-            "callbacks=none", *overrides,
+            *defaults, *timing_overrides(args.batches), "test=false", "logger=none", "callbacks=none", *overrides,
         ])
     results: dict[str, list[float]] = {v: [] for v in args.variants}
     for r in range(args.rounds):

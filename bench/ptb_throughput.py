@@ -23,6 +23,12 @@ from rnnlab.models.recurrent import detach_state
 from rnnlab.train import build, silence_known_warnings
 
 
+def timing_overrides(batches: int | float) -> list[str]:
+    """Config overrides for timing `batches` training batches: one epoch, no validation, no progress output."""
+    return ["trainer.max_epochs=1", f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
 class Timer(L.Callback):
     """Wall time of the training batches after `warmup`, with the sequences and (padded) positions they held."""
 
@@ -78,9 +84,7 @@ def main() -> None:
     silence_known_warnings()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[
-            "paths.output_dir=outputs/bench/ptb_throughput", "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={args.batches}", "trainer.limit_val_batches=0",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides,
+            "paths.output_dir=outputs/bench/ptb_throughput", *timing_overrides(args.batches), *overrides,
         ])
     results: dict[str, list[float]] = {"lightning": [], "plain": []}
     for r in range(args.rounds):

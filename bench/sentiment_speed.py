@@ -18,7 +18,7 @@ import time
 
 import torch
 from hydra import compose, initialize_config_dir
-from ptb_throughput import lightning_round  # noqa: E402  (bench/ is on sys.path when run as a script)
+from ptb_throughput import lightning_round, timing_overrides  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from rnnlab import CONF_DIR
 from rnnlab.train import silence_known_warnings
@@ -61,9 +61,7 @@ def main() -> None:
                 continue
             configs[name] = compose("train", overrides=[
                 "task=sentiment", "data=imdb", "model/embeddings=none", f"paths.output_dir={run_dir}",
-                "trainer.max_epochs=1", f"trainer.limit_train_batches={batches[name] or 1.0}",
-                "trainer.limit_val_batches=0", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false", *extra, *overrides,
+                *timing_overrides(batches[name] or 1.0), "logger=none", "callbacks=none", *extra, *overrides,
             ])
     for name, cfg in configs.items():
         print(f"{name:12s} padding fraction {padding_fraction(cfg, batches[name]):.3f}", flush=True)
