@@ -12,7 +12,7 @@ import time
 
 import torch
 from hydra import compose, initialize_config_dir
-from ptb_throughput import lightning_round, timing_overrides  # noqa: E402  (bench/ is on sys.path when run as a script)
+from ptb_throughput import fresh_run_dir, lightning_round, timing_overrides  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from rnnlab import CONF_DIR
 from rnnlab.train import build, silence_known_warnings
@@ -33,11 +33,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args, overrides = parser.parse_known_args()
     silence_known_warnings()
+    run_dir = fresh_run_dir("charrnn_speed")
 
     def config(cell: str):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("train", overrides=[
-                "task=charrnn", f"model.cell={cell}", "paths.output_dir=outputs/bench/charrnn_speed",
+                "task=charrnn", f"model.cell={cell}", f"paths.output_dir={run_dir}",
                 *timing_overrides(args.batches), "logger=none", "callbacks=none", *overrides,
             ])
 
@@ -45,7 +46,7 @@ def main() -> None:
     for r in range(args.rounds):
         for cell in speeds:
             cfg = config(cell)
-            cfg.paths.output_dir = f"outputs/bench/charrnn_speed/{cell}{r}"
+            cfg.paths.output_dir = f"{run_dir}/{cell}{r}"
             speeds[cell].append(lightning_round(cfg, args.batches, args.warmup))
             print(f"round {r + 1} {cell:10s} {speeds[cell][-1]:8.0f} chars/s (training)", flush=True)
     fused, naive = (statistics.median(speeds[c]) for c in ("lstm", "naive_lstm"))

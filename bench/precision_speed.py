@@ -15,7 +15,7 @@ import statistics
 
 import torch
 from hydra import compose, initialize_config_dir
-from ptb_throughput import lightning_round, timing_overrides
+from ptb_throughput import fresh_run_dir, lightning_round, timing_overrides
 
 from rnnlab import CONF_DIR
 from rnnlab.train import silence_known_warnings
@@ -38,12 +38,13 @@ def main() -> None:
             *defaults, *timing_overrides(args.batches), "test=false", "logger=none", "callbacks=none", *overrides,
         ])
     results: dict[str, list[float]] = {v: [] for v in args.variants}
+    run_dir = fresh_run_dir("precision_speed")
     for r in range(args.rounds):
         for variant in args.variants:
             precision, _, compiled = variant.partition("+")
             cfg.trainer.precision = precision
             cfg.model.compile = bool(compiled)
-            cfg.paths.output_dir = f"outputs/bench/precision_speed/{variant}-{r}"
+            cfg.paths.output_dir = f"{run_dir}/{variant}-{r}"
             torch.manual_seed(cfg.seed)
             results[variant].append(lightning_round(cfg, args.batches, args.warmup))
             print(f"round {r + 1} {variant:20s} {results[variant][-1]:10.0f} tokens/s", flush=True)

@@ -23,6 +23,11 @@ from rnnlab.models.recurrent import detach_state
 from rnnlab.train import build, silence_known_warnings
 
 
+def fresh_run_dir(bench: str) -> str:
+    """`outputs/bench/<bench>/<time>`: new for each invocation, so a timing run never resumes an older one."""
+    return f"outputs/bench/{bench}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+
+
 def timing_overrides(batches: int | float) -> list[str]:
     """Config overrides for timing `batches` training batches: one epoch, no validation, no progress output."""
     return ["trainer.max_epochs=1", f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=0",
@@ -30,28 +35,29 @@ def timing_overrides(batches: int | float) -> list[str]:
 
 
 class Timer(L.Callback):
-    """Wall time of the training batches after `warmup`, with the sequences and (padded) positions they held."""
+    """Wall time of the training batches after `warmup` (epoch-end work, such as checkpoints, excluded),
+    and the tokens they held."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.tokens, self.sequences = warmup, None, 0, 0
+        self.warmup, self.start, self.seconds, self.tokens = warmup, None, 0.0, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == self.warmup:
             self.start = time.perf_counter()
         if batch_idx >= self.warmup:
             self.tokens += batch[0].numel()
-            self.sequences += batch[0].size(0)
 
-    def on_train_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.start
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx >= self.warmup:
+            self.seconds = time.perf_counter() - self.start
 
 
-def lightning_round(cfg, batches: int, warmup: int, per: str = "tokens") -> float:
-    """Training throughput (tokens/s, or sequences/s with `per="sequences"`) of the configured run."""
+def lightning_round(cfg, batches: int, warmup: int) -> float:
+    """Training throughput (tokens/s) of the configured run."""
     timer = Timer(warmup)
     datamodule, model, trainer = build(cfg, [timer])
     trainer.fit(model, datamodule=datamodule)
-    return getattr(timer, per) / timer.seconds
+    return timer.tokens / timer.seconds
 
 
 def plain_round(cfg, batches: int, warmup: int) -> float:
@@ -82,20 +88,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args, overrides = parser.parse_known_args()
     silence_known_warnings()
+    run_dir = fresh_run_dir("ptb_throughput")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "paths.output_dir=outputs/bench/ptb_throughput", *timing_overrides(args.batches), *overrides,
-        ])
+        cfg = compose("train", overrides=[f"paths.output_dir={run_dir}", *timing_overrides(args.batches), *overrides])
     results: dict[str, list[float]] = {"lightning": [], "plain": []}
     for r in range(args.rounds):
         for name, run in (("lightning", lightning_round), ("plain", plain_round)):
             torch.manual_seed(cfg.seed)
-            cfg.paths.output_dir = f"outputs/bench/ptb_throughput/{name}{r}"  # fresh: nothing to resume from
+            cfg.paths.output_dir = f"{run_dir}/{name}{r}"
             results[name].append(run(cfg, args.batches, args.warmup))
             print(f"round {r + 1} {name:9s} {results[name][-1]:9.0f} tokens/s", flush=True)
     light, plain = statistics.median(results["lightning"]), statistics.median(results["plain"])
+    ratios = [a / b for a, b in zip(results["lightning"], results["plain"])]  # each round's pair ran back to back
     print(f"median tokens/s: lightning {light:.0f}, plain loop {plain:.0f}; "
           f"ratio lightning/plain = {light / plain:.3f} (torch threads: {torch.get_num_threads()})")
+    print(f"lightning/plain by round: {', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":
