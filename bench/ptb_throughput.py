@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -24,8 +26,10 @@ from rnnlab.train import build, silence_known_warnings
 
 
 def fresh_run_dir(bench: str) -> str:
-    """`outputs/bench/<bench>/<time>`: new for each invocation, so a timing run never resumes an older one."""
-    return f"outputs/bench/{bench}/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    """A new folder `outputs/bench/<bench>/<time>_<suffix>` per call: a timing run never resumes an older one."""
+    base = Path("outputs/bench") / bench
+    base.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix=time.strftime("%Y-%m-%d_%H-%M-%S_"), dir=base)
 
 
 def timing_overrides(batches: int | float) -> list[str]:

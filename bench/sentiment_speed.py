@@ -118,7 +118,8 @@ def main() -> None:
         for name, s in settings.items():
             speeds[name].append(s.sequences / s.seconds)
             print(f"round {r + 1} {name:12s} {speeds[name][-1]:7.1f} sequences/s over {s.steps - args.warmup} "
-                  f"batches, padding fraction {1 - s.real / s.positions:.3f}", flush=True)
+                  f"batches ({s.sequences} reviews, {s.real} words), padding fraction {1 - s.real / s.positions:.3f}",
+                  flush=True)
         print(f"round {r + 1}: bucket / pad-400 = {speeds['bucket'][-1] / speeds['pad-400'][-1]:.2f}x "
               f"({time.perf_counter() - start:.0f} s in all)", flush=True)
     medians = {n: statistics.median(v) for n, v in speeds.items()}
