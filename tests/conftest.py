@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,18 @@ def run_script(script: str, *args: str, cwd: Path, timeout: float = 300) -> subp
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def make_imdb_tree(root: Path, per_class: int = 3, extra_words: int = 0) -> None:
+    """`root/aclImdb/{train,test}/{pos,neg}/<i>_<rating>.txt`: short reviews with a `<br />`, each
+    followed by 0 to `extra_words` random neutral words (seeded)."""
+    rng = random.Random(0)
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                word = "great wonderful" if label == "pos" else "awful boring"
+                extra = " ".join(rng.choice(["film", "plot", "actor"]) for _ in range(rng.randint(0, extra_words)))
+                text = f"A {word} film.<br />Review {i}." + (f" {extra}" if extra else "")
+                (folder / f"{i}_{8 if label == 'pos' else 2}.txt").write_text(text)

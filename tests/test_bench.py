@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import re
 
-from tests.conftest import run_script, synthetic_overrides
-
-
-def write_imdb_tree(root, per_class: int = 20) -> None:
-    """`root/imdb/aclImdb/{train,test}/{pos,neg}/*.txt`, reviews of 3 to 60 words."""
-    rng = random.Random(0)
-    for split in ("train", "test"):
-        for label, words in (("pos", ["good", "fine", "great"]), ("neg", ["bad", "dull", "awful"])):
-            folder = root / "imdb" / "aclImdb" / split / label
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                text = " ".join(rng.choice(words + ["film", "plot"]) for _ in range(rng.randint(3, 60)))
-                (folder / f"{i}_5.txt").write_text(text)
+from tests.conftest import make_imdb_tree, run_script, synthetic_overrides
 
 
 def test_sentiment_speed_times_the_same_reviews_in_every_setting(tmp_path):
-    write_imdb_tree(tmp_path / "data")
+    make_imdb_tree(tmp_path / "data" / "imdb", per_class=20, extra_words=55)  # reviews of 6 to 61 words
     result = run_script(
         "bench/sentiment_speed.py", "--warmup", "0", "--pack-batches", "2",
         f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}", "data.batch_size=4",

@@ -23,7 +23,7 @@ from rnnlab.models.padded import CELLS, PaddedRNN, reverse_padded
 from rnnlab.predict import predict
 from rnnlab.tasks.sentiment import SentimentLSTM
 from rnnlab.train import train
-from tests.conftest import TINY_TRAINER, compose_config, run_script
+from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, run_script
 
 
 def test_tokenizer_strips_html_and_punctuation():
@@ -90,16 +90,6 @@ def test_real_mr_files_and_latin1_copies(data_dir, tmp_path):
     latin = load_mr(tmp_path / "latin", tmp_path, download_missing=False)
     assert latin.texts == [t.encode("cp1252", errors="replace").decode("cp1252") for t in data.texts]
     assert any("é" in t for t in latin.texts)
-
-
-def make_imdb_tree(root, per_class=3):
-    for split in ("train", "test"):
-        for label in ("pos", "neg"):
-            folder = root / "aclImdb" / split / label
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                word = "great wonderful" if label == "pos" else "awful boring"
-                (folder / f"{i}_{8 if label == 'pos' else 2}.txt").write_text(f"A {word} film.<br />Review {i}.")
 
 
 def test_imdb_archive_is_extracted_once_into_the_cache(tmp_path):
