@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from ptb_throughput import fresh_run_dir, lightning_round, timing_overrides  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from rnnlab import CONF_DIR
-from rnnlab.train import build, silence_known_warnings
+from rnnlab.cli import silence_known_warnings
+from rnnlab.train import build
 
 
 def generation_speed(net: torch.nn.Module, length: int) -> float:

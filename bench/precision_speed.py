@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from ptb_throughput import fresh_run_dir, lightning_round, timing_overrides
 
 from rnnlab import CONF_DIR
-from rnnlab.train import silence_known_warnings
+from rnnlab.cli import silence_known_warnings
 
 VARIANTS = ("32-true", "bf16-mixed", "32-true+compile", "bf16-mixed+compile")
 

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from rnnlab import CONF_DIR
+from rnnlab.cli import silence_known_warnings
 from rnnlab.models.recurrent import detach_state
-from rnnlab.train import build, silence_known_warnings
+from rnnlab.train import build
 
 
 def fresh_run_dir(bench: str) -> str:

@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from rnnlab import CONF_DIR
-from rnnlab.train import silence_known_warnings
+from rnnlab.cli import silence_known_warnings
 
 SETTINGS = {
     "pad-400": ["data.batching=pad", "data.max_len=400", "model.pack=false"],

@@ -1,8 +1,13 @@
 """The download path, for real, against an HTTP server on 127.0.0.1."""
 
+import dataclasses
+import errno
 import functools
 import hashlib
+import io
+import multiprocessing
 import shutil
+import tarfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,6 +16,10 @@ import pytest
 
 from rnnlab.data import download as dl
 from rnnlab.data.download import DataFileError, RemoteFile, fetch
+from rnnlab.data.ptb import load_ptb
+from rnnlab.data.sentiment import SentimentDataModule, load_mr
+from rnnlab.data.shakespeare import load_tinyshakespeare
+from tests.conftest import make_imdb_tree
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -87,5 +96,204 @@ def test_download_disabled_names_the_missing_file(tmp_path):
 
 def test_checksums_of_the_shared_copies_match(data_dir):
     for corpus in dl.CORPORA.values():
-        for remote in corpus.values():
+        remotes = corpus.values() if isinstance(corpus, dict) else corpus.alternatives
+        for remote in remotes:
             assert sha(data_dir / remote.path) == remote.sha256
+
+
+def test_ptb_and_shakespeare_from_a_mirror_url(server, tmp_path, data_dir):
+    served, url = server
+    for split in ("train", "valid", "test"):
+        shutil.copy(data_dir / "ptb" / f"ptb.{split}.txt", served / f"ptb.{split}.txt")
+    shutil.copy(data_dir / "tinyshakespeare" / "input.txt", served / "shakespeare.txt")
+    corpus = load_ptb(tmp_path / "data", tmp_path / "cache", url=url + "/")
+    assert len(corpus.vocab) == 10_000 and corpus.splits["valid"].numel() == 73_760
+    chars = load_tinyshakespeare(tmp_path / "data", cache_dir=tmp_path / "cache", url=f"{url}/shakespeare.txt")
+    assert len(chars.vocab) == 66  # 65 characters and the unknown-character symbol
+    with pytest.raises(DataFileError, match="checksum mismatch for input.txt downloaded from"):
+        load_tinyshakespeare(tmp_path / "other", url=f"{url}/ptb.test.txt")
+
+
+class CountingHandler(QuietHandler):
+    requests: list[str] = []
+
+    def do_GET(self):
+        CountingHandler.requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture
+def counting_server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    CountingHandler.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def make_archive(tmp_path: Path, corpus: str, name: str) -> Path:
+    """A small archive in the corpus's real layout: aclImdb/{train,test}/{pos,neg}/ or rt-polaritydata/."""
+    src = tmp_path / f"src-{corpus}"
+    if corpus == "imdb":
+        make_imdb_tree(src)
+        tree = "aclImdb"
+    else:
+        folder = src / "rt-polaritydata"
+        folder.mkdir(parents=True)
+        (folder / "rt-polarity.pos").write_bytes("a moving , funny film\nsuperb\n".encode("cp1252"))
+        (folder / "rt-polarity.neg").write_bytes("dull and lifeless\na caf\xe9 bore\n".encode("cp1252"))
+        tree = "rt-polaritydata"
+    archive = tmp_path / name
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / tree, arcname=tree)
+    return archive
+
+
+@pytest.mark.parametrize(("corpus", "name"), [("imdb", "aclImdb_v1.tar.gz"), ("mr", "rt-polaritydata.tar.gz")])
+def test_archive_download_extracts_once_outside_the_download(counting_server, tmp_path, corpus, name):
+    served, url = counting_server
+    archive = make_archive(tmp_path, corpus, name)
+    shutil.copy(archive, served / name)
+    data_dir, cache = tmp_path / "data", tmp_path / "cache"
+    tree = dl.fetch_tree(corpus, data_dir, cache, url=f"{url}/{name}", sha256=sha(archive))
+    spec = dl.CORPORA[corpus]
+    assert tree == cache / corpus / spec.tree and (cache / "downloads" / spec.archive.path).is_file()
+    assert sorted(p.name for p in (cache / corpus).iterdir()) == [".extract.lock", spec.tree]  # no temporary left
+    assert not list((cache / "downloads").rglob("*.part"))
+    again = dl.fetch_tree(corpus, data_dir, cache, url=f"{url}/{name}", sha256=sha(archive))
+    assert again == tree and CountingHandler.requests == [f"/{name}"]  # downloaded and extracted once
+    if corpus == "imdb":
+        dm = SentimentDataModule("imdb", str(data_dir), str(cache), url=f"{url}/{name}", sha256=sha(archive),
+                                 batch_size=2, seed=0)
+        dm.setup()
+        assert len(dm.datasets["test"]) == 6
+    else:
+        texts = load_mr(data_dir, cache, url=f"{url}/{name}", sha256=sha(archive))
+        assert texts.labels == [1, 1, 0, 0] and texts.texts[3] == "a caf\xe9 bore"
+
+
+def test_archive_with_a_wrong_checksum_is_refused_and_not_kept(counting_server, tmp_path):
+    served, url = counting_server
+    archive = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz")
+    shutil.copy(archive, served / "aclImdb_v1.tar.gz")
+    with pytest.raises(DataFileError, match=f"checksum mismatch .* expected sha256 {'0' * 64}, got {sha(archive)}"):
+        dl.fetch_tree("imdb", tmp_path / "data", tmp_path / "cache", url=f"{url}/aclImdb_v1.tar.gz", sha256="0" * 64)
+    assert not (tmp_path / "cache" / "downloads" / "imdb" / "aclImdb_v1.tar.gz").exists()
+    assert not (tmp_path / "cache" / "imdb" / "aclImdb").exists()
+
+
+def test_the_default_imdb_source_is_checked_against_its_published_hash(counting_server, tmp_path):
+    served, url = counting_server
+    shutil.copy(make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz"), served / "aclImdb_v1.tar.gz")
+    published = dl.CORPORA["imdb"].archive.sha256
+    with pytest.raises(DataFileError, match=f"expected sha256 {published}"):
+        dl.fetch_tree("imdb", tmp_path / "data", tmp_path / "cache", url=f"{url}/aclImdb_v1.tar.gz")
+
+
+def test_corrupt_archive_is_an_error_naming_it_and_leaves_no_tree(counting_server, tmp_path):
+    served, url = counting_server
+    good = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz").read_bytes()
+    (served / "aclImdb_v1.tar.gz").write_bytes(good[: len(good) // 2])  # truncated, with its own (matching) hash
+    truncated_sha = hashlib.sha256(good[: len(good) // 2]).hexdigest()
+    with pytest.raises(DataFileError, match=r"aclImdb_v1.tar.gz is corrupt or truncated .*delete it"):
+        dl.fetch_tree("imdb", tmp_path / "data", tmp_path / "cache", url=f"{url}/aclImdb_v1.tar.gz",
+                      sha256=truncated_sha)
+    assert sorted(p.name for p in (tmp_path / "cache" / "imdb").iterdir()) == [".extract.lock"]
+
+
+def test_an_archive_without_a_hash_is_checked_by_its_file_counts(tmp_path, monkeypatch):
+    archive = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz")
+    (tmp_path / "data" / "imdb").mkdir(parents=True)
+    shutil.copy(archive, tmp_path / "data" / "imdb" / "aclImdb_v1.tar.gz")
+    spec = dl.CORPORA["imdb"]
+    monkeypatch.setitem(dl.CORPORA, "imdb", dataclasses.replace(
+        spec, archive=dataclasses.replace(spec.archive, sha256=None)))
+    with pytest.raises(DataFileError, match=r"aclImdb/train/pos holds 3 files after extraction, expected 12500"):
+        dl.fetch_tree("imdb", tmp_path / "data", tmp_path / "cache", download_missing=False)
+    counts = {k: 3 for k in spec.expected_files}
+    monkeypatch.setitem(dl.CORPORA, "imdb", dataclasses.replace(
+        spec, archive=dataclasses.replace(spec.archive, sha256=None), expected_files=counts))
+    assert dl.fetch_tree("imdb", tmp_path / "data", tmp_path / "cache", download_missing=False).is_dir()
+
+
+def fetch_in_process(args):
+    corpus, data_dir, cache, url, digest = args
+    return str(dl.fetch_tree(corpus, data_dir, cache, url=url, sha256=digest))
+
+
+def test_two_processes_fetching_at_once_get_one_tree(counting_server, tmp_path):
+    served, url = counting_server
+    archive = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz")
+    shutil.copy(archive, served / "aclImdb_v1.tar.gz")
+    job = ("imdb", str(tmp_path / "data"), str(tmp_path / "cache"), f"{url}/aclImdb_v1.tar.gz", sha(archive))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        trees = pool.map(fetch_in_process, [job, job])
+    assert trees[0] == trees[1] == str(tmp_path / "cache" / "imdb" / "aclImdb")
+    assert CountingHandler.requests == ["/aclImdb_v1.tar.gz"]  # the second waited and reused the first's tree
+    assert sorted(p.name for p in (tmp_path / "cache" / "imdb").iterdir()) == [".extract.lock", "aclImdb"]
+
+
+def test_a_read_only_cache_is_named_as_the_cause(tmp_path, monkeypatch):
+    archive = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz")
+    (tmp_path / "data" / "imdb").mkdir(parents=True)
+    shutil.copy(archive, tmp_path / "data" / "imdb" / "aclImdb_v1.tar.gz")
+    cache = tmp_path / "cache"
+    real_mkdir = Path.mkdir
+
+    def read_only_mkdir(self, *args, **kwargs):  # as root, chmod cannot make a folder read-only: the kernel's error
+        if str(self).startswith(str(cache)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    with pytest.raises(DataFileError, match=f"cannot write {cache / 'imdb'}: the folder is read-only"):
+        dl.fetch_tree("imdb", tmp_path / "data", cache, download_missing=False)
+
+
+@pytest.mark.parametrize("member", ["../esc/escaped.txt", "link"])
+def test_unsafe_archive_members_are_refused_with_a_message(tmp_path, member):
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"hi"))
+    for check in (dl.extract_safely, fallback_extract):
+        out = tmp_path / f"out-{check.__name__}"
+        with pytest.raises(DataFileError, match=r"evil.tar: unsafe member refused"):
+            check(evil, out)
+        assert not (tmp_path / "esc").exists()
+
+
+def test_an_absolute_member_stays_inside_the_target(tmp_path):
+    evil = tmp_path / "abs.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo(str(tmp_path / "outside.txt"))
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    dl.extract_safely(evil, tmp_path / "out")  # the data filter strips the leading slash
+    assert not (tmp_path / "outside.txt").exists()
+    assert (tmp_path / "out" / str(tmp_path / "outside.txt").lstrip("/")).read_bytes() == b"hi"
+    with pytest.raises(DataFileError, match="abs.tar: unsafe member refused"):  # the older-Python branch refuses it
+        fallback_extract(evil, tmp_path / "out2")
+
+
+def fallback_extract(archive: Path, dest: Path) -> None:
+    """The branch for Pythons without tarfile's data filter."""
+    with tarfile.open(archive) as tar:
+        dl.check_members(tar, dest, archive)
+
+
+def test_corrupt_archive_bytes_are_reported(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataFileError, match=r"bad.tar.gz is corrupt or truncated"):
+        dl.extract_safely(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

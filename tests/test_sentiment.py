@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import json
 import tarfile
@@ -7,11 +8,12 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.checkpoint import load_run, read_checkpoint
+from rnnlab.data import download as dl
 from rnnlab.data.download import DataFileError
 from rnnlab.data.sentiment import (
     Collate,
     SentimentDataModule,
-    extract_safely,
     fold_split,
     load_mr,
     read_acl_imdb,
@@ -92,34 +94,35 @@ def test_real_mr_files_and_latin1_copies(data_dir, tmp_path):
     assert any("é" in t for t in latin.texts)
 
 
-def test_imdb_archive_is_extracted_once_into_the_cache(tmp_path):
+def test_imdb_archive_in_the_data_dir_is_extracted_once_into_the_cache(tmp_path, monkeypatch):
     make_imdb_tree(tmp_path / "src")
     data_dir, cache = tmp_path / "data", tmp_path / "cache"
     (data_dir / "imdb").mkdir(parents=True)
-    with tarfile.open(data_dir / "imdb" / "aclImdb_v1.tar.gz", "w:gz") as tar:
+    with tarfile.open(data_dir / "imdb" / "aclImdb_train_test.tar.xz", "w:xz") as tar:
         tar.add(tmp_path / "src" / "aclImdb", arcname="aclImdb")
+    spec = dl.CORPORA["imdb"]
+    xz = data_dir / "imdb" / "aclImdb_train_test.tar.xz"
+    local = dataclasses.replace(spec.alternatives[0], sha256=dl.sha256_of(xz))
+    monkeypatch.setitem(dl.CORPORA, "imdb", dataclasses.replace(spec, alternatives=(local,)))
+    extractions = []
+    real_extract = dl.extract_safely
+    monkeypatch.setattr(dl, "extract_safely", lambda *a: extractions.append(a) or real_extract(*a))
     dm = SentimentDataModule("imdb", str(data_dir), str(cache), download=False, batch_size=2, seed=0)
     dm.setup()
     assert len(dm.datasets["test"]) == 6 and len(dm.datasets["train"]) + len(dm.datasets["valid"]) == 6
     assert (cache / "imdb" / "aclImdb" / "train" / "pos" / "0_8.txt").is_file()
     assert "br" not in dm.vocab and "wonderful" in dm.vocab
     assert read_acl_imdb(cache / "imdb" / "aclImdb", "test").labels == [1, 1, 1, 0, 0, 0]
+    again = SentimentDataModule("imdb", str(data_dir), str(cache), download=False, batch_size=2, seed=0)
+    again.setup()
+    assert len(extractions) == 1 and again.vocab == dm.vocab
 
 
-def test_corrupt_or_unsafe_archives_are_refused(tmp_path):
-    bad = tmp_path / "bad.tar.gz"
-    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(DataFileError, match="cannot extract .*bad.tar.gz"):
-        extract_safely(bad, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
-        info = tarfile.TarInfo("../escaped.txt")
-        info.size = 2
-        tar.addfile(info, io.BytesIO(b"hi"))
-    with pytest.raises(DataFileError):
-        extract_safely(evil, tmp_path / "out2")
-    assert not (tmp_path / "escaped.txt").exists()
+def test_a_corrupted_xz_archive_in_the_data_dir_fails_its_checksum(tmp_path):
+    (tmp_path / "data" / "imdb").mkdir(parents=True)
+    (tmp_path / "data" / "imdb" / "aclImdb_train_test.tar.xz").write_bytes(b"\xfd7zXZ\x00 not really")
+    with pytest.raises(DataFileError, match=r"checksum mismatch for .*train_test.tar.xz: expected sha256 d7cb5a9e"):
+        SentimentDataModule("imdb", str(tmp_path / "data"), str(tmp_path / "cache"), download=False).setup()
 
 
 def test_reviews_labels_form_and_its_errors(tmp_path):
@@ -128,10 +131,10 @@ def test_reviews_labels_form_and_its_errors(tmp_path):
     labels.write_text("positive\nnegative\n")
     assert read_reviews_labels(reviews, labels).labels == [1, 0]
     labels.write_text("positive\n")
-    with pytest.raises(ValueError, match="reviews.txt has 2 lines but .*labels.txt has 1"):
+    with pytest.raises(DataFileError, match="reviews.txt has 2 lines but .*labels.txt has 1"):
         read_reviews_labels(reviews, labels)
     labels.write_text("positive\nmeh\n")
-    with pytest.raises(ValueError, match=r"unexpected label\(s\) \['meh'\]"):
+    with pytest.raises(DataFileError, match=r"labels.txt: unexpected label\(s\) \['meh'\]"):
         read_reviews_labels(reviews, labels)
 
 
@@ -165,6 +168,23 @@ def test_trajectory_has_one_value_per_word_and_ends_at_the_prediction(kw):
     assert torch.allclose(traj[2], m.prob_positive(m(ids[None, :3], torch.tensor([3])))[0])
 
 
+def test_bidirectional_trajectory_in_chunks_equals_one_batch():
+    m = model(bidirectional=True, pooling="max")
+    ids = torch.randint(2, 30, (23,), generator=torch.Generator().manual_seed(0))
+    whole = m.trajectory(ids, max_positions=23 * 23)
+    for budget in (1, 23 * 4, 23 * 7):  # one prefix a batch, 4, 7 (the last batch shorter)
+        torch.testing.assert_close(m.trajectory(ids, max_positions=budget), whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_trajectory_at_some_prefixes_equals_those_of_every_prefix(bidirectional):
+    m = model(bidirectional=bidirectional, pooling="mean")
+    ids = torch.randint(2, 30, (40,), generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([1, 9, 17, 40])
+    torch.testing.assert_close(m.trajectory(ids, lengths, max_positions=80), m.trajectory(ids)[lengths - 1],
+                               rtol=0, atol=1e-6)
+
+
 def test_the_three_losses():
     labels = torch.tensor([1, 0])
     ce = model(loss="ce")
@@ -196,7 +216,8 @@ def test_smoke_train_on_real_sentence_polarity(mr_checkpoint):
 
 def pcfg(path, **kw):
     return OmegaConf.create({"ckpt_path": str(path), "text": None, "input": None, "output": None, "plot": False,
-                             "plot_path": "x.png", "threshold": 0.5, "batch_size": 4, "device": "cpu", **kw})
+                             "plot_path": "x.png", "threshold": 0.5, "batch_size": 4, "device": "cpu",
+                              "trajectory_points": 200, **kw})
 
 
 def test_predict_text_trajectory_and_plot(mr_checkpoint, tmp_path):
@@ -208,6 +229,16 @@ def test_predict_text_trajectory_and_plot(mr_checkpoint, tmp_path):
     assert pred.words == ["the", "acting", "was", "superb", "but", "the", "plot", "was", "a", "mess"]
     assert len(pred.trajectory) == 10 and pred.trajectory[-1] == pytest.approx(pred.probability, abs=1e-6)
     assert out.getvalue().splitlines()[-1].startswith("P(positive) = ") and png.stat().st_size > 5000
+
+
+def test_predict_long_text_trajectory_at_evenly_spaced_words(mr_checkpoint):
+    path, _ = mr_checkpoint
+    out, err = io.StringIO(), io.StringIO()
+    text = " ".join(["good", "bad", "plot", "film", "acting"] * 100)
+    (pred,) = predict(pcfg(path, text=text, trajectory_points=50), out, err)
+    assert len(pred.words) == 500 and len(pred.trajectory) == 50 and pred.positions[0] == 0
+    assert pred.positions[-1] == 499 and pred.trajectory[-1] == pytest.approx(pred.probability, abs=1e-6)
+    assert "after 50 evenly spaced words of 500" in err.getvalue() and len(out.getvalue().splitlines()) == 51
 
 
 def test_predict_warns_on_unknown_words_and_batch_mode(mr_checkpoint, tmp_path):
@@ -303,5 +334,7 @@ def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_p
     found = [r.getMessage() for r in caplog.records if "word vectors from" in r.getMessage()]
     assert found and found[0].startswith("initialized ") and str(cached) in found[0]
     assert int(found[0].split()[1]) >= 4  # good, bad, film, acting ... are in both vocabularies
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
-    assert ckpt["hyper_parameters"]["pretrained_embeddings"] == str(cached)
+    ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")  # weights-only
+    assert "hyper_parameters" not in ckpt and ckpt["rnnlab"]["model_kwargs"]["vocab_size"] > 4
+    run = load_run(tmp_path / "run" / "checkpoints" / "best.ckpt")  # rebuilt without training the vectors again
+    assert torch.equal(run.model.embedding.weight, ckpt["state_dict"]["embedding.weight"])

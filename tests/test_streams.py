@@ -46,8 +46,11 @@ def test_varied_lengths_same_on_every_rank_and_change_each_pass():
     first_b = [x.size(1) for x, _ in b]
     assert first_a == first_b
     assert sum(first_a) == a.data.size(1) - 1 and len(set(first_a)) > 3
+    a.set_epoch(1)
     second = [x.size(1) for x, _ in a]
     assert second != first_a
+    a.set_epoch(0)
+    assert [x.size(1) for x, _ in a] == first_a  # an epoch's windows follow from the seed and the epoch alone
 
 
 def test_len_announces_the_coming_pass_when_varied():

@@ -8,7 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rnnlab.checkpoint import load_run
+from rnnlab.callbacks import TrainingDiverged
+from rnnlab.checkpoint import load_run, read_checkpoint
 from rnnlab.evaluate import evaluate
 from rnnlab.train import build, train
 from tests.conftest import TINY_TRAINER, compose_config, run_script, synthetic_overrides
@@ -66,8 +67,9 @@ def test_smoke_train_on_real_ptb(tmp_path):
 def test_non_finite_loss_stops_training_naming_the_step(synthetic_ptb, tmp_path):
     cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "model.optimizer.lr=1e38",
                           "model.init_scale=10", "trainer.gradient_clip_val=null"], tmp_path)
-    with pytest.raises(SystemExit, match=r"non-finite training loss .* at global step \d+, epoch 0, batch \d+"):
+    with pytest.raises(TrainingDiverged, match=r"training loss nan at global step \d+, epoch 0, batch \d+"):
         train(cfg)
+    assert not list((tmp_path / "run").rglob("*.ckpt"))  # the first step already diverged: nothing to keep
 
 
 def test_ctrl_c_stops_gracefully_and_keeps_a_checkpoint(synthetic_ptb, tmp_path):
@@ -80,14 +82,14 @@ def test_ctrl_c_stops_gracefully_and_keeps_a_checkpoint(synthetic_ptb, tmp_path)
             if batch_idx == 3:
                 raise KeyboardInterrupt
 
-    trainer.callbacks.append(Interrupt())
+    trainer.callbacks.insert(0, Interrupt())
     try:
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown exits with status 1
             trainer.fit(model, datamodule=datamodule)
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C
     assert trainer.interrupted and trainer.global_step == 4
-    kept = load_run(tmp_path / "run" / "checkpoints" / "interrupted.ckpt")
+    kept = load_run(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert torch.equal(kept.model.net.decoder.bias, model.net.decoder.bias)
 
 
@@ -135,5 +137,5 @@ def test_resume_from_a_checkpoint_continues_training(synthetic_ptb, tmp_path):
     train(compose_config(base, tmp_path / "first"))
     last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
     train(compose_config([*base, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "second"))
-    resumed = torch.load(tmp_path / "second" / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert resumed["epoch"] == 1 and resumed["global_step"] == 8  # 4 steps restored + 4 new
+    resumed = read_checkpoint(tmp_path / "second" / "run" / "checkpoints" / "last.ckpt")
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 8  # 4 steps restored + 4 new; two epochs done

@@ -1,12 +1,19 @@
-"""Callbacks: run metadata in checkpoints, and stopping on a non-finite loss."""
+"""Callbacks: run metadata and resume state in checkpoints, the latest-state checkpoint, stopping on divergence."""
 
 from __future__ import annotations
 
+import math
+import signal
+import threading
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 def batch_rows(batch: Any) -> int:
@@ -22,39 +29,172 @@ def batch_tokens(batch: Any) -> int:
 
 
 class RunArtifacts(L.Callback):
-    """Stores the run's composed config and the data's vocabulary in every checkpoint,
-    so that evaluation and sampling need nothing but the checkpoint file."""
+    """Stores the run's composed config, the data's vocabulary and the model's data-given arguments
+    (`model_kwargs`) in every checkpoint, as plain data, so that evaluation and sampling need nothing
+    but the checkpoint file. Lightning's pickled hyperparameters are left out: the module is rebuilt
+    from the config, and a checkpoint loads with `torch.load(weights_only=True)`."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, model_kwargs: dict | None = None):
         self.config = config
+        self.model_kwargs = dict(model_kwargs or {})
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        extra = {"config": self.config}
+        for key in [k for k in checkpoint if k.startswith(("hyper_parameters", "hparams_", "datamodule_hyper"))]:
+            del checkpoint[key]
+        extra = {"config": self.config, "model_kwargs": self.model_kwargs}
         vocab = getattr(trainer.datamodule, "vocab", None)
         if vocab is not None:
             extra["vocab"] = vocab.state_dict()
         checkpoint["rnnlab"] = extra
 
 
-class StopOnNonFiniteLoss(L.Callback):
-    """Stops training at the first NaN/inf training loss, naming the step."""
+def rng_states() -> dict:
+    """The torch, numpy and Python RNG states as tensors and plain containers."""
+    states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+    name, keys, pos, has_gauss, gauss = states.pop("numpy")
+    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    states = dict(states)
+    name, keys, pos, has_gauss, gauss = states.pop("numpy")
+    states["numpy"] = (name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    _set_rng_states(states)
+
+
+class ExactResume(L.Callback):
+    """Adds to every checkpoint what Lightning leaves out, so that a resumed run continues bit for bit:
+    the torch, numpy and Python RNG states and the module's carried state (`carried_state()` /
+    `load_carried_state()` where it has them, e.g. a language model's hidden state between windows).
+
+    The position inside the epoch is the train loader's (`data.loaders.ResumableLoader`); the
+    optimizer, lr schedule and loop counters are Lightning's. A checkpoint written while a batch was
+    failing (a crash, a second Ctrl-C) holds the state from before that batch, which its weights still have.
+    """
 
     def __init__(self):
-        self.message: str | None = None
+        self._before_batch: dict | None = None
+        self._to_restore: dict | None = None
+
+    def _state(self, pl_module: L.LightningModule) -> dict:
+        carried = getattr(pl_module, "carried_state", None)
+        return {"rng": rng_states(), "carried": carried() if carried else None}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._before_batch = {**self._state(pl_module), "step": trainer.global_step}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._before_batch = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        failing = self._before_batch is not None and self._before_batch["step"] == trainer.global_step
+        state = self._before_batch if failing else self._state(pl_module)
+        checkpoint["resume"] = {"rng": state["rng"], "carried": state["carried"]}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._to_restore = checkpoint.get("resume")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._to_restore is None:
+            return
+        set_rng_states(self._to_restore["rng"])
+        if self._to_restore["carried"] is not None and hasattr(pl_module, "load_carried_state"):
+            pl_module.load_carried_state(self._to_restore["carried"])
+        self._to_restore = None
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters() if p.is_floating_point())
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps `<dirpath>/last.ckpt` the latest state of training: every `every_n_train_steps` optimizer
+    steps, after every epoch (once validated and the lr schedule stepped), at the end, on SIGTERM
+    (Lightning stops after the batch), on Ctrl-C (the first stops after the batch, a second at once)
+    and on a crash. Nothing is written before the first step, after a divergence, or while any
+    weight is not finite."""
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = 100):
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step = -1
+        self._stop_requested = False
+        self._previous_sigint = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0 or trainer.global_step == self._saved_step or trainer.sanity_checking:
+            return
+        if not all_finite(pl_module):
+            rank_zero_warn(f"not writing {self.path}: the weights at step {trainer.global_step} are not finite")
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        rank_zero_info("\nCtrl-C: stopping after this batch and saving last.ckpt (Ctrl-C again to stop at once)")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        every = self.every_n_train_steps
+        if self._stop_requested or (every and trainer.global_step % every == 0):
+            self.save(trainer, pl_module)
+        if self._stop_requested:
+            raise KeyboardInterrupt
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer, pl_module)  # the previous epoch complete: validated, lr schedule stepped
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, TrainingDiverged) and trainer.state.fn == "fit":
+            self.save(trainer, pl_module)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def state_dict(self) -> dict:
+        return {"every_n_train_steps": self.every_n_train_steps}
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite or exceeded its bound."""
+
+
+class StopOnDivergence(L.Callback):
+    """Stops training at the first training loss that is NaN, infinite or above `max_loss` (per token,
+    as logged in `train/loss`), naming the step. No checkpoint is written from the diverged weights."""
+
+    def __init__(self, max_loss: float | None = 100.0):
+        self.max_loss = max_loss
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
         if loss is None:
             return
-        value = loss.detach().float() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-        if not bool(torch.isfinite(value)):
-            self.message = (
-                f"non-finite training loss ({value.item()}) at global step {trainer.global_step}, "
-                f"epoch {trainer.current_epoch}, batch {batch_idx}: training stopped "
-                "(lower the learning rate or clip gradients: trainer.gradient_clip_val)"
-            )
-            rank_zero_warn(self.message)
-            trainer.should_stop = True
+        value = float(loss)
+        if math.isfinite(value) and (self.max_loss is None or value <= self.max_loss):
+            return
+        bound = "" if not math.isfinite(value) else f" above callbacks.stop_on_divergence.max_loss={self.max_loss}"
+        raise TrainingDiverged(
+            f"training loss {value:.4g}{bound} at global step {trainer.global_step}, epoch {trainer.current_epoch}, "
+            f"batch {batch_idx}: training stopped (lower the learning rate or clip gradients: "
+            "trainer.gradient_clip_val); last.ckpt keeps the last finite state"
+        )
 
 
 class TextSamples(L.Callback):

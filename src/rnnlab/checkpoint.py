@@ -1,33 +1,70 @@
-"""Writing checkpoints atomically and loading a trained run back from one file."""
+"""Checkpoints hold data, not code: writing them atomically, reading them weights-only, rebuilding a run."""
 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import get_class
+from hydra.utils import instantiate
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.data.download import atomic_torch_save
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.files import atomic_torch_save
 
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """`torch.save` to a temporary file beside the target, then rename: an interrupted save
-    never leaves a truncated checkpoint under the real name."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        atomic_torch_save(checkpoint, Path(path))
+# Model arguments that only initialize weights at training time; a checkpoint's weights replace them.
+INIT_ONLY_ARGUMENTS = ("pretrained_embeddings",)
 
 
 class CheckpointError(RuntimeError):
-    """A path that is missing or is not an rnnlab checkpoint."""
+    """A path that is missing, unsafe or not an rnnlab checkpoint."""
+
+
+def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True) -> dict:
+    """The checkpoint's contents, read with `torch.load(weights_only=True)`: tensors and plain data only.
+
+    A file holding anything else (a pickled object, which could run code when loaded) is refused
+    before any of it runs.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} holds Python objects, not only tensors and plain data; refusing to load it "
+            f"(loading could run code): {first}"
+        ) from None
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not an rnnlab checkpoint (no 'state_dict' entry)")
+    if require_rnnlab and "rnnlab" not in checkpoint:
+        raise CheckpointError(f"{path} is not an rnnlab checkpoint (no 'rnnlab' entry with the run's config)")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made safe: a save goes to a temporary file beside the target and is
+    renamed into place (an interrupted save never leaves a truncated checkpoint), a save of non-finite
+    weights is refused, and every load is weights-only."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        bad = [k for k, t in checkpoint["state_dict"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise CheckpointError(f"refusing to write {path}: non-finite weights in {bad[:5]}")
+        atomic_torch_save(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        return read_checkpoint(path, require_rnnlab=False)
 
 
 @dataclass
@@ -40,17 +77,13 @@ class TrainedRun:
     path: Path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "rnnlab" not in checkpoint:
-        raise CheckpointError(f"{path} is not an rnnlab checkpoint (no 'state_dict' and 'rnnlab' entries)")
-    return checkpoint
+def build_model(model_config: DictConfig, model_kwargs: dict) -> L.LightningModule:
+    """The LightningModule of a saved run config, without its training-time weight initializers."""
+    model_config = model_config.copy()
+    for key in INIT_ONLY_ARGUMENTS:
+        if key in model_config:
+            model_config[key] = None
+    return instantiate(model_config, **model_kwargs)
 
 
 def load_run(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainedRun:
@@ -58,7 +91,7 @@ def load_run(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
     checkpoint = read_checkpoint(path)
     extra = checkpoint["rnnlab"]
     config = OmegaConf.create(extra["config"])
-    model = get_class(config.model._target_)(**checkpoint["hyper_parameters"])
+    model = build_model(config.model, extra.get("model_kwargs", {}))
     model.load_state_dict(checkpoint["state_dict"])
     model.to(map_location).eval()
     vocab = Vocabulary.from_state_dict(extra["vocab"]) if "vocab" in extra else None

@@ -7,9 +7,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
-from rnnlab.checkpoint import CheckpointError, load_run
-from rnnlab.data.download import DataFileError
-from rnnlab.train import silence_known_warnings
+from rnnlab.checkpoint import load_run
+from rnnlab.cli import one_line_errors, silence_known_warnings
 
 SPLITS = ("test", "valid")
 
@@ -32,10 +31,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors("eval.py"):
         evaluate(cfg)
-    except (CheckpointError, DataFileError, ValueError) as e:
-        raise SystemExit(f"eval.py: error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -5,20 +5,14 @@ from __future__ import annotations
 import sys
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
-from rnnlab.checkpoint import CheckpointError, load_run
+from rnnlab.checkpoint import load_run
+from rnnlab.cli import one_line_errors, resolve_device
 from rnnlab.data.vocab import UnknownSymbolError
 from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, sample, to_symbols
 from rnnlab.tasks.language_model import LanguageModel
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
@@ -58,10 +52,8 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors("generate.py"):
         generate(cfg)
-    except (CheckpointError, ValueError) as e:
-        raise SystemExit(f"generate.py: error: {e}") from None
 
 
 if __name__ == "__main__":

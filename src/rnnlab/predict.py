@@ -12,16 +12,17 @@ import torch
 from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
-from rnnlab.checkpoint import CheckpointError, TrainedRun, load_run
+from rnnlab.checkpoint import TrainedRun, load_run
+from rnnlab.cli import one_line_errors, resolve_device
 from rnnlab.data.text import pad_batch, tokenize, truncate
-from rnnlab.generate import resolve_device
 from rnnlab.tasks.sentiment import SentimentLSTM
 
 
 @dataclass
 class Prediction:
     words: list[str]          # the words the model read (after truncation)
-    trajectory: list[float]   # P(positive) after each word
+    positions: list[int]      # the words (0-based) after which P(positive) was computed: all, or evenly spaced
+    trajectory: list[float]   # P(positive) after each of those words
     probability: float        # P(positive) of the whole text
     unknown: list[str]        # words not in the vocabulary
     truncated: bool
@@ -41,15 +42,20 @@ class Predictor:
         kept = truncate(words, d.max_len, d.truncate_keep)
         return kept, len(kept) < len(words)
 
-    def one(self, text: str) -> Prediction:
+    def one(self, text: str, points: int | None = None) -> Prediction:
+        """The prediction for `text` and its trajectory after every word, or after `points` evenly spaced
+        words of a longer text (a bidirectional model rereads each prefix: time grows with length x points)."""
         words, truncated = self.words(text)
         if not words:
             raise ValueError("the text has no words to read")
         ids = torch.tensor(self.vocab.encode(words), device=self.model.device)
-        trajectory = self.model.trajectory(ids).tolist()
+        n = len(words)
+        lengths = torch.arange(1, n + 1) if not points or n <= points else \
+            torch.linspace(1, n, points).round().long().unique()
+        trajectory = self.model.trajectory(ids, lengths.to(ids.device)).tolist()
         with torch.no_grad():
-            prob = self.model.prob_positive(self.model(ids[None], torch.tensor([len(words)])))[0].item()
-        return Prediction(words, trajectory, prob, self.vocab.unknown(words), truncated)
+            prob = self.model.prob_positive(self.model(ids[None], torch.tensor([n])))[0].item()
+        return Prediction(words, (lengths - 1).tolist(), trajectory, prob, self.vocab.unknown(words), truncated)
 
     @torch.no_grad()
     def many(self, texts: list[str], batch_size: int = 256) -> list[float | None]:
@@ -72,10 +78,13 @@ def plot_trajectory(pred: Prediction, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(pred.words)), 3.5))
-    ax.plot(range(len(pred.words)), pred.trajectory, marker="o")
+    fig, ax = plt.subplots(figsize=(min(40, max(6, 0.45 * len(pred.positions))), 3.5))
+    ax.plot(pred.positions, pred.trajectory, marker="o" if len(pred.positions) <= 100 else None)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(range(len(pred.words)), pred.words, rotation=60, ha="right")
+    if len(pred.positions) <= 100:
+        ax.set_xticks(pred.positions, [pred.words[i] for i in pred.positions], rotation=60, ha="right")
+    else:
+        ax.set_xlabel("word")
     ax.set_ylim(0, 1)
     ax.set_ylabel("P(positive)")
     ax.set_title("prediction after each word")
@@ -91,14 +100,17 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     predictor = Predictor(load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device)))
     label = lambda p: "positive" if p >= cfg.threshold else "negative"  # noqa: E731
     if cfg.text is not None:
-        pred = predictor.one(str(cfg.text))
+        pred = predictor.one(str(cfg.text), cfg.trajectory_points)
         if pred.truncated:
             err.write(f"warning: the text is longer than max_len={predictor.data.max_len} words; "
                       f"read the {predictor.data.truncate_keep} {len(pred.words)}\n")
         if len(pred.unknown) == len(pred.words):
             err.write("warning: no word of the text is in the vocabulary; the prediction means little\n")
-        for word, p in zip(pred.words, pred.trajectory):
-            out.write(f"{word:>20s}  {p:.3f}\n")
+        if len(pred.positions) < len(pred.words):
+            err.write(f"note: P(positive) after {len(pred.positions)} evenly spaced words of {len(pred.words)} "
+                      "(trajectory_points)\n")
+        for i, p in zip(pred.positions, pred.trajectory):
+            out.write(f"{pred.words[i]:>20s}  {p:.3f}\n")
         out.write(f"P(positive) = {pred.probability:.3f}: {label(pred.probability)}\n")
         if cfg.plot:
             err.write(f"saved {plot_trajectory(pred, Path(cfg.plot_path))}\n")
@@ -124,10 +136,8 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors("predict.py"):
         predict(cfg)
-    except (CheckpointError, ValueError) as e:
-        raise SystemExit(f"predict.py: error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -3,34 +3,34 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
-from rnnlab.callbacks import RunArtifacts, StopOnNonFiniteLoss
-from rnnlab.checkpoint import AtomicCheckpointIO
-from rnnlab.data.download import atomic_write
+from rnnlab.callbacks import ExactResume, RunArtifacts, TrainingDiverged
+from rnnlab.checkpoint import AtomicCheckpointIO, read_checkpoint
+from rnnlab.cli import one_line_errors, silence_known_warnings
+from rnnlab.files import FolderLock, atomic_write
 
 log = logging.getLogger(__name__)
 
-KNOWN_WARNINGS = (
-    r".*IterableDataset. has .__len__. defined.*",  # our streams know their exact length
-    r".*you need to define a .flops_per_batch.*",  # ThroughputMonitor: we report tokens/s, not FLOPs
-    r".*isinstance\(treespec, LeafSpec\).*",
-    r".*does not have many workers.*",  # in-memory tensors: worker processes would only add overhead
-)
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
-def silence_known_warnings() -> None:
-    for pattern in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+class RunDirectoryError(ValueError):
+    """Training into a folder that already holds another run's checkpoints, without asking to resume."""
+
+
+class TrainingStopped(SystemExit):
+    """Training was stopped by a signal after saving `last.ckpt`; the exit status says which."""
 
 
 def instantiate_all(group: DictConfig | None) -> list:
@@ -48,44 +48,90 @@ def save_config(cfg: DictConfig) -> None:
     atomic_write(out / ".hydra" / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
 
 
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: `ckpt_path=last` (this run folder's `last.ckpt`), a file, or none.
+
+    Without `ckpt_path`, a run folder that already holds checkpoints is refused: it belongs to another run.
+    """
+    out = Path(cfg.paths.output_dir)
+    folder = out / "checkpoints"
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        if not (folder / "last.ckpt").is_file():
+            raise RunDirectoryError(f"ckpt_path=last: there is no {folder / 'last.ckpt'} to resume from")
+        ckpt_path = str(folder / "last.ckpt")
+    if ckpt_path:
+        read_checkpoint(ckpt_path)  # weights-only; refuses anything else before Lightning opens it
+        return str(ckpt_path)
+    existing = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    if existing:
+        raise RunDirectoryError(
+            f"{out} already holds checkpoints ({', '.join(existing)}): resume that run with the same overrides "
+            "and ckpt_path=last, or train into a fresh folder (the default hydra.run.dir is new for every run)"
+        )
+    return None
+
+
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """(datamodule, model, trainer) for a composed run config."""
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, **datamodule.model_kwargs())
+    model_kwargs = datamodule.model_kwargs()
+    model = instantiate(cfg.model, **model_kwargs)
     config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = instantiate_all(cfg.get("callbacks")) + [RunArtifacts(config)] + list(extra_callbacks or [])
-    trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False,
-        plugins=[AtomicCheckpointIO()],
-    )
+    saved_kwargs = {k: v for k, v in model_kwargs.items() if k != "vocab"}  # the vocabulary is saved on its own
+    loggers = instantiate_all(cfg.get("logger"))
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # nothing to report the learning rate to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks += [RunArtifacts(config, saved_kwargs), ExactResume(), *(extra_callbacks or [])]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return datamodule, model, trainer
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) the configured task; returns the final metrics."""
-    silence_known_warnings()
+def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule]:
+    """Seed, build and fit; a stop by signal becomes `TrainingStopped` once `last.ckpt` is written."""
     L.seed_everything(cfg.seed, workers=True)
-    save_config(cfg)
-    stop_on_nan = StopOnNonFiniteLoss()
-    datamodule, model, trainer = build(cfg, [stop_on_nan])
-    # Our checkpoints hold the run's config (partials, ListConfigs): they are not weights-only files.
-    # With ckpt_path=null Lightning resumes from a checkpoint already in the run directory, if any.
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
-    if stop_on_nan.message:
-        raise SystemExit(stop_on_nan.message)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test") and not trainer.interrupted:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
-        metrics.update(results[0] if results else {})
-        if best:
-            log.info("best checkpoint: %s", best)
-    return metrics
+    datamodule, model, trainer = build(cfg)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise TrainingStopped(EXIT_SIGTERM) from None
+    except SystemExit as e:  # Lightning exits with status 1 after a KeyboardInterrupt
+        if trainer.interrupted:
+            raise TrainingStopped(EXIT_SIGINT) from None
+        raise e
+    return trainer, model, datamodule
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) the configured task in its own run folder; returns the final metrics."""
+    silence_known_warnings()
+    out = Path(cfg.paths.output_dir)
+    lock = FolderLock(out) if rank_zero_only.rank == 0 else None
+    try:
+        ckpt_path = resume_path(cfg) if rank_zero_only.rank == 0 else cfg.get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt_path = str(out / "checkpoints" / "last.ckpt")
+        log.info("run folder: %s", out.resolve())
+        save_config(cfg)
+        trainer, model, datamodule = fit(cfg, ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update(results[0] if results else {})
+            if best:
+                log.info("best checkpoint: %s", best)
+        return metrics
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    with one_line_errors("train.py", extra=(TrainingDiverged,)):
+        train(cfg)
 
 
 if __name__ == "__main__":

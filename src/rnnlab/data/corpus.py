@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rnnlab.data.download import atomic_torch_save
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
 
 from rnnlab.data.corpus import TokenCorpus
+from rnnlab.data.loaders import ResumableLoader, process_rank
 from rnnlab.data.ptb import load_ptb, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
-from rnnlab.data.streams import BPTTStream, process_rank
+from rnnlab.data.streams import BPTTStream
 from rnnlab.data.vocab import Vocabulary
 
 
@@ -26,6 +26,8 @@ class LMDataModule(L.LightningDataModule):
         data_dir: str,
         cache_dir: str | None = None,
         download: bool = True,
+        url: str | None = None,
+        sha256=None,
         batch_size: int = 20,
         eval_batch_size: int = 10,
         bptt: int = 35,
@@ -36,6 +38,7 @@ class LMDataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.download = download
+        self.url, self.sha256 = url, sha256  # a mirror and its hashes; None: the registry's (data/download.py)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.bptt = bptt
@@ -68,16 +71,17 @@ class LMDataModule(L.LightningDataModule):
         tokens = self.corpus.splits[split]
         return BPTTStream(tokens, batch_size, self.bptt, rank, world_size, vary_length=vary, seed=self.seed)
 
-    def _loader(self, split: str, batch_size: int, vary: bool = False) -> DataLoader:
-        return DataLoader(self.stream(split, batch_size, vary), batch_size=None, pin_memory=False)
+    def _loader(self, split: str, batch_size: int, train: bool = False) -> ResumableLoader:
+        stream = self.stream(split, batch_size, vary=train and self.vary_bptt)
+        return ResumableLoader(stream, batch_size=None, trainer=self.trainer if train else None)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, self.vary_bptt)
+    def train_dataloader(self) -> ResumableLoader:
+        return self._loader("train", self.batch_size, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ResumableLoader:
         return self._loader("valid", self.eval_batch_size)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> ResumableLoader:
         return self._loader("test", self.eval_batch_size)
 
 
@@ -85,7 +89,7 @@ class PTBDataModule(LMDataModule):
     """Penn Treebank from `data_dir/ptb/ptb.{train,valid,test}.txt`, downloaded when missing."""
 
     def load_corpus(self) -> TokenCorpus:
-        return load_ptb(self.data_dir, self.cache_dir, self.download)
+        return load_ptb(self.data_dir, self.cache_dir, self.download, self.url, self.sha256)
 
 
 class TextFilesDataModule(LMDataModule):
@@ -118,7 +122,8 @@ class CharDataModule(LMDataModule):
 
     def load_corpus(self) -> TokenCorpus:
         if self.text_file is None:
-            return load_tinyshakespeare(self.data_dir, self.split, self.on_unknown, self.cache_dir, self.download)
+            return load_tinyshakespeare(self.data_dir, self.split, self.on_unknown, self.cache_dir, self.download,
+                                        self.url, self.sha256)
         if not self.text_file.is_file():
             raise FileNotFoundError(f"data.text_file: {self.text_file} does not exist")
         return load_chars(self.text_file, self.split, self.on_unknown)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids
-from rnnlab.data.download import CORPORA, fetch_corpus
+from rnnlab.data.download import corpus_files, fetch
 from rnnlab.data.vocab import Vocabulary
 
 EOS, UNK = "<eos>", "<unk>"
@@ -30,7 +30,10 @@ def tokenize_files(files: dict[str, Path], vocab: Vocabulary | None = None) -> T
     return TokenCorpus(vocab, {split: encode_ids(vocab, w) for split, w in words.items()})
 
 
-def load_ptb(data_dir: str | Path, cache_dir: str | Path | None = None, download: bool = True) -> TokenCorpus:
-    files = fetch_corpus("ptb", data_dir, download)
-    key = cache_key("ptb-v1", *(r.sha256 for r in CORPORA["ptb"].values()))
+def load_ptb(data_dir: str | Path, cache_dir: str | Path | None = None, download: bool = True,
+             url: str | None = None, sha256: dict | None = None) -> TokenCorpus:
+    """The three PTB files (from `url`, a folder, when given), checked against `sha256` (per split)."""
+    remotes = corpus_files("ptb", url, sha256)
+    files = {split: fetch(remote, data_dir, download) for split, remote in remotes.items()}
+    key = cache_key("ptb-v1", *(r.sha256 for r in remotes.values()))
     return cached_corpus(cache_dir, "ptb", key, lambda: tokenize_files(files))

@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
-import shutil
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from rnnlab.data.download import DataFileError, download, verify
-from rnnlab.data.streams import process_rank
+from rnnlab.data.download import DataFileError, fetch_tree
+from rnnlab.data.loaders import ResumableLoader, process_rank
 from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
 from rnnlab.data.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-MR_URL = "https://www.cs.cornell.edu/people/pabo/movie-review-data/rt-polaritydata.tar.gz"
-IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-IMDB_ARCHIVES = {  # name under data_dir/imdb -> sha256 (None: not published; checked by its contents)
-    "aclImdb_train_test.tar.xz": "d7cb5a9e4576433121796d2e8c2c1c6123831ef4bc46a124d1c70fc77df3ba2e",
-    "aclImdb_v1.tar.gz": None,
-}
-
 
 @dataclass
 class LabelledTexts:
@@ -45,7 +34,11 @@ class LabelledTexts:
 
 def read_lines_any_encoding(path: Path) -> list[str]:
     """Lines of a UTF-8 or Latin-1/Windows-1252 file (Cornell's originals are the latter)."""
+    if not path.is_file():
+        raise DataFileError(f"{path} is missing")
     data = path.read_bytes()
+    if b"\0" in data:
+        raise DataFileError(f"{path} is a binary file, not text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -53,42 +46,15 @@ def read_lines_any_encoding(path: Path) -> list[str]:
     return text.splitlines()
 
 
-def extract_safely(archive: Path, dest: Path) -> None:
-    """Extract into `dest` through a temporary folder, refusing members that would land outside it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, filter="data")
-            else:  # Python < 3.11.4: check the names ourselves
-                root = tmp.resolve()
-                for member in tar.getmembers():
-                    if not (tmp / member.name).resolve().is_relative_to(root) or member.issym() or member.islnk():
-                        raise DataFileError(f"{archive}: unsafe member {member.name!r}")
-                tar.extractall(tmp)
-        os.replace(tmp, dest)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataFileError(f"cannot extract {archive}: {e} (the archive is corrupt or truncated)") from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_mr(data_dir: Path, cache_dir: Path, download_missing: bool = True) -> LabelledTexts:
-    """rt-polarity.pos / .neg from `data_dir/rt-polaritydata`, else Cornell's archive extracted into the cache."""
-    folder = Path(data_dir) / "rt-polaritydata"
-    if not (folder / "rt-polarity.pos").is_file():
-        folder = Path(cache_dir) / "rt-polaritydata" / "rt-polaritydata"
-        if not (folder / "rt-polarity.pos").is_file():
-            if not download_missing:
-                raise DataFileError(f"{Path(data_dir) / 'rt-polaritydata'} is missing and data.download=false")
-            archive = Path(cache_dir) / "rt-polaritydata.tar.gz"
-            if not archive.is_file():
-                download(MR_URL, archive, sha256=None)
-            extract_safely(archive, folder.parent)
+def load_mr(data_dir: Path, cache_dir: Path, download_missing: bool = True, url: str | None = None,
+            sha256: str | None = None) -> LabelledTexts:
+    """rt-polarity.pos / .neg from `data_dir/rt-polaritydata`, else from Cornell's archive (extracted in the cache)."""
+    folder = fetch_tree("mr", data_dir, cache_dir, download_missing, url, sha256)
     pos = [s for s in read_lines_any_encoding(folder / "rt-polarity.pos") if s.strip()]
     neg = [s for s in read_lines_any_encoding(folder / "rt-polarity.neg") if s.strip()]
+    for path, lines in ((folder / "rt-polarity.pos", pos), (folder / "rt-polarity.neg", neg)):
+        if not lines:
+            raise DataFileError(f"{path} has no sentences: expected one sentence a line")
     return LabelledTexts(pos + neg, [1] * len(pos) + [0] * len(neg))
 
 
@@ -107,34 +73,16 @@ def read_acl_imdb(root: Path, split: str) -> LabelledTexts:
 
 def read_reviews_labels(reviews: Path, labels: Path) -> LabelledTexts:
     """The notebook's form: one review a line in `reviews`, `positive`/`negative` a line in `labels`."""
-    texts = reviews.read_text(encoding="utf-8", errors="replace").splitlines()
-    names = [s.strip().lower() for s in labels.read_text(encoding="utf-8").splitlines()]
+    texts = read_lines_any_encoding(reviews)
+    names = [s.strip().lower() for s in read_lines_any_encoding(labels)]
     if len(texts) != len(names):
-        raise ValueError(f"{reviews} has {len(texts)} lines but {labels} has {len(names)}: they must match")
+        raise DataFileError(f"{reviews} has {len(texts)} lines but {labels} has {len(names)}: they must match")
     mapping = {"positive": 1, "pos": 1, "1": 1, "negative": 0, "neg": 0, "0": 0}
     bad = sorted({n for n in names if n not in mapping})
     if bad:
-        raise ValueError(f"{labels}: unexpected label(s) {bad}; expected positive/negative (or pos/neg, 1/0)")
+        raise DataFileError(f"{labels}: unexpected label(s) {bad[:20]}{' ...' if len(bad) > 20 else ''} "
+                            f"({len(bad)} distinct); expected positive/negative (or pos/neg, 1/0)")
     return LabelledTexts(texts, [mapping[n] for n in names])
-
-
-def imdb_tree(data_dir: Path, cache_dir: Path, download_missing: bool = True) -> Path:
-    """The extracted `aclImdb/` folder: already in data_dir, or in the cache, extracted once from the archive."""
-    for root in (Path(data_dir) / "imdb" / "aclImdb", Path(cache_dir) / "imdb" / "aclImdb"):
-        if (root / "train" / "pos").is_dir():
-            return root
-    present = [(Path(data_dir) / "imdb" / name, sha) for name, sha in IMDB_ARCHIVES.items()
-               if (Path(data_dir) / "imdb" / name).is_file()]
-    if present:
-        archive, sha = present[0]
-    elif not download_missing:
-        raise DataFileError(f"no IMDB archive in {Path(data_dir) / 'imdb'} and data.download=false")
-    else:
-        archive, sha = download(IMDB_URL, Path(cache_dir) / "imdb" / "aclImdb_v1.tar.gz", sha256=None), None
-    if sha is not None:
-        verify(archive, sha)
-    extract_safely(archive, Path(cache_dir) / "imdb")
-    return Path(cache_dir) / "imdb" / "aclImdb"
 
 
 def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[list[int]]:
@@ -200,6 +148,7 @@ class SentimentDataModule(L.LightningDataModule):
 
     def __init__(
         self, dataset: str = "mr", data_dir: str = "data", cache_dir: str = ".cache", download: bool = True,
+        url: str | None = None, sha256: str | None = None,
         imdb_layout: str = "acl", reviews_file: str | None = None, labels_file: str | None = None,
         split: Sequence[float] = (0.8, 0.1, 0.1), folds: int | None = None, fold: int = 0,
         lower: bool = True, strip_html: bool = True, strip_punctuation: bool = True,
@@ -222,6 +171,13 @@ class SentimentDataModule(L.LightningDataModule):
         h = self.hparams
         return tokenize(text, h.lower, h.strip_html, h.strip_punctuation)
 
+    def source(self) -> str:
+        """The files the texts come from, for error messages."""
+        h = self.hparams
+        if h.dataset == "imdb" and h.imdb_layout == "reviews_labels":
+            return f"{h.reviews_file} (labels {h.labels_file})"
+        return f"the {'IMDB' if h.dataset == 'imdb' else 'sentence-polarity'} files under {h.data_dir} / {h.cache_dir}"
+
     def read_splits(self) -> dict[str, LabelledTexts]:
         h = self.hparams
         if h.dataset == "imdb" and h.imdb_layout == "reviews_labels":
@@ -229,12 +185,12 @@ class SentimentDataModule(L.LightningDataModule):
                 raise ValueError("data.imdb_layout=reviews_labels needs data.reviews_file and data.labels_file")
             data = read_reviews_labels(Path(h.reviews_file), Path(h.labels_file))
         elif h.dataset == "imdb":
-            root = imdb_tree(Path(h.data_dir), Path(h.cache_dir), h.download)
+            root = fetch_tree("imdb", h.data_dir, h.cache_dir, h.download, h.url, h.sha256)
             train, test = read_acl_imdb(root, "train"), read_acl_imdb(root, "test")
             train_idx, val_idx = stratified_split(train.labels, [1 - h.split[1], h.split[1]], h.seed)
             return {"train": train.subset(train_idx), "valid": train.subset(val_idx), "test": test}
         else:
-            data = load_mr(Path(h.data_dir), Path(h.cache_dir), h.download)
+            data = load_mr(Path(h.data_dir), Path(h.cache_dir), h.download, h.url, h.sha256)
         if h.folds:
             parts = fold_split(data.labels, h.folds, h.fold, h.split[1] / (1 - 1 / h.folds), h.seed)
         else:
@@ -266,32 +222,34 @@ class SentimentDataModule(L.LightningDataModule):
             raise ValueError("the data's vocabulary differs from the one given (e.g. from a checkpoint)")
         self.vocab = vocab
         self.datasets = {name: self.encode(texts, name) for name, texts in splits.items()}
+        if len(self.datasets["train"]) == 0:
+            raise DataFileError(f"the training split is empty: no text with words in {self.source()}")
 
     def model_kwargs(self) -> dict:
         self.setup()
         return {"vocab_size": len(self.vocab), "padding_side": self.hparams.padding_side, "vocab": self.vocab}
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> ResumableLoader:
+        """Every epoch's order follows from the seed and the epoch alone, so a resumed run draws the same."""
         self.setup()
         h = self.hparams
         dataset = self.datasets[split]
         batch_size = h.batch_size if train else h.eval_batch_size
         rank, world = process_rank(self.trainer)
+        trainer = self.trainer if train else None
         if h.batching == "bucket":
             sampler = BucketBatchSampler(dataset.lengths, batch_size, h.chunk_batches, shuffle=train, seed=h.seed,
                                          rank=rank, world_size=world)
-            return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(h.padding_side))
-        collate = Collate(h.padding_side, h.max_len)
-        if world > 1:
-            sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=train, seed=h.seed)
-            return DataLoader(dataset, batch_size, sampler=sampler, collate_fn=collate)
-        return DataLoader(dataset, batch_size, shuffle=train, collate_fn=collate)
+            return ResumableLoader(dataset, batch_sampler=sampler, collate_fn=Collate(h.padding_side), trainer=trainer)
+        sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=train, seed=h.seed)
+        return ResumableLoader(dataset, batch_size, sampler=sampler, collate_fn=Collate(h.padding_side, h.max_len),
+                               trainer=trainer)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         return self._loader("train", True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ResumableLoader:
         return self._loader("valid", False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> ResumableLoader:
         return self._loader("test", False)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids
-from rnnlab.data.download import CORPORA, fetch_corpus
+from rnnlab.data.download import corpus_files, fetch
 from rnnlab.data.vocab import Vocabulary
 
 UNK_CHAR = "\ufffd"  # U+FFFD REPLACEMENT CHARACTER stands for characters unseen in training
@@ -45,8 +45,8 @@ def load_chars(
 
 def load_tinyshakespeare(
     data_dir: str | Path, fractions: Sequence[float] = (0.9, 0.05, 0.05), on_unknown: str = "unk",
-    cache_dir: str | Path | None = None, download: bool = True,
+    cache_dir: str | Path | None = None, download: bool = True, url: str | None = None, sha256: str | None = None,
 ) -> TokenCorpus:
-    path = fetch_corpus("tinyshakespeare", data_dir, download)["input"]
-    sha = CORPORA["tinyshakespeare"]["input"].sha256
-    return load_chars(path, fractions, on_unknown, cache_dir, sha)
+    remote = corpus_files("tinyshakespeare", url, sha256)["input"]
+    path = fetch(remote, data_dir, download)
+    return load_chars(path, fractions, on_unknown, cache_dir, remote.sha256)

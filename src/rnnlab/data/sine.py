@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DistributedSampler, TensorDataset
 
+from rnnlab.data.loaders import ResumableLoader, process_rank
 from rnnlab.data.series import make_windows, read_series, sine_series, split_windows
 
 
@@ -39,12 +40,15 @@ class SineDataModule(L.LightningDataModule):
     def _dataset(self, x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         self.setup()
-        return DataLoader(self._dataset(self.x_train, self.y_train), self.hparams.batch_size, shuffle=True)
+        dataset = self._dataset(self.x_train, self.y_train)
+        rank, world = process_rank(self.trainer)
+        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=self.hparams.seed)
+        return ResumableLoader(dataset, self.hparams.batch_size, sampler=sampler, trainer=self.trainer)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ResumableLoader:
         self.setup()
-        return DataLoader(self._dataset(self.x_val, self.y_val), self.hparams.batch_size)
+        return ResumableLoader(self._dataset(self.x_val, self.y_val), self.hparams.batch_size)
 
     test_dataloader = val_dataloader

@@ -32,11 +32,6 @@ def shard_rows(tokens: Tensor, batch_size: int, rank: int = 0, world_size: int =
     return rows[rank * batch_size : (rank + 1) * batch_size]
 
 
-def process_rank(trainer) -> tuple[int, int]:
-    """`(rank, world_size)` of this process under `trainer`, `(0, 1)` without one."""
-    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-
 def window_lengths(width: int, bptt: int, vary: bool = False, generator: torch.Generator | None = None) -> list[int]:
     """Lengths of consecutive windows covering `width - 1` input positions.
 
@@ -60,7 +55,8 @@ class BPTTStream(IterableDataset):
 
     Windows are never shuffled: row `b` of window `i + 1` continues row `b` of window `i`,
     so a model may carry its hidden state from one window to the next. With `vary_length`
-    each pass draws new window lengths from `seed` and the pass number, identically on every rank.
+    each epoch draws its window lengths from `seed` and the epoch number (`set_epoch`), identically
+    on every rank.
     """
 
     def __init__(
@@ -79,11 +75,14 @@ class BPTTStream(IterableDataset):
         self.bptt = bptt
         self.vary_length = vary_length
         self.seed = seed
-        self.passes = 0
+        self.epoch = 0
 
-    def lengths(self, pass_index: int | None = None) -> list[int]:
-        pass_index = self.passes if pass_index is None else pass_index
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + pass_index)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def lengths(self, epoch: int | None = None) -> list[int]:
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return window_lengths(self.data.size(1), self.bptt, self.vary_length, generator)
 
     def __len__(self) -> int:
@@ -93,7 +92,6 @@ class BPTTStream(IterableDataset):
 
     def __iter__(self):
         lengths = self.lengths()
-        self.passes += 1
         start = 0
         for n in lengths:
             yield self.data[:, start : start + n], self.data[:, start + 1 : start + 1 + n]

@@ -37,6 +37,13 @@ def detach_state(state):
     return type(state)(detach_state(s) for s in state)
 
 
+def move_state(state, device: torch.device | str):
+    """The same state on `device`."""
+    if isinstance(state, Tensor):
+        return state.to(device)
+    return type(state)(move_state(s, device) for s in state)
+
+
 class RecurrentStack(nn.Module):
     """Recurrent layers of sizes `hidden_sizes`; runs of equal sizes share one fused module.
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from rnnlab.models.lm import RNNLM
-from rnnlab.models.recurrent import detach_state
+from rnnlab.models.recurrent import detach_state, move_state
 from rnnlab.optim import configure_optimizers
 
 LOSS_REDUCTIONS = ("sum_time", "mean")
@@ -65,6 +65,7 @@ class LanguageModel(L.LightningModule):
         if compile:
             self.net.compile()  # in place: parameter names, hence checkpoints, stay the same
         self.nll = torch.nn.ModuleDict({f"{stage}_nll": MeanMetric() for stage in ("train", "val", "test")})
+        self.nll["train_nll"].persistent(True)  # a resumed epoch reports the whole epoch's training loss
         self.states: dict[str, object] = {}
 
     def forward(self, ids: Tensor, state=None) -> tuple[Tensor, object]:
@@ -92,6 +93,13 @@ class LanguageModel(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def carried_state(self):
+        """The hidden state the next training window starts from (None at an epoch's start)."""
+        return detach_state(self.states.get("train"))
+
+    def load_carried_state(self, state) -> None:
+        self.states["train"] = None if state is None else move_state(state, self.device)
 
     def on_train_epoch_start(self) -> None:
         self.states.pop("train", None)

@@ -107,24 +107,32 @@ class SentimentLSTM(L.LightningModule):
         return F.mse_loss(torch.sigmoid(logits[:, 0]), labels.to(logits.dtype))
 
     @torch.no_grad()
-    def trajectory(self, ids: Tensor) -> Tensor:
-        """P(positive) after each word of one text `(time,)` -> `(time,)`.
+    def trajectory(self, ids: Tensor, lengths: Tensor | None = None, max_positions: int = 1 << 16) -> Tensor:
+        """P(positive) after each word of one text `(time,)` -> `(time,)`; or only after the prefixes of
+        the given `lengths` `(points,)` -> `(points,)`.
 
         Unidirectional: one pass, the classifier applied to the representation after every step
         (the output, or the running mean/max of the outputs). A bidirectional model reads the
-        future too: it classifies every prefix, as one batch of `time` rows.
+        future too: it classifies every prefix, in batches of prefixes of at most `max_positions`
+        word positions, so memory stays linear in the text's length (time grows with length x points).
         """
         n = ids.size(0)
-        if self.rnn.directions == 2:
+        if lengths is None:
             lengths = torch.arange(1, n + 1, device=ids.device)
-            return self.prob_positive(self(ids.expand(n, n), lengths))
+        if self.rnn.directions == 2:
+            probs = []
+            rows = max(1, max_positions // n)
+            for chunk in lengths.split(rows):
+                end = int(chunk.max())
+                probs.append(self.prob_positive(self(ids[:end].expand(len(chunk), end), chunk)))
+            return torch.cat(probs)
         ids = ids[None]
         out, _ = self.encode(ids, torch.tensor([n], device=ids.device))
         if self.hparams.pooling == "mean":
             out = out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]
         elif self.hparams.pooling == "max":
             out = out.cummax(1).values
-        return self.prob_positive(self.head(out))[0]
+        return self.prob_positive(self.head(out))[0][lengths - 1]
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         ids, lengths, labels = batch

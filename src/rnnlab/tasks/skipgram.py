@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnlab.data.corpus import cache_key
-from rnnlab.data.download import atomic_torch_save
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,52 @@
+"""What every command-line entry point shares: device choice, warning filters, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from rnnlab.checkpoint import CheckpointError
+from rnnlab.data.download import DataFileError
+from rnnlab.files import FolderLockedError
+
+KNOWN_WARNINGS = (
+    r".*IterableDataset. has .__len__. defined.*",  # our streams know their exact length
+    r".*you need to define a .flops_per_batch.*",  # ThroughputMonitor: we report tokens/s, not FLOPs
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*does not have many workers.*",  # in-memory tensors: worker processes would only add overhead
+)
+
+# Errors a user causes (a bad value, file or checkpoint): one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError, DataFileError, FolderLockedError, FileNotFoundError, ValueError,
+)
+
+
+def silence_known_warnings() -> None:
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextmanager
+def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn the errors a user can cause into `prog: error: message` and exit status 1, without a
+    traceback (`RNNLAB_TRACEBACK=1` shows it)."""
+    try:
+        yield
+    except USER_ERRORS + extra as e:
+        if os.environ.get("RNNLAB_TRACEBACK"):
+            raise
+        message = str(e).strip() or type(e).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,87 @@
+"""Writing files so that nothing is ever half-written, and one run per folder."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PART_SUFFIX = ".part"
+STALE_PART_SECONDS = 60.0  # a temporary file older than this belongs to a killed writer
+
+
+def clean_stale_parts(folder: Path, name: str, older_than: float = STALE_PART_SECONDS) -> None:
+    """Delete `.<name>.*.part` files in `folder` left by a writer that was killed before its rename."""
+    now = time.time()
+    for part in folder.glob(f".{name}.*{PART_SUFFIX}"):
+        try:
+            if now - part.stat().st_mtime > older_than:
+                part.unlink()
+        except OSError:
+            pass
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """`write(tmp)` to a temporary file beside `path`, then rename it to `path`: never a partial file.
+
+    The file gets the permissions of a plainly created file (the umask), not `mkstemp`'s 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_parts(path.parent, path.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """`torch.save` through a temporary file and a rename."""
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the lock of a folder."""
+
+
+class FolderLock:
+    """An exclusive `flock` on `<folder>/<name>`, held while the object lives (or until `release`).
+
+    The lock is the kernel's: it disappears with the process, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, folder: Path, name: str = ".lock", wait: bool = False):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / name
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise FolderLockedError(f"{folder} is in use by another process (pid {owner})") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
