@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,11 @@ def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True) -> dic
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        named = re.search(r"GLOBAL (\S+)", str(e))
+        what = f" ({named.group(1)})" if named else ""
         raise CheckpointError(
-            f"{path} holds Python objects, not only tensors and plain data; refusing to load it "
-            f"(loading could run code): {first}"
+            f"{path} holds Python objects{what}, not only tensors and plain data; refusing to load it: "
+            "loading it could run code"
         ) from None
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None

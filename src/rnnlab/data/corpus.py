@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rnnlab.data.vocab import Vocabulary
+from rnnlab.data.download import DataFileError
+from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
 from rnnlab.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -54,5 +55,23 @@ def cached_corpus(cache_dir: str | Path | None, name: str, key: str, build: Call
     return corpus
 
 
-def encode_ids(vocab: Vocabulary, symbols: list[str]) -> Tensor:
-    return torch.tensor(vocab.encode(symbols), dtype=torch.long)
+def encode_ids(vocab: Vocabulary, symbols: list[str], where: str = "") -> Tensor:
+    """Ids of `symbols`; an unknown symbol is an error naming `where` (the file) when the vocabulary has no unk."""
+    try:
+        return torch.tensor(vocab.encode(symbols), dtype=torch.long)
+    except UnknownSymbolError as e:
+        raise UnknownSymbolError(e.symbols, where) from None
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of `path`; a missing, binary or non-UTF-8 file is a `DataFileError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path} does not exist")
+    data = path.read_bytes()
+    if b"\0" in data[:1 << 16]:
+        raise DataFileError(f"{path} is a binary file, not UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None

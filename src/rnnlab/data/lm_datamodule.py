@@ -69,7 +69,10 @@ class LMDataModule(L.LightningDataModule):
         self.setup()
         rank, world_size = process_rank(self.trainer)
         tokens = self.corpus.splits[split]
-        return BPTTStream(tokens, batch_size, self.bptt, rank, world_size, vary_length=vary, seed=self.seed)
+        try:
+            return BPTTStream(tokens, batch_size, self.bptt, rank, world_size, vary_length=vary, seed=self.seed)
+        except ValueError as e:
+            raise ValueError(f"the {split} split: {e}") from None
 
     def _loader(self, split: str, batch_size: int, train: bool = False) -> ResumableLoader:
         stream = self.stream(split, batch_size, vary=train and self.vary_bptt)

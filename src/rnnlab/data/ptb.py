@@ -4,30 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids
-from rnnlab.data.download import corpus_files, fetch
+from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids, read_text
+from rnnlab.data.download import DataFileError, corpus_files, fetch
 from rnnlab.data.vocab import Vocabulary
 
 EOS, UNK = "<eos>", "<unk>"
 
 
 def read_words(path: Path) -> list[str]:
-    """Whitespace tokens of each line followed by `<eos>`."""
+    """Whitespace tokens of each line followed by `<eos>`; an empty file is an error naming it."""
     words: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            words.extend(line.split())
-            words.append(EOS)
+    for line in read_text(path).splitlines():
+        words.extend(line.split())
+        words.append(EOS)
+    if len(words) == words.count(EOS):
+        raise DataFileError(f"{path} has no words: expected text, one sentence a line")
     return words
 
 
 def tokenize_files(files: dict[str, Path], vocab: Vocabulary | None = None) -> TokenCorpus:
-    """Vocabulary from `files["train"]` (unless given) and ids of every split."""
+    """Vocabulary from `files["train"]` (unless given) and ids of every split.
+
+    Without `<unk>` in the training text, a word of another split that training never saw is an error."""
     words = {split: read_words(path) for split, path in files.items()}
     if vocab is None:
         unk = UNK if UNK in set(words["train"]) else None
         vocab = Vocabulary.build(words["train"], specials=[EOS], unk=unk)
-    return TokenCorpus(vocab, {split: encode_ids(vocab, w) for split, w in words.items()})
+    return TokenCorpus(vocab, {split: encode_ids(vocab, w, str(files[split])) for split, w in words.items()})
 
 
 def load_ptb(data_dir: str | Path, cache_dir: str | Path | None = None, download: bool = True,

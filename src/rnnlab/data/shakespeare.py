@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids
-from rnnlab.data.download import corpus_files, fetch
+from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids, read_text
+from rnnlab.data.download import DataFileError, corpus_files, fetch
 from rnnlab.data.vocab import Vocabulary
 
 UNK_CHAR = "\ufffd"  # U+FFFD REPLACEMENT CHARACTER stands for characters unseen in training
@@ -22,25 +22,28 @@ def split_text(text: str, fractions: Sequence[float]) -> dict[str, str]:
     return dict(zip(SPLITS, (text[:a], text[a:b], text[b:])))
 
 
-def char_corpus(text: str, fractions: Sequence[float], on_unknown: str = "unk") -> TokenCorpus:
+def char_corpus(text: str, fractions: Sequence[float], on_unknown: str = "unk", where: str = "") -> TokenCorpus:
     """Vocabulary of the training part's characters (plus `UNK_CHAR` with `on_unknown="unk"`)."""
     parts = split_text(text, fractions)
     specials = [UNK_CHAR] if on_unknown == "unk" else []
     vocab = Vocabulary(specials + sorted(set(parts["train"])), specials[0] if specials else None, on_unknown)
-    return TokenCorpus(vocab, {split: encode_ids(vocab, list(part)) for split, part in parts.items()})
+    if not parts["train"]:
+        raise DataFileError(f"{where or 'the text'}: the training part is empty (data.split={list(fractions)})")
+    return TokenCorpus(vocab, {split: encode_ids(vocab, list(part), f"{where or 'the text'} ({split} part)")
+                               for split, part in parts.items()})
 
 
 def load_chars(
     path: Path, fractions: Sequence[float], on_unknown: str = "unk", cache_dir: str | Path | None = None,
     sha256: str | None = None,
 ) -> TokenCorpus:
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     if not text:
-        raise ValueError(f"{path} is empty")
+        raise DataFileError(f"{path} is empty: expected text")
     if cache_dir is None or sha256 is None:
-        return char_corpus(text, fractions, on_unknown)
+        return char_corpus(text, fractions, on_unknown, str(path))
     key = cache_key("chars-v1", sha256, tuple(fractions), on_unknown)
-    return cached_corpus(cache_dir, Path(path).stem, key, lambda: char_corpus(text, fractions, on_unknown))
+    return cached_corpus(cache_dir, Path(path).stem, key, lambda: char_corpus(text, fractions, on_unknown, str(path)))
 
 
 def load_tinyshakespeare(

@@ -9,9 +9,14 @@ from collections.abc import Iterable, Sequence
 class UnknownSymbolError(ValueError):
     """Symbols that the vocabulary does not contain, with `on_unknown="error"`."""
 
-    def __init__(self, symbols: Iterable[str]):
+    SHOWN = 20
+
+    def __init__(self, symbols: Iterable[str], where: str = ""):
         self.symbols = sorted(set(symbols))
-        super().__init__(f"{len(self.symbols)} unknown symbol(s) not in the vocabulary: {self.symbols!r}")
+        shown = ", ".join(repr(s) for s in self.symbols[: self.SHOWN])
+        more = f" and {len(self.symbols) - self.SHOWN} more" if len(self.symbols) > self.SHOWN else ""
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{len(self.symbols)} symbol(s) not in the vocabulary: {shown}{more}")
 
 
 class Vocabulary:

@@ -1,0 +1,72 @@
+"""Peak memory (RSS) of `predict.py text=...` on long texts with a bidirectional model.
+
+A model of the task's default shape (BiLSTM 128 over 128-dim embeddings, max pooling) is trained for
+one step on sentence polarity so that a real checkpoint exists; then `predict.py` runs as its own
+process on texts of each length, and the peak RSS of that process is read from the kernel (`wait4`).
+
+    python bench/predict_memory.py [--words 1000 10000 20000] [--points 200] [hydra overrides ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from ptb_throughput import fresh_run_dir  # noqa: E402
+
+from rnnlab import CONF_DIR  # noqa: E402
+from rnnlab.checkpoint import load_run  # noqa: E402
+from rnnlab.train import train  # noqa: E402
+
+
+def checkpoint(folder: str, overrides: list[str]) -> Path:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "task=sentiment", "model/embeddings=none", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1", "test=false", "logger=none", "trainer.enable_progress_bar=false",
+            f"paths.output_dir={folder}", *overrides])
+    train(cfg)
+    return Path(folder) / "checkpoints" / "last.ckpt"
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float, int]:
+    """(peak RSS in MB, wall seconds, exit status) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"predict.py failed:\n{proc.stderr.read()[-3000:]}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - start, proc.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--words", type=int, nargs="+", default=[1000, 10_000, 20_000])
+    parser.add_argument("--points", type=int, default=200, help="predict.py trajectory_points")
+    args, overrides = parser.parse_known_args()
+    ckpt = checkpoint(fresh_run_dir("predict_memory"), overrides)
+    words = load_run(ckpt).vocab.itos[2:]
+    rng = random.Random(0)
+    base, _, _ = peak_rss_mb([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}", "text=fine",
+                              "device=cpu"])
+    print(f"model: {sum(p.numel() for p in load_run(ckpt).model.parameters()):,} parameters; "
+          f"predict.py on a one-word text: peak RSS {base:.0f} MB")
+    for n in args.words:
+        text = " ".join(rng.choice(words) for _ in range(n))
+        rss, seconds, _ = peak_rss_mb([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
+                                       f"text='{text}'", f"trajectory_points={args.points}", "device=cpu"])
+        print(f"{n:6d} words: peak RSS {rss:6.0f} MB ({rss - base:+5.0f} MB over one word), {seconds:5.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Nothing executed, nothing hidden: unsafe checkpoints are refused by every entry point, and every data
+error a user can cause is one line naming the file, from the command line too."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import time
+
+import pytest
+import torch
+
+from rnnlab.checkpoint import CheckpointError, load_run, read_checkpoint
+from rnnlab.data.download import DataFileError
+from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
+from rnnlab.train import train
+from tests.conftest import TINY_TRAINER, compose_config, run_script, synthetic_overrides
+
+
+class Payload:
+    """Unpickling this runs `open(marker, "w")`: what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant_payload(path, marker) -> None:
+    torch.save({"state_dict": {}, "rnnlab": {"config": {}}, "evil": Payload(marker)}, path)
+
+
+def one_line_error(result, prog: str) -> str:
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{prog}: error: ")
+    return last
+
+
+def test_the_payload_runs_when_unpickled_unsafely(tmp_path):  # the test's own check that the payload is live
+    plant_payload(tmp_path / "evil.ckpt", tmp_path / "marker")
+    torch.load(tmp_path / "evil.ckpt", weights_only=False)
+    assert (tmp_path / "marker").exists()
+
+
+def test_a_payload_checkpoint_is_refused_in_python(tmp_path):
+    plant_payload(tmp_path / "evil.ckpt", tmp_path / "marker")
+    refused = r"evil.ckpt holds Python objects \(io.open\), not only tensors and plain data; refusing to load it"
+    with pytest.raises(CheckpointError, match=refused):
+        load_run(tmp_path / "evil.ckpt")
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py", "generate.py", "predict.py"])
+def test_a_payload_checkpoint_never_runs_from_any_entry_point(synthetic_ptb, tmp_path, script):
+    marker = tmp_path / "marker"
+    if script == "train.py":  # planted in a run folder that a resume opens
+        run = tmp_path / "run"
+        (run / "checkpoints").mkdir(parents=True)
+        evil = run / "checkpoints" / "last.ckpt"
+        plant_payload(evil, marker)
+        args = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, f"hydra.run.dir={run}", "ckpt_path=last"]
+    else:
+        evil = tmp_path / "shared.ckpt"
+        plant_payload(evil, marker)
+        args = [f"ckpt_path={evil}", f"hydra.run.dir={tmp_path / 'out'}"]
+        if script == "predict.py":
+            args.append("text=fine")
+    line = one_line_error(run_script(script, *args, cwd=tmp_path), script)
+    assert str(evil) in line and "refusing to load it" in line
+    assert not marker.exists()
+
+
+def test_data_errors_from_the_command_line_are_one_line(tmp_path):
+    binary = tmp_path / "train.bin"
+    binary.write_bytes(b"\x00\x01\x02 binary")
+    text = tmp_path / "ok.txt"
+    text.write_text("a b c\n")
+    args = ["data=text_files", f"data.train={binary}", f"data.valid={text}", f"data.test={text}", *TINY_TRAINER,
+            f"hydra.run.dir={tmp_path / 'out'}"]
+    line = one_line_error(run_script("train.py", *args, cwd=tmp_path), "train.py")
+    assert line == f"train.py: error: {binary} is a binary file, not UTF-8 text"
+    assert not list((tmp_path / "out").rglob("*.ckpt"))
+
+
+def lm_files(tmp_path, train_text: str, valid_text: str = "w1 w2\n"):
+    files = {"train": tmp_path / "train.txt", "valid": tmp_path / "valid.txt", "test": tmp_path / "test.txt"}
+    files["train"].write_text(train_text)
+    files["valid"].write_text(valid_text)
+    files["test"].write_text("w1 w2\n")
+    return ["data=text_files", *(f"data.{k}={v}" for k, v in files.items()), *TINY_TRAINER], files
+
+
+def test_an_empty_training_file_is_named_not_its_unknown_words(tmp_path):
+    overrides, files = lm_files(tmp_path, "\n\n", " ".join(f"v{i}" for i in range(1747)) + "\n")
+    with pytest.raises(DataFileError, match=f"^{files['train']} has no words: expected text"):
+        train(compose_config(overrides, tmp_path))
+
+
+def test_unknown_words_list_twenty_and_the_count(tmp_path):
+    overrides, files = lm_files(tmp_path, "w1 w2 w3\n", " ".join(f"v{i:03d}" for i in range(30)) + "\n")
+    with pytest.raises(UnknownSymbolError) as err:
+        train(compose_config(overrides, tmp_path))
+    message = str(err.value)
+    assert message.startswith(f"{files['valid']}: 30 symbol(s) not in the vocabulary: 'v000', 'v001'")
+    assert message.endswith("'v019' and 10 more") and "v020" not in message
+
+
+def test_non_utf8_text_names_the_file_and_byte(tmp_path):
+    overrides, files = lm_files(tmp_path, "w1 w2\n")
+    files["train"].write_bytes("w1 caf\xe9 w2\n".encode("latin-1"))
+    with pytest.raises(DataFileError, match=rf"^{files['train']} is not UTF-8 text \(byte 6"):
+        train(compose_config(overrides, tmp_path))
+
+
+def test_empty_or_all_filtered_sentiment_training_split_is_named(tmp_path):
+    reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
+    reviews.write_text("!!!\n...\n?\n" * 4)
+    labels.write_text("positive\nnegative\npositive\n" * 4)
+    overrides = ["task=sentiment", "data=imdb", "data.imdb_layout=reviews_labels", f"data.reviews_file={reviews}",
+                 f"data.labels_file={labels}", "model/embeddings=none", *TINY_TRAINER]
+    with pytest.raises(DataFileError, match=f"the training split is empty: no text with words in {reviews}"):
+        train(compose_config(overrides, tmp_path))
+
+
+def test_unknown_symbol_error_message_is_bounded():
+    vocab = Vocabulary(["a", "b"])
+    with pytest.raises(UnknownSymbolError, match=r"^500 symbol\(s\) not in the vocabulary: .* and 480 more$"):
+        vocab.encode([f"x{i}" for i in range(500)])
+
+
+def test_logger_none_works_with_the_default_callbacks(synthetic_ptb, tmp_path):
+    metrics = train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "logger=none"], tmp_path))
+    assert metrics["test/ppl"] > 1 and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_stale_part_files_from_a_killed_save_are_cleaned_on_the_next_save(synthetic_ptb, tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".last.ckpt.abc123.part", folder / ".last.ckpt.def456.part"
+    for part in (stale, fresh):
+        part.write_bytes(b"half a checkpoint")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    (folder / ".hold").write_text("")  # a folder with files but no checkpoint is not another run's
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    assert not stale.exists() and fresh.exists()  # a recent one may belong to a save still running
+    assert read_checkpoint(folder / "last.ckpt")["global_step"] == 4
+
+
+def test_csv_metrics_of_a_resumed_run_keep_the_rows_before_the_stop(synthetic_ptb, tmp_path):
+    base = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false", "trainer.log_every_n_steps=1"]
+    train(compose_config(base, tmp_path))
+    train(compose_config([*base, "trainer.max_epochs=2", "ckpt_path=last"], tmp_path))
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    epochs = {int(r["epoch"]) for r in rows if r.get("val/loss")}
+    assert epochs == {0, 1}
+    assert sorted({int(r["step"]) for r in rows if r.get("train/loss")}) == list(range(8))
+
+
+def test_pickle_error_is_not_masked_for_a_truncated_file(tmp_path):
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "rnnlab": {"config": {}}}, good)
+    (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="cut.ckpt is not a readable PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "cut.ckpt")
+    assert isinstance(pickle.UnpicklingError(), Exception)
