@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200, help="predict.py trajectory_points")
     args, overrides = parser.parse_known_args()
     ckpt = checkpoint(fresh_run_dir("predict_memory"), overrides)
-    words = load_run(ckpt).vocab.itos[2:]
+    words = [w for w in load_run(ckpt).vocab.itos[2:] if w.isalnum()]  # nothing Hydra would need to escape
     rng = random.Random(0)
     base, _, _ = peak_rss_mb([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}", "text=fine",
                               "device=cpu"])

@@ -90,6 +90,8 @@ def main() -> None:
         result = run(folder, overrides, [*resume, *kill])
         if result.returncode == 0:
             raise SystemExit(f"run {i + 1} was not stopped at step {step}:\n{result.stderr[-3000:]}")
+        if result.returncode not in (-int(signal.SIGKILL), 130):
+            print(f"  unexpected exit status {result.returncode}; the run's last lines:\n{result.stderr[-1500:]}")
         kept = read_checkpoint(folder / "checkpoints" / "last.ckpt")["global_step"]
         print(f"stop {i + 1:2d}: SIG{name:<4s} at step {step:3d} -> exit {result.returncode:4d}, "
               f"last.ckpt at step {kept}")

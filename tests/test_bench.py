@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import make_imdb_tree, run_script, synthetic_overrides
 
 
@@ -38,3 +40,64 @@ def test_ptb_throughput_never_resumes_an_earlier_run(synthetic_ptb, tmp_path):
         assert len(list(runs.iterdir())) == i + 1
         for folder in runs.rglob("checkpoints"):
             (folder / "interrupted.ckpt").write_text("not a checkpoint")
+
+
+def test_charrnn_speed_reports_training_and_generation(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog.\n" * 400)
+    result = run_script("bench/charrnn_speed.py", "--batches", "3", "--warmup", "1", "--rounds", "1",
+                        f"data.text_file={text}", "data.batch_size=4", "data.bptt=16", "model.hidden_sizes=[16]",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"round 1 lstm +\d+ chars/s \(training\)", result.stdout)
+    assert re.search(r"fused/naive = [\d.]+x", result.stdout)
+    assert len(re.findall(r"generation, length +\d+: +\d+ chars/s", result.stdout)) >= 2
+
+
+def test_precision_speed_times_each_variant(synthetic_ptb, tmp_path):
+    result = run_script("bench/precision_speed.py", *synthetic_overrides(synthetic_ptb), "trainer=cpu",
+                        "--batches", "3", "--warmup", "1", "--rounds", "1", "--variants", "32-true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"32-true +median +\d+ tokens/s +x1.00 vs 32-true", result.stdout)
+
+
+def test_mr_folds_reports_each_fold_and_the_mean(tmp_path):
+    folder = tmp_path / "data" / "rt-polaritydata"
+    folder.mkdir(parents=True)
+    (folder / "rt-polarity.pos").write_text("a superb moving film\nwonderful acting\n" * 20)
+    (folder / "rt-polarity.neg").write_text("a dull boring mess\nawful acting\n" * 20)
+    result = run_script("bench/mr_folds.py", "task=sentiment", "model/embeddings=none",
+                        f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=2", "model.hidden_size=8",
+                        "model.embedding_dim=8", "logger=none", "trainer.enable_progress_bar=false", "--folds", "4",
+                        "--only", "0", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folds = [float(a) for a in re.findall(r"fold \d: test accuracy ([\d.]+)", result.stdout)]
+    mean = float(re.search(r"2 fold\(s\): mean test accuracy ([\d.]+)", result.stdout).group(1))
+    assert len(folds) == 2 and mean == pytest.approx(sum(folds) / 2, abs=1e-4)
+
+
+def test_summarize_run_reads_the_csv_log(synthetic_ptb, tmp_path):
+    run = tmp_path / "run"
+    result = run_script("train.py", *synthetic_overrides(synthetic_ptb), "trainer.max_epochs=2",
+                        "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "logger=csv",
+                        "trainer.enable_progress_bar=false", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = run_script("bench/summarize_run.py", str(run), cwd=tmp_path)
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert len(re.findall(r"epoch +\d  val loss [\d.]+", summary.stdout)) == 2
+    assert re.search(r"test/ppl [\d.]+", summary.stdout)
+
+
+def test_resume_soak_ends_equal_to_the_straight_run(synthetic_ptb, tmp_path):
+    result = run_script("bench/resume_soak.py", "--kills", "2", *synthetic_overrides(synthetic_ptb),
+                        "data.batch_size=4", "trainer.limit_train_batches=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert len(re.findall(r"stop +\d: SIG(KILL|INT) +at step +\d+ -> exit +(-9|130)", result.stdout)) == 2
+    assert "final state EQUAL to the straight run" in result.stdout
+
+
+def test_predict_memory_reports_peak_rss_per_length(tmp_path):
+    result = run_script("bench/predict_memory.py", "--words", "30", "120", "--points", "10", "model.hidden_size=8",
+                        "model.embedding_dim=8", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(re.findall(r"\d+ words: peak RSS +\d+ MB", result.stdout)) == 2

@@ -11,7 +11,7 @@ from rnnlab.data.streams import BPTTStream
 from rnnlab.data.vocab import UnknownSymbolError
 from rnnlab.generate import generate
 from rnnlab.models.lm import RNNLM
-from rnnlab.sampling import sample
+from rnnlab.sampling import choose, sample
 from rnnlab.train import train
 from tests.conftest import TINY_TRAINER, compose_config, run_script
 
@@ -68,6 +68,29 @@ def test_sampling_cost_per_symbol_is_constant():
     net.calls.clear()
     sample(net, [1], length=500, seed=0)
     assert len(net.calls) == 500 and max(net.calls) == 1
+
+
+def draw_frequencies(logits, **kw) -> torch.Tensor:
+    """How often each id is drawn from `logits` (vocab,) over 40,000 draws, seeded."""
+    rows = logits.expand(40_000, -1)
+    ids = choose(rows, generator=torch.Generator().manual_seed(0), **kw)
+    return torch.bincount(ids, minlength=logits.numel()).float() / rows.size(0)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_temperature_divides_the_logits(temperature):
+    logits = torch.tensor([0.0, math.log(3.0), -1.0])
+    expected = torch.softmax(logits / temperature, -1)
+    torch.testing.assert_close(draw_frequencies(logits, temperature=temperature), expected, rtol=0, atol=0.01)
+
+
+def test_top_k_draws_only_among_the_k_most_likely_in_their_proportions():
+    logits = torch.tensor([1.0, 3.0, 2.0, 0.5, 2.5])
+    freq = draw_frequencies(logits, top_k=3)
+    assert freq[0] == 0 and freq[3] == 0  # outside the top 3
+    expected = torch.softmax(torch.tensor([3.0, 2.0, 2.5]), -1)
+    torch.testing.assert_close(freq[[1, 2, 4]], expected, rtol=0, atol=0.01)
+    torch.testing.assert_close(draw_frequencies(logits, top_k=1), torch.tensor([0.0, 1, 0, 0, 0]))
 
 
 def test_sampling_is_deterministic_under_a_seed_and_batched():

@@ -60,6 +60,25 @@ def test_state_carried_detached_and_reset_per_stage():
     assert "train" not in module.states and "val" not in module.states
 
 
+def test_the_gradient_of_a_window_stops_at_its_carried_state():
+    """Truncated BPTT: the second window's gradient equals the one computed from a state given as a constant,
+    and backpropagating both windows in turn works (no second pass through the first window's graph)."""
+    torch.manual_seed(0)
+    module = make_module(dropout=0.0)
+    reference = make_module(dropout=0.0)
+    reference.load_state_dict(module.state_dict())
+    b0, b1 = batches(2)
+    module.training_step(b0, 0).backward()
+    module.zero_grad()
+    module.training_step(b1, 1).backward()
+    with torch.no_grad():
+        _, state = reference(b0[0])
+    logits, _ = reference(b1[0], state)
+    F.cross_entropy(logits.reshape(-1, 30), b1[1].reshape(-1), reduction="sum").div(2).backward()
+    for (name, p), q in zip(module.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
 def test_perplexity_is_over_tokens_not_an_average_of_batches():
     module = make_module().eval()
     data = batches(1, steps=9) + batches(1, steps=2)

@@ -202,7 +202,7 @@ def test_the_three_losses():
 def mr_checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("mr")
     cfg = compose_config(["task=sentiment", "model/embeddings=none", *TINY_TRAINER,
-                          "trainer.limit_train_batches=30",
+                          "trainer.limit_train_batches=null", "model.optimizer.lr=0.003",
                           "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
                           "model.hidden_size=32"], tmp_path)
     return tmp_path / "run" / "checkpoints" / "best.ckpt", train(cfg)
@@ -211,7 +211,8 @@ def mr_checkpoint(tmp_path_factory):
 def test_smoke_train_on_real_sentence_polarity(mr_checkpoint):
     path, metrics = mr_checkpoint
     assert path.is_file()
-    assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["test/auroc"] <= 1.0 and "test/f1" in metrics
+    # one epoch of a small model from scratch (measured: acc 0.569, AUROC 0.662 over the 1,066 test sentences)
+    assert metrics["test/auroc"] > 0.6 and metrics["test/acc"] > 0.53 and 0 < metrics["test/f1"] < 1
 
 
 def pcfg(path, **kw):

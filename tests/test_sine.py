@@ -58,15 +58,25 @@ def test_lightning_sine_beats_the_last_value_baseline(tmp_path):
     cfg = compose_config(["task=sine", *TINY_TRAINER, *full_data, "trainer.max_epochs=8", "model.hidden_sizes=[32]",
                           "logger=tensorboard"], tmp_path)
     metrics = train(cfg)
-    assert metrics["val/mse"] < 0.5 * metrics["val/baseline_mse"]
+    # measured: val/mse 0.00136 against the last-value baseline's 0.462
+    assert metrics["val/mse"] < 0.01 * metrics["val/baseline_mse"] and metrics["val/mse"] < 0.005
     assert (tmp_path / "run" / "sine_predictions.png").stat().st_size > 10_000
 
 
 def test_free_running_forecast_shape(tmp_path):
     from rnnlab.tasks.sine import SineRegressor
 
-    model = SineRegressor(hidden_sizes=[8], cell="naive_gru")
-    assert model.forecast(torch.zeros(50, 1), 7).shape == (7,)
+    torch.manual_seed(0)
+    model = SineRegressor(hidden_sizes=[8], cell="naive_gru").eval()
+    window = torch.sin(torch.arange(50.0))[:, None]
+    forecast = model.forecast(window, 3)
+    expected, w = [], window
+    with torch.no_grad():
+        for _ in range(3):  # each prediction is appended to the window the next one reads
+            nxt = model(w[None])[0, 0]
+            expected.append(nxt)
+            w = torch.cat([w[1:], nxt.reshape(1, 1)])
+    torch.testing.assert_close(forecast, torch.stack(expected))
 
 
 def test_horizon_and_noise_from_the_command_line_train(tmp_path):

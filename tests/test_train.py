@@ -60,7 +60,9 @@ def test_accumulated_gradients_keep_the_carried_state(synthetic_ptb, tmp_path):
 def test_smoke_train_on_real_ptb(tmp_path):
     cfg = compose_config([*TINY_TRAINER, "model.hidden_sizes=[32,32]", "model.embedding_dim=32"], tmp_path)
     metrics = train(cfg)
-    assert metrics["test/ppl"] < 10_000 * 1.5 and math.isfinite(metrics["test/ppl"])
+    # four SGD steps already learn word frequencies: below the uniform 10,000-word loss (measured 8.19 nats)
+    assert metrics["test/loss"] < math.log(10_000) - 0.8 and metrics["test/ppl"] == pytest.approx(
+        math.exp(metrics["test/loss"]), rel=1e-5)
     assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
 
 
@@ -106,15 +108,6 @@ def test_train_script_hydra_run_dir_saved_config(synthetic_ptb, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     first, second = (load_run(tmp_path / d / "checkpoints" / "last.ckpt").model.state_dict() for d in ("out", "again"))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-
-
-def test_ddp_two_cpu_processes(synthetic_ptb, tmp_path):
-    args = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu",
-            "trainer.devices=2", f"hydra.run.dir={tmp_path / 'out'}"]
-    result = run_script("train.py", *args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "world_size: 2" in result.stderr + result.stdout or "Initializing distributed" in result.stderr
-    assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint", "plain-torch"])
