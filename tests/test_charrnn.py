@@ -166,6 +166,7 @@ def test_generate_bad_input(char_checkpoint, kw, message):
         generate(gen_cfg(path, **kw), io.StringIO())
 
 
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 def test_generate_script_one_line_errors(char_checkpoint, tmp_path):
     path, _ = char_checkpoint
     result = run_script("generate.py", f"ckpt_path={path}", "temperature=-1", cwd=tmp_path)

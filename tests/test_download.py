@@ -225,6 +225,7 @@ def fetch_in_process(args):
     return str(dl.fetch_tree(corpus, data_dir, cache, url=url, sha256=digest))
 
 
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 def test_two_processes_fetching_at_once_get_one_tree(counting_server, tmp_path):
     served, url = counting_server
     archive = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz")

@@ -54,6 +54,7 @@ def test_a_payload_checkpoint_is_refused_in_python(tmp_path):
     assert not (tmp_path / "marker").exists()
 
 
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 @pytest.mark.parametrize("script", ["train.py", "eval.py", "generate.py", "predict.py"])
 def test_a_payload_checkpoint_never_runs_from_any_entry_point(synthetic_ptb, tmp_path, script):
     marker = tmp_path / "marker"
@@ -74,6 +75,7 @@ def test_a_payload_checkpoint_never_runs_from_any_entry_point(synthetic_ptb, tmp
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 def test_data_errors_from_the_command_line_are_one_line(tmp_path):
     binary = tmp_path / "train.bin"
     binary.write_bytes(b"\x00\x01\x02 binary")

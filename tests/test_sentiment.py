@@ -23,7 +23,7 @@ from rnnlab.data.sentiment import (
 from rnnlab.data.text import PAD, UNK, BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
 from rnnlab.models.padded import CELLS, PaddedRNN, reverse_padded
 from rnnlab.predict import predict
-from rnnlab.tasks.sentiment import SentimentLSTM
+from rnnlab.tasks.sentiment import SentimentLSTM, packs
 from rnnlab.train import train
 from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, run_script
 
@@ -185,6 +185,20 @@ def test_trajectory_at_some_prefixes_equals_those_of_every_prefix(bidirectional)
                                rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(("pack", "device", "expected"), [
+    ("auto", "cpu", False), ("auto", "cuda", True), (True, "cpu", True), (False, "cuda", False)])
+def test_pack_auto_packs_only_on_a_gpu(pack, device, expected, monkeypatch):
+    assert packs(pack, torch.device(device)) is expected
+    if device == "cpu":  # and the model passes that decision to its recurrent layers
+        m = model(pack=pack)
+        seen = []
+        real = type(m.rnn).forward
+        spy = lambda self, x, lengths, p: seen.append(p) or real(self, x, lengths, p)  # noqa: E731
+        monkeypatch.setattr(type(m.rnn), "forward", spy)
+        m(torch.tensor([[3, 4, 5]]), torch.tensor([3]))
+        assert seen == [expected]
+
+
 def test_the_three_losses():
     labels = torch.tensor([1, 0])
     ce = model(loss="ce")
@@ -257,6 +271,7 @@ def test_predict_warns_on_unknown_words_and_batch_mode(mr_checkpoint, tmp_path):
     assert rows[3]["p_positive"] == pytest.approx(single, abs=1e-5)
 
 
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
     path, _ = mr_checkpoint
     result = run_script("predict.py", f"ckpt_path={path}", "text=''", cwd=tmp_path)
@@ -307,17 +322,20 @@ def test_reverse_padded_keeps_padding_in_place_and_is_an_involution():
     assert torch.equal(reverse_padded(reverse_padded(x, lengths), lengths), x)
 
 
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 @pytest.mark.parametrize("batching", ["bucket", "pad"])
 def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
     args = ["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu",
             "trainer.devices=2", f"data.batching={batching}", "data.max_len=40", "model.hidden_size=16",
-            "model.embedding_dim=16",
-            f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+            "model.embedding_dim=16", f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            "+callbacks.record._target_=tests.test_distributed.RecordBatches", f"+callbacks.record.folder={tmp_path}"]
     result = run_script("train.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
     assert "test/acc" in result.stdout + result.stderr
+    texts = [{tuple(row.tolist()) for batch in torch.load(tmp_path / f"rank{r}.pt") for row in batch} for r in (0, 1)]
+    assert len(texts[0]) > 100 and len(texts[1]) > 100 and len(texts[0] & texts[1]) <= 1  # each rank its own texts
 
 
 def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_path, caplog):

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from rnnlab.callbacks import TrainingDiverged
 from rnnlab.checkpoint import load_run, read_checkpoint
+from rnnlab.data.lm_datamodule import TextFilesDataModule
 from rnnlab.evaluate import evaluate
 from rnnlab.train import build, train
 from tests.conftest import TINY_TRAINER, compose_config, run_script, synthetic_overrides
@@ -132,3 +133,42 @@ def test_resume_from_a_checkpoint_continues_training(synthetic_ptb, tmp_path):
     train(compose_config([*base, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "second"))
     resumed = read_checkpoint(tmp_path / "second" / "run" / "checkpoints" / "last.ckpt")
     assert resumed["epoch"] == 2 and resumed["global_step"] == 8  # 4 steps restored + 4 new; two epochs done
+
+
+def test_eval_batch_size_1_is_the_perplexity_of_the_whole_stream(synthetic_ptb, tmp_path):
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    metrics = evaluate(compose_config(["trainer.enable_progress_bar=false", f"ckpt_path={ckpt}", "batch_size=1"],
+                                      tmp_path, config_name="eval"))
+    run = load_run(ckpt)
+    tokens = TextFilesDataModule(*(str(synthetic_ptb / f"ptb.{s}.txt") for s in ("train", "valid", "test")),
+                                 data_dir=".")
+    tokens.setup()
+    stream = tokens.corpus.splits["test"][None]  # one row: every position sees its whole history
+    nll, state = 0.0, None
+    with torch.no_grad():
+        for start in range(0, stream.size(1) - 1, 8):  # the run's bptt
+            x, y = stream[:, start:start + 8], stream[:, start + 1:start + 9]
+            x = x[:, : y.size(1)]
+            logits, state = run.model.net(x, state)
+            nll += torch.nn.functional.cross_entropy(logits[0], y[0], reduction="sum").item()
+    assert metrics["test/ppl"] == pytest.approx(math.exp(nll / (stream.size(1) - 1)), rel=1e-5)
+
+
+def test_pretrain_embeddings_command_line(tmp_path):
+    reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
+    reviews.write_text("\n".join(["a good fine film", "a bad awful film", "the acting was superb"] * 20))
+    labels.write_text("\n".join(["positive", "negative", "positive"] * 20))
+    data = ["data=imdb", "data.imdb_layout=reviews_labels", f"data.reviews_file={reviews}",
+            f"data.labels_file={labels}"]
+    out = tmp_path / "vectors.pt"
+    result = run_script("pretrain_embeddings.py", *data, "epochs=1", "embedding_dim=8", "batch_size=64",
+                        "subsample=0", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = torch.load(out, weights_only=True)
+    assert saved["vectors"].shape == (len(saved["itos"]), 8) and "film" in saved["itos"]
+    missing = run_script("pretrain_embeddings.py", *data[:2], f"data.reviews_file={tmp_path / 'none.txt'}",
+                         f"data.labels_file={labels}", f"output={out}", cwd=tmp_path)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    last_line = missing.stderr.strip().splitlines()[-1]
+    assert last_line == f"pretrain_embeddings.py: error: {tmp_path / 'none.txt'} is missing"

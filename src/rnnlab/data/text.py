@@ -95,7 +95,7 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.all_batches()
         per_rank = math.ceil(len(batches) / self.world_size)
-        batches += batches[: per_rank * self.world_size - len(batches)]
+        batches = [batches[i % len(batches)] for i in range(per_rank * self.world_size)]  # equal counts per rank
         return iter(batches[self.rank :: self.world_size])
 
     def __len__(self) -> int:
