@@ -39,7 +39,7 @@ def main() -> None:
     def config(cell: str):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("train", overrides=[
-                "task=charrnn", f"model.cell={cell}", f"paths.output_dir={run_dir}",
+                "task=charrnn", f"model.net.cell={cell}", f"paths.output_dir={run_dir}",
                 *timing_overrides(args.batches), "logger=none", "callbacks=none", *overrides,
             ])
 

@@ -55,16 +55,17 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200, help="predict.py trajectory_points")
     args, overrides = parser.parse_known_args()
     ckpt = checkpoint(fresh_run_dir("predict_memory"), overrides)
-    words = [w for w in load_run(ckpt).vocab.itos[2:] if w.isalnum()]  # nothing Hydra would need to escape
+    words = load_run(ckpt).vocab.itos[2:]
     rng = random.Random(0)
     base, _, _ = peak_rss_mb([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}", "text=fine",
                               "device=cpu"])
     print(f"model: {sum(p.numel() for p in load_run(ckpt).model.parameters()):,} parameters; "
           f"predict.py on a one-word text: peak RSS {base:.0f} MB")
     for n in args.words:
-        text = " ".join(rng.choice(words) for _ in range(n))
+        text = Path(fresh_run_dir("predict_memory")) / f"text-{n}.txt"
+        text.write_text(" ".join(rng.choice(words) for _ in range(n)))
         rss, seconds, _ = peak_rss_mb([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
-                                       f"text='{text}'", f"trajectory_points={args.points}", "device=cpu"])
+                                       f"text_file={text}", f"trajectory_points={args.points}", "device=cpu"])
         print(f"{n:6d} words: peak RSS {rss:6.0f} MB ({rss - base:+5.0f} MB over one word), {seconds:5.1f} s")
 
 

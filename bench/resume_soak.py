@@ -27,8 +27,8 @@ from ptb_throughput import fresh_run_dir  # noqa: E402
 
 from rnnlab.checkpoint import read_checkpoint  # noqa: E402
 
-TINY_PTB = ["model.hidden_sizes=[32,32]", "model.embedding_dim=32", "model.dropout=0.3", "data.vary_bptt=true",
-            "data.batch_size=20", "trainer.max_epochs=3", "trainer.limit_train_batches=40",
+TINY_PTB = ["model.net.hidden_sizes=[32,32]", "model.net.embedding_dim=32", "model.net.dropout=0.3",
+            "data.vary_bptt=true", "data.batch_size=20", "trainer.max_epochs=3", "trainer.limit_train_batches=40",
             "trainer.limit_val_batches=5", "callbacks.last_checkpoint.every_n_train_steps=3", "test=false",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv"]
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}

@@ -77,8 +77,8 @@ def synthetic_overrides(folder: Path) -> list[str]:
         "data.batch_size=4",
         "data.eval_batch_size=2",
         "data.bptt=8",
-        "model.hidden_sizes=[16,12]",
-        "model.embedding_dim=8",
+        "model.net.hidden_sizes=[16,12]",
+        "model.net.embedding_dim=8",
     ]
 
 

@@ -14,7 +14,7 @@ def test_sentiment_speed_times_the_same_reviews_in_every_setting(tmp_path):
     result = run_script(
         "bench/sentiment_speed.py", "--warmup", "0", "--pack-batches", "2",
         f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}", "data.batch_size=4",
-        "model.hidden_size=8", "model.embedding_dim=8", cwd=tmp_path,
+        "model.net.hidden_size=8", "model.net.embedding_dim=8", cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {name: (int(batches), int(reviews), int(words), float(padding)) for name, batches, reviews, words, padding
@@ -46,7 +46,7 @@ def test_charrnn_speed_reports_training_and_generation(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog.\n" * 400)
     result = run_script("bench/charrnn_speed.py", "--batches", "3", "--warmup", "1", "--rounds", "1",
-                        f"data.text_file={text}", "data.batch_size=4", "data.bptt=16", "model.hidden_sizes=[16]",
+                        f"data.text_file={text}", "data.batch_size=4", "data.bptt=16", "model.net.hidden_sizes=[16]",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"round 1 lstm +\d+ chars/s \(training\)", result.stdout)
@@ -67,8 +67,8 @@ def test_mr_folds_reports_each_fold_and_the_mean(tmp_path):
     (folder / "rt-polarity.pos").write_text("a superb moving film\nwonderful acting\n" * 20)
     (folder / "rt-polarity.neg").write_text("a dull boring mess\nawful acting\n" * 20)
     result = run_script("bench/mr_folds.py", "task=sentiment", "model/embeddings=none",
-                        f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=2", "model.hidden_size=8",
-                        "model.embedding_dim=8", "logger=none", "trainer.enable_progress_bar=false", "--folds", "4",
+                        f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=2", "model.net.hidden_size=8",
+                        "model.net.embedding_dim=8", "logger=none", "trainer.enable_progress_bar=false", "--folds", "4",
                         "--only", "0", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     folds = [float(a) for a in re.findall(r"fold \d: test accuracy ([\d.]+)", result.stdout)]
@@ -97,7 +97,7 @@ def test_resume_soak_ends_equal_to_the_straight_run(synthetic_ptb, tmp_path):
 
 
 def test_predict_memory_reports_peak_rss_per_length(tmp_path):
-    result = run_script("bench/predict_memory.py", "--words", "30", "120", "--points", "10", "model.hidden_size=8",
-                        "model.embedding_dim=8", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    result = run_script("bench/predict_memory.py", "--words", "30", "120", "--points", "10", "model.net.hidden_size=8",
+                        "model.net.embedding_dim=8", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(re.findall(r"\d+ words: peak RSS +\d+ MB", result.stdout)) == 2

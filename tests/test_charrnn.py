@@ -125,7 +125,7 @@ def test_argmax_follows_the_most_likely_path_of_a_trained_model():
 @pytest.fixture(scope="module")
 def char_checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("charrnn")
-    cfg = compose_config(["task=charrnn", *TINY_TRAINER, "model.hidden_sizes=[32]", "data.batch_size=8",
+    cfg = compose_config(["task=charrnn", *TINY_TRAINER, "model.net.hidden_sizes=[32]", "data.batch_size=8",
                           "data.bptt=20", "trainer.limit_train_batches=20", "logger=tensorboard"], tmp_path)
     metrics = train(cfg)
     return tmp_path / "run" / "checkpoints" / "best.ckpt", metrics

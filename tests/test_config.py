@@ -14,7 +14,8 @@ def test_presets_exist():
 
 
 DATA_KWARGS = {  # what each task's DataModule.model_kwargs() would add
-    "ptb": {"vocab_size": 50}, "charrnn": {"vocab_size": 50}, "sentiment": {"vocab_size": 50}, "sine": {"horizon": 1},
+    "ptb": {"net": {"vocab_size": 50}}, "charrnn": {"net": {"vocab_size": 50}},
+    "sentiment": {"net": {"vocab_size": 50}}, "sine": {"net": {"horizon": 1}},
 }
 
 
@@ -31,11 +32,13 @@ def test_every_preset_composes_and_instantiates(preset, tmp_path, monkeypatch):
     model = instantiate(cfg.model, **DATA_KWARGS[cfg.task_name])
     if OmegaConf.is_config(cfg.model.get("pretrained_embeddings")):
         assert model.hparams.pretrained_embeddings == "vectors.pt"
-        assert vectors[0]["embedding_dim"] == cfg.model.embedding_dim and vectors[0]["data"].hparams.dataset == "imdb"
+        assert vectors[0]["embedding_dim"] == cfg.model.net.embedding_dim
+        assert vectors[0]["data"].hparams.dataset == "imdb"
     for key, value in cfg.model.items():
-        if key not in ("_target_", "optimizer", "scheduler", "pretrained_embeddings"):
+        if key not in ("_target_", "optimizer", "scheduler", "pretrained_embeddings", "net"):
             expected = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             assert model.hparams[key] == expected, key
+    assert f"{type(model.net).__module__}.{type(model.net).__name__}" == cfg.model.net._target_
     assert callable(model.hparams.optimizer)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
@@ -52,19 +55,19 @@ def test_task_alone_is_ptb_small(tmp_path):
 
 def test_published_preset_values(tmp_path):
     medium = compose_config(["experiment=ptb_medium"], tmp_path)
-    assert medium.model.hidden_sizes == [650, 650] and medium.model.dropout == 0.5 and medium.data.bptt == 35
+    assert medium.model.net.hidden_sizes == [650, 650] and medium.model.net.dropout == 0.5 and medium.data.bptt == 35
     assert medium.model.scheduler.lr_lambda.keep_epochs == 6 and medium.model.scheduler.lr_lambda.decay == 0.8
     large = compose_config(["experiment=ptb_large"], tmp_path)
     assert large.trainer.gradient_clip_val == 10.0
     assert large.model.scheduler.lr_lambda.decay == pytest.approx(1 / 1.15)
     notebook = compose_config(["experiment=ptb_notebook"], tmp_path)
-    assert notebook.model.hidden_sizes == [256, 128] and notebook.data.batch_size == 60
+    assert notebook.model.net.hidden_sizes == [256, 128] and notebook.data.batch_size == 60
 
 
 def test_groups_swap_from_the_command_line(tmp_path):
-    cfg = compose_config(["model/optimizer=adam", "model.cell=gru", "trainer=gpu", "logger=csv"], tmp_path)
+    cfg = compose_config(["model/optimizer=adam", "model.net.cell=gru", "trainer=gpu", "logger=csv"], tmp_path)
     assert cfg.model.optimizer._target_ == "torch.optim.Adam"
-    assert cfg.model.cell == "gru" and cfg.trainer.accelerator == "gpu"
+    assert cfg.model.net.cell == "gru" and cfg.trainer.accelerator == "gpu"
     assert list(cfg.logger) == ["csv"]
     ddp = compose_config(["trainer=ddp"], tmp_path)
     assert ddp.trainer.strategy == "ddp" and ddp.trainer.max_epochs == 13
@@ -88,9 +91,9 @@ def test_charrnn_task_alone_is_charrnn_small_and_post_is_min_char_rnn(tmp_path):
     plain = compose_config(["task=charrnn"], tmp_path)
     small = compose_config(["experiment=charrnn_small"], tmp_path)
     assert OmegaConf.to_container(plain.model) == OmegaConf.to_container(small.model)
-    assert plain.model.hidden_sizes == [256, 256] and plain.data.bptt == 100 and plain.model.dropout == 0.2
+    assert plain.model.net.hidden_sizes == [256, 256] and plain.data.bptt == 100 and plain.model.net.dropout == 0.2
     post = compose_config(["experiment=charrnn_post"], tmp_path)
-    assert post.model.cell == "rnn_tanh" and post.model.embedding_dim is None
+    assert post.model.net.cell == "rnn_tanh" and post.model.net.embedding_dim is None
     assert post.model.optimizer._target_ == "torch.optim.Adagrad" and post.data.bptt == 25
     assert post.trainer.gradient_clip_algorithm == "value"
 
@@ -99,10 +102,10 @@ def test_sentiment_task_alone_is_mr_lstm_and_notebook_is_unidirectional(tmp_path
     plain = compose_config(["task=sentiment"], tmp_path)
     preset = compose_config(["experiment=mr_lstm"], tmp_path)
     assert OmegaConf.to_container(plain.model) == OmegaConf.to_container(preset.model)
-    assert plain.model.bidirectional and plain.model.pooling == "max" and plain.trainer.max_epochs == 8
+    assert plain.model.net.bidirectional and plain.model.net.pooling == "max" and plain.trainer.max_epochs == 8
     notebook = compose_config(["experiment=imdb_notebook"], tmp_path)
-    assert not notebook.model.bidirectional and notebook.model.loss == "mse" and notebook.data.max_len == 200
+    assert not notebook.model.net.bidirectional and notebook.model.loss == "mse" and notebook.data.max_len == 200
     assert notebook.data.padding_side == "left" and notebook.data.batching == "pad"
     vectors = plain.model.pretrained_embeddings
     assert vectors._target_ == "rnnlab.tasks.skipgram.cached_vectors" and vectors.data.dataset == "imdb"
-    assert vectors.embedding_dim == plain.model.embedding_dim and notebook.model.pretrained_embeddings is None
+    assert vectors.embedding_dim == plain.model.net.embedding_dim and notebook.model.pretrained_embeddings is None

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from rnnlab.models.lm import RNNLM
 from rnnlab.models.recurrent import RecurrentStack
 from rnnlab.optim import KeepThenDecay
-from rnnlab.tasks.language_model import PTBLanguageModel
+from rnnlab.tasks.language_model import LanguageModel
 
 
 def test_stack_groups_equal_sizes_into_fused_modules():
@@ -34,9 +34,14 @@ def test_carried_state_equals_one_long_window(cell):
     assert not torch.allclose(restarted, second)
 
 
+TASK_ARGS = ("loss_reduction", "bptt", "optimizer", "scheduler", "compile")
+
+
 def make_module(**kwargs):
-    defaults = dict(vocab_size=30, hidden_sizes=[8], embedding_dim=4, bptt=5)
-    return PTBLanguageModel(**{**defaults, **kwargs})
+    """A LanguageModel over a small RNNLM; network arguments go to the net, the rest to the task."""
+    net = {"vocab_size": 30, "hidden_sizes": [8], "embedding_dim": 4, **{k: v for k, v in kwargs.items()
+                                                                         if k not in TASK_ARGS}}
+    return LanguageModel(RNNLM(**net), **{"bptt": 5, **{k: v for k, v in kwargs.items() if k in TASK_ARGS}})
 
 
 def batches(n, steps=5, rows=2, vocab=30):

@@ -31,7 +31,7 @@ def test_tokenized_ids_are_cached_and_reused(data_dir, tmp_path, monkeypatch):
 
 def test_datamodule_streams_and_vocab_check(data_dir, tmp_path):
     dm = PTBDataModule(str(data_dir), str(tmp_path / "cache"), download=False, batch_size=20, bptt=20)
-    assert dm.model_kwargs() == {"vocab_size": 10_000}
+    assert dm.model_kwargs() == {"net": {"vocab_size": 10_000}}
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == y.shape == (20, 20)
     assert len(dm.train_dataloader()) == 2324  # 929589 // 20 = 46479 columns, ceil(46478 / 20)

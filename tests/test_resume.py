@@ -65,7 +65,7 @@ def assert_same_state(a: dict, b: dict) -> None:
 def lm_overrides(folder: Path) -> list[str]:
     """PTB-style LM with dropout and varied window lengths: two epochs of ~45 windows, last.ckpt every 7 steps."""
     return [*synthetic_overrides(folder), *TINY_TRAINER, "trainer.max_epochs=2", "trainer.limit_train_batches=null",
-            "trainer.limit_val_batches=3", "data.batch_size=8", "data.vary_bptt=true", "model.dropout=0.3",
+            "trainer.limit_val_batches=3", "data.batch_size=8", "data.vary_bptt=true", "model.net.dropout=0.3",
             "test=false", "callbacks.last_checkpoint.every_n_train_steps=7", "model/optimizer=adam",
             "model.optimizer.lr=0.003", "model/scheduler=keep_then_decay", "model.scheduler.lr_lambda.keep_epochs=1"]
 
@@ -136,7 +136,7 @@ def test_charrnn_interrupted_mid_epoch_resumes_bit_identical(tmp_path):
     text.write_text("".join(f"line {i % 7}: the quick brown fox jumps over the lazy dog.\n" for i in range(60)))
     overrides = ["task=charrnn", f"data.text_file={text}", *TINY_TRAINER, "trainer.max_epochs=2",
                  "trainer.limit_train_batches=null", "trainer.limit_val_batches=2", "data.batch_size=4",
-                 "data.bptt=16", "model.hidden_sizes=[24]", "model.embedding_dim=null", "model.dropout=0.2",
+                 "data.bptt=16", "model.net.hidden_sizes=[24]", "model.net.embedding_dim=null", "model.net.dropout=0.2",
                  "test=false", "callbacks.last_checkpoint.every_n_train_steps=5", "callbacks.text_samples=null"]
     train(compose_config(overrides, tmp_path / "straight"))
     folder = run_interrupted(overrides, tmp_path / "cut", SignalAt(8, signal.SIGINT), SystemExit)
@@ -148,7 +148,7 @@ def test_sentiment_bucketed_interrupted_mid_epoch_resumes_bit_identical(tmp_path
     overrides = ["task=sentiment", "data=imdb", "model/embeddings=none", f"paths.data_dir={tmp_path / 'data'}",
                  *TINY_TRAINER, "trainer.max_epochs=2", "trainer.limit_train_batches=null",
                  "trainer.limit_val_batches=null", "data.batch_size=8", "data.batching=bucket", "data.chunk_batches=2",
-                 "model.hidden_size=8", "model.embedding_dim=8", "model.dropout=0.3", "test=false",
+                 "model.net.hidden_size=8", "model.net.embedding_dim=8", "model.net.dropout=0.3", "test=false",
                  "callbacks.last_checkpoint.every_n_train_steps=4", "callbacks.trajectories=null"]
     train(compose_config(overrides, tmp_path / "straight"))
     folder = run_interrupted(overrides, tmp_path / "cut", SignalAt(6, signal.SIGINT), SystemExit)

@@ -21,9 +21,10 @@ from rnnlab.data.sentiment import (
     stratified_split,
 )
 from rnnlab.data.text import PAD, UNK, BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
-from rnnlab.models.padded import CELLS, PaddedRNN, reverse_padded
+from rnnlab.models.classifier import RecurrentClassifier
+from rnnlab.models.padded import PaddedRNN, reverse_padded
 from rnnlab.predict import predict
-from rnnlab.tasks.sentiment import SentimentLSTM, packs
+from rnnlab.tasks.sentiment import SentimentClassifier, packs
 from rnnlab.train import train
 from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, run_script
 
@@ -138,9 +139,15 @@ def test_reviews_labels_form_and_its_errors(tmp_path):
         read_reviews_labels(reviews, labels)
 
 
+TASK_ARGS = ("padding_side", "loss", "pack")
+
+
 def model(**kw):
+    """A SentimentClassifier over a small RecurrentClassifier; network arguments go to the net, the rest to the task."""
     torch.manual_seed(0)
-    return SentimentLSTM(**{"vocab_size": 30, "embedding_dim": 8, "hidden_size": 6, "dropout": 0.0, **kw}).eval()
+    net = {"vocab_size": 30, "embedding_dim": 8, "hidden_size": 6, "dropout": 0.0,
+           "num_outputs": 1 if kw.get("loss") == "mse" else 2, **{k: v for k, v in kw.items() if k not in TASK_ARGS}}
+    return SentimentClassifier(RecurrentClassifier(**net), **{k: v for k, v in kw.items() if k in TASK_ARGS}).eval()
 
 
 @pytest.mark.parametrize("kw", [{}, {"bidirectional": True}, {"pooling": "mean"}, {"pooling": "max"},
@@ -192,9 +199,9 @@ def test_pack_auto_packs_only_on_a_gpu(pack, device, expected, monkeypatch):
     if device == "cpu":  # and the model passes that decision to its recurrent layers
         m = model(pack=pack)
         seen = []
-        real = type(m.rnn).forward
+        real = type(m.net.rnn).forward
         spy = lambda self, x, lengths, p: seen.append(p) or real(self, x, lengths, p)  # noqa: E731
-        monkeypatch.setattr(type(m.rnn), "forward", spy)
+        monkeypatch.setattr(type(m.net.rnn), "forward", spy)
         m(torch.tensor([[3, 4, 5]]), torch.tensor([3]))
         assert seen == [expected]
 
@@ -209,7 +216,7 @@ def test_the_three_losses():
     assert bce.loss(logits, labels).item() == pytest.approx(expected.item())
     mse = model(loss="mse")
     one = torch.tensor([[0.0], [0.0]])
-    assert mse.loss(one, labels).item() == pytest.approx(0.25) and mse.head.out_features == 1
+    assert mse.loss(one, labels).item() == pytest.approx(0.25) and mse.net.head.out_features == 1
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +225,7 @@ def mr_checkpoint(tmp_path_factory):
     cfg = compose_config(["task=sentiment", "model/embeddings=none", *TINY_TRAINER,
                           "trainer.limit_train_batches=null", "model.optimizer.lr=0.003",
                           "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
-                          "model.hidden_size=32"], tmp_path)
+                          "model.net.hidden_size=32"], tmp_path)
     return tmp_path / "run" / "checkpoints" / "best.ckpt", train(cfg)
 
 
@@ -230,7 +237,8 @@ def test_smoke_train_on_real_sentence_polarity(mr_checkpoint):
 
 
 def pcfg(path, **kw):
-    return OmegaConf.create({"ckpt_path": str(path), "text": None, "input": None, "output": None, "plot": False,
+    return OmegaConf.create({"ckpt_path": str(path), "text": None, "text_file": None, "input": None, "output": None,
+                             "plot": False,
                              "plot_path": "x.png", "threshold": 0.5, "batch_size": 4, "device": "cpu",
                               "trajectory_points": 200, **kw})
 
@@ -246,11 +254,12 @@ def test_predict_text_trajectory_and_plot(mr_checkpoint, tmp_path):
     assert out.getvalue().splitlines()[-1].startswith("P(positive) = ") and png.stat().st_size > 5000
 
 
-def test_predict_long_text_trajectory_at_evenly_spaced_words(mr_checkpoint):
+def test_predict_long_text_trajectory_at_evenly_spaced_words(mr_checkpoint, tmp_path):
     path, _ = mr_checkpoint
     out, err = io.StringIO(), io.StringIO()
-    text = " ".join(["good", "bad", "plot", "film", "acting"] * 100)
-    (pred,) = predict(pcfg(path, text=text, trajectory_points=50), out, err)
+    text = tmp_path / "review.txt"
+    text.write_text(" ".join(["good", "bad", "plot", "film", "acting"] * 100))
+    (pred,) = predict(pcfg(path, text_file=str(text), trajectory_points=50), out, err)
     assert len(pred.words) == 500 and len(pred.trajectory) == 50 and pred.positions[0] == 0
     assert pred.positions[-1] == 499 and pred.trajectory[-1] == pytest.approx(pred.probability, abs=1e-6)
     assert "after 50 evenly spaced words of 500" in err.getvalue() and len(out.getvalue().splitlines()) == 51
@@ -296,7 +305,8 @@ def test_long_text_is_truncated_with_a_warning(tmp_path):
 def test_padded_rnn_equals_packed_torch_bidirectional_stack(cell, pack):
     torch.manual_seed(0)
     ours = PaddedRNN(cell, 5, 4, num_layers=2, bidirectional=True).double()
-    ref = CELLS[cell](5, 4, 2, batch_first=True, bidirectional=True).double()
+    torch_modules = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}
+    ref = torch_modules[cell](5, 4, 2, batch_first=True, bidirectional=True).double()
     with torch.no_grad():
         for layer, directions in enumerate(ours.layers):
             for suffix, rnn in zip(["", "_reverse"], directions):
@@ -326,8 +336,8 @@ def test_reverse_padded_keeps_padding_in_place_and_is_an_involution():
 @pytest.mark.parametrize("batching", ["bucket", "pad"])
 def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
     args = ["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu",
-            "trainer.devices=2", f"data.batching={batching}", "data.max_len=40", "model.hidden_size=16",
-            "model.embedding_dim=16", f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            "trainer.devices=2", f"data.batching={batching}", "data.max_len=40", "model.net.hidden_size=16",
+            "model.net.embedding_dim=16", f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
             "+callbacks.record._target_=tests.test_distributed.RecordBatches", f"+callbacks.record.folder={tmp_path}"]
     result = run_script("train.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -343,10 +353,10 @@ def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_p
     reviews.write_text("\n".join(["a good fine film", "a bad awful film", "the acting was superb"] * 20))
     labels.write_text("\n".join(["positive", "negative", "positive"] * 20))
     vectors = "model.pretrained_embeddings"
-    overrides = ["task=sentiment", *TINY_TRAINER, "model.hidden_size=8", "model.embedding_dim=8",
+    overrides = ["task=sentiment", *TINY_TRAINER, "model.net.hidden_size=8", "model.net.embedding_dim=8",
                  f"{vectors}.data.imdb_layout=reviews_labels", f"{vectors}.data.reviews_file={reviews}",
                  f"{vectors}.data.labels_file={labels}", f"{vectors}.epochs=1", f"{vectors}.batch_size=64",
-                 f"{vectors}.subsample=0"]
+                 f"{vectors}.subsample=0", f"{vectors}.pretrain_if_missing=true"]
     with caplog.at_level("INFO"):
         train(compose_config(overrides, tmp_path))
     (cached,) = (tmp_path / "cache" / "vectors").glob("skipgram-imdb-8d-*.pt")
@@ -354,6 +364,6 @@ def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_p
     assert found and found[0].startswith("initialized ") and str(cached) in found[0]
     assert int(found[0].split()[1]) >= 4  # good, bad, film, acting ... are in both vocabularies
     ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")  # weights-only
-    assert "hyper_parameters" not in ckpt and ckpt["rnnlab"]["model_kwargs"]["vocab_size"] > 4
+    assert "hyper_parameters" not in ckpt and ckpt["rnnlab"]["model_kwargs"]["net"]["vocab_size"] > 4
     run = load_run(tmp_path / "run" / "checkpoints" / "best.ckpt")  # rebuilt without training the vectors again
-    assert torch.equal(run.model.embedding.weight, ckpt["state_dict"]["embedding.weight"])
+    assert torch.equal(run.model.net.embedding.weight, ckpt["state_dict"]["net.embedding.weight"])

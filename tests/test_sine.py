@@ -55,7 +55,7 @@ def test_series_file_with_non_finite_values_is_refused(tmp_path):
 
 def test_lightning_sine_beats_the_last_value_baseline(tmp_path):
     full_data = [f"trainer.limit_{s}_batches=null" for s in ("train", "val", "test")]
-    cfg = compose_config(["task=sine", *TINY_TRAINER, *full_data, "trainer.max_epochs=8", "model.hidden_sizes=[32]",
+    cfg = compose_config(["task=sine", *TINY_TRAINER, *full_data, "trainer.max_epochs=8", "model.net.hidden_sizes=[32]",
                           "logger=tensorboard"], tmp_path)
     metrics = train(cfg)
     # measured: val/mse 0.00136 against the last-value baseline's 0.462
@@ -64,10 +64,11 @@ def test_lightning_sine_beats_the_last_value_baseline(tmp_path):
 
 
 def test_free_running_forecast_shape(tmp_path):
+    from rnnlab.models.sine import SeriesRegressor
     from rnnlab.tasks.sine import SineRegressor
 
     torch.manual_seed(0)
-    model = SineRegressor(hidden_sizes=[8], cell="naive_gru").eval()
+    model = SineRegressor(SeriesRegressor(hidden_sizes=[8], cell="naive_gru")).eval()
     window = torch.sin(torch.arange(50.0))[:, None]
     forecast = model.forecast(window, 3)
     expected, w = [], window
@@ -80,7 +81,7 @@ def test_free_running_forecast_shape(tmp_path):
 
 
 def test_horizon_and_noise_from_the_command_line_train(tmp_path):
-    cfg = compose_config(["task=sine", *TINY_TRAINER, "model.cell=gru", "data.noise_std=0.1", "data.horizon=10",
-                          "model.hidden_sizes=[16]", "model.plot=false"], tmp_path)
+    cfg = compose_config(["task=sine", *TINY_TRAINER, "model.net.cell=gru", "data.noise_std=0.1", "data.horizon=10",
+                          "model.net.hidden_sizes=[16]", "model.plot=false"], tmp_path)
     metrics = train(cfg)
     assert math.isfinite(metrics["val/mse"]) and metrics["val/baseline_mse"] > 0

@@ -5,9 +5,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from rnnlab.data.download import DataFileError
+from rnnlab.data.skipgram import SkipGramPairs
 from rnnlab.data.text import build_vocab
-from rnnlab.tasks.sentiment import SentimentLSTM
-from rnnlab.tasks.skipgram import SkipGram, SkipGramPairs, load_vectors_into, save_vectors
+from rnnlab.data.vectors import load_vectors_into, save_vectors
+from rnnlab.models.classifier import RecurrentClassifier
+from rnnlab.models.skipgram import SkipGram
+from rnnlab.tasks.sentiment import SentimentClassifier
+from rnnlab.tasks.skipgram import SkipGramTask
 
 
 def test_pairs_lie_within_the_window_and_skip_pad_and_unk():
@@ -22,11 +27,12 @@ def test_training_separates_co_occurring_words():
     torch.manual_seed(0)
     seqs = [[2, 3, 2, 3, 2, 3]] * 50 + [[4, 5, 4, 5, 4, 5]] * 50
     pairs = SkipGramPairs(seqs, 6, window=1, negatives=2, batch_size=64)
-    model = SkipGram(6, 8, lr=0.05)
-    opt = model.configure_optimizers()
+    task = SkipGramTask(SkipGram(6, 8), lr=0.05)
+    model = task.net
+    opt = task.configure_optimizers()
     for _ in range(5):
         for batch in pairs:
-            loss = model.loss(*batch)
+            loss = model(*batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -40,9 +46,9 @@ def test_vectors_load_into_the_sentiment_model_by_word(tmp_path):
     vectors = torch.arange(len(source) * 4, dtype=torch.float).view(len(source), 4)
     path = save_vectors(source, vectors, tmp_path / "vectors.pt")
     target = build_vocab([["bad", "new", "good"]])
-    model = SentimentLSTM(len(target), embedding_dim=4, hidden_size=3, pretrained_embeddings=str(path),
-                          vocab=target, freeze_embeddings=True)
-    emb = model.embedding.weight
+    model = SentimentClassifier(RecurrentClassifier(len(target), embedding_dim=4, hidden_size=3),
+                                pretrained_embeddings=str(path), vocab=target, freeze_embeddings=True)
+    emb = model.net.embedding.weight
     assert torch.equal(emb[target.stoi["bad"]], vectors[source.stoi["bad"]])
     assert torch.equal(emb[target.stoi["good"]], vectors[source.stoi["good"]])
     assert not emb.requires_grad
@@ -81,6 +87,11 @@ def test_cached_vectors_pretrain_once_per_setting_and_leave_the_callers_rng_alon
     real = skipgram.pretrain
     monkeypatch.setattr(skipgram, "pretrain", lambda *a, **k: calls.append(a) or real(*a, **k))
     settings = {"embedding_dim": 4, "epochs": 1, "batch_size": 16, "subsample": 0.0}
+    missing = r"vectors for these settings are not in .*vectors yet: make them .*pretrain_if_missing=true"
+    with pytest.raises(DataFileError, match=missing):
+        skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, **settings)  # never a silent pretraining
+    assert calls == []
+    settings["pretrain_if_missing"] = True
     torch.manual_seed(5)
     first = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, **settings)
     after_miss = torch.rand(3)

@@ -23,7 +23,7 @@ def test_smoke_train_on_synthetic_corpus_then_eval_round_trip(synthetic_ptb, tmp
     best = tmp_path / "run" / "checkpoints" / "best.ckpt"
     assert best.is_file() and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     run = load_run(best)
-    assert run.config.data.bptt == 8 and len(run.vocab) == run.model.hparams.vocab_size
+    assert run.config.data.bptt == 8 and len(run.vocab) == run.model.net.vocab_size
     eval_cfg = compose_config(["trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
                                f"ckpt_path={best}"], tmp_path, config_name="eval")
     assert evaluate(eval_cfg)["test/ppl"] == pytest.approx(metrics["test/ppl"], rel=1e-6)
@@ -59,7 +59,7 @@ def test_accumulated_gradients_keep_the_carried_state(synthetic_ptb, tmp_path):
 
 
 def test_smoke_train_on_real_ptb(tmp_path):
-    cfg = compose_config([*TINY_TRAINER, "model.hidden_sizes=[32,32]", "model.embedding_dim=32"], tmp_path)
+    cfg = compose_config([*TINY_TRAINER, "model.net.hidden_sizes=[32,32]", "model.net.embedding_dim=32"], tmp_path)
     metrics = train(cfg)
     # four SGD steps already learn word frequencies: below the uniform 10,000-word loss (measured 8.19 nats)
     assert metrics["test/loss"] < math.log(10_000) - 0.8 and metrics["test/ppl"] == pytest.approx(
@@ -69,7 +69,7 @@ def test_smoke_train_on_real_ptb(tmp_path):
 
 def test_non_finite_loss_stops_training_naming_the_step(synthetic_ptb, tmp_path):
     cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "model.optimizer.lr=1e38",
-                          "model.init_scale=10", "trainer.gradient_clip_val=null"], tmp_path)
+                          "model.net.init_scale=10", "trainer.gradient_clip_val=null"], tmp_path)
     with pytest.raises(TrainingDiverged, match=r"training loss nan at global step \d+, epoch 0, batch \d+"):
         train(cfg)
     assert not list((tmp_path / "run").rglob("*.ckpt"))  # the first step already diverged: nothing to keep

@@ -13,7 +13,11 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from rnnlab.plotting import pyplot
+from rnnlab.sampling import default_prime, from_symbols, sample, to_symbols
 
 
 def batch_rows(batch: Any) -> int:
@@ -206,10 +210,6 @@ class TextSamples(L.Callback):
         self.temperature, self.seed = temperature, seed
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        from rnnlab.sampling import default_prime, from_symbols, sample, to_symbols
-
         vocab = getattr(trainer.datamodule, "vocab", None)
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if trainer.sanity_checking or not loggers or vocab is None or not trainer.is_global_zero:
@@ -232,17 +232,11 @@ class TrajectoryFigures(L.Callback):
         self.num_texts, self.max_words = num_texts, max_words
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if trainer.sanity_checking or not loggers or not trainer.is_global_zero:
             return
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
+        plt = pyplot()
+        if plt is None:
             return
         dataset, vocab = trainer.datamodule.datasets["valid"], trainer.datamodule.vocab
         fig, axes = plt.subplots(self.num_texts, 1, figsize=(10, 2.6 * self.num_texts), squeeze=False)

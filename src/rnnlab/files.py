@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 PART_SUFFIX = ".part"
 STALE_PART_SECONDS = 60.0  # a temporary file older than this belongs to a killed writer
 
@@ -46,8 +48,6 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
 
 def atomic_torch_save(obj: object, path: Path) -> None:
     """`torch.save` through a temporary file and a rename."""
-    import torch
-
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 

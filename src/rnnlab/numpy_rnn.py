@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnlab.data.series import make_windows, sine_series, split_windows
+
 PARAMS = ("U", "W", "V", "bh", "by")
 
 
@@ -132,16 +134,14 @@ class ElmanRNN:
         return grads
 
     def step(self, xs: np.ndarray, targets: np.ndarray, steps: Sequence[int], optimizer: Optimizer,
-             h0: np.ndarray | None = None, truncate: int | None = None, clip_value: float | None = None,
-             clip_norm: float | None = None) -> tuple[float, np.ndarray]:
+             h0: np.ndarray | None = None, truncate: int | None = None,
+             clip_value: float | None = None) -> tuple[float, np.ndarray]:
         """Forward, backward, clip, update. Returns the loss and the last state."""
         fw = self.forward(xs, h0)
         loss = self.loss(fw, targets, steps)
         grads = self.backward(fw, targets, steps, truncate)
         if clip_value is not None:
             clip_by_value(grads, clip_value)
-        if clip_norm is not None:
-            clip_by_global_norm(grads, clip_norm)
         optimizer.update(self.params, grads)
         return loss, fw.hs[-1]
 
@@ -166,14 +166,6 @@ class ElmanRNN:
 def clip_by_value(grads: dict[str, np.ndarray], limit: float) -> None:
     for g in grads.values():
         np.clip(g, -limit, limit, out=g)
-
-
-def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
-    norm = float(np.sqrt(sum(np.sum(g * g) for g in grads.values())))
-    if norm > max_norm:
-        for g in grads.values():
-            g *= max_norm / (norm + 1e-12)
-    return norm
 
 
 class Optimizer:
@@ -209,8 +201,6 @@ def train_sine(epochs: int = 25, hidden: int = 50, lr: float = 0.01, optimizer: 
                seed: int = 0, log=print) -> tuple[ElmanRNN, float]:
     """The sheet's task: sin(0..199), 50 values in, the 51st out, the last 50 windows for validation.
     One window per update, as the sheet trains. Returns the model and the final validation MSE."""
-    from rnnlab.data.series import make_windows, sine_series, split_windows
-
     (x_train, y_train), (x_val, y_val) = split_windows(*make_windows(sine_series(200), 50, 1), 50)
     model = ElmanRNN(1, hidden, 1, activation, "linear", seed=seed)
     opt = OPTIMIZERS[optimizer](lr)

@@ -1,4 +1,6 @@
-"""Learning-rate schedules used by the presets."""
+"""Learning-rate schedules used by the presets, and optimizers from Hydra partials."""
+
+import torch
 
 
 class KeepThenDecay:
@@ -20,8 +22,6 @@ class KeepThenDecay:
 def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: float = 1e-3):
     """Lightning's `configure_optimizers` from Hydra partials: `optimizer(params=...)`, then
     `scheduler(optimizer=...)` stepped each epoch. A missing or empty scheduler means a constant lr."""
-    import torch
-
     optimizer = (optimizer or (lambda params: torch.optim.SGD(params, lr=default_lr)))(params=module.parameters())
     if not scheduler:
         return optimizer

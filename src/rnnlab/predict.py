@@ -9,13 +9,14 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.cli import one_line_errors, resolve_device
 from rnnlab.data.text import pad_batch, tokenize, truncate
-from rnnlab.tasks.sentiment import SentimentLSTM
+from rnnlab.plotting import pyplot
+from rnnlab.tasks.sentiment import SentimentClassifier
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Predictor:
     """Tokenizes as the run's data config did, encodes with the checkpoint's vocabulary, predicts."""
 
     def __init__(self, run: TrainedRun):
-        if not isinstance(run.model, SentimentLSTM):
+        if not isinstance(run.model, SentimentClassifier):
             raise ValueError(f"{run.path} holds a {type(run.model).__name__}, not a sentiment model (task=sentiment)")
         self.model, self.vocab, self.data = run.model, run.vocab, run.config.data
 
@@ -73,11 +74,9 @@ class Predictor:
 
 
 def plot_trajectory(pred: Prediction, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        raise ValueError("plot=true needs matplotlib: pip install 'rnnlab[plot]'")
     fig, ax = plt.subplots(figsize=(min(40, max(6, 0.45 * len(pred.positions))), 3.5))
     ax.plot(pred.positions, pred.trajectory, marker="o" if len(pred.positions) <= 100 else None)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
@@ -95,8 +94,14 @@ def plot_trajectory(pred: Prediction, path: Path) -> Path:
 
 
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
-    if (cfg.text is None) == (cfg.input is None):
-        raise ValueError("give exactly one of text=... or input=FILE")
+    given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")
+    if cfg.get("text_file") is not None:
+        path = Path(cfg.text_file).expanduser()
+        if not path.is_file():
+            raise ValueError(f"text_file {path} does not exist")
+        cfg = OmegaConf.merge(cfg, {"text": path.read_text(encoding="utf-8", errors="replace"), "text_file": None})
     predictor = Predictor(load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device)))
     label = lambda p: "positive" if p >= cfg.threshold else "negative"  # noqa: E731
     if cfg.text is not None:

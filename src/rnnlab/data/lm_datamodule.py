@@ -26,8 +26,8 @@ class LMDataModule(L.LightningDataModule):
         data_dir: str,
         cache_dir: str | None = None,
         download: bool = True,
-        url: str | None = None,
-        sha256=None,
+        url: str | None = None,  # a mirror; None: the registry's source (data/download.py)
+        sha256=None,  # its hash(es); None: the registry's
         batch_size: int = 20,
         eval_batch_size: int = 10,
         bptt: int = 35,
@@ -35,15 +35,9 @@ class LMDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.download = download
-        self.url, self.sha256 = url, sha256  # a mirror and its hashes; None: the registry's (data/download.py)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.bptt = bptt
-        self.vary_bptt = vary_bptt
-        self.seed = seed
         self.corpus: TokenCorpus | None = None
         self.vocab: Vocabulary | None = None
 
@@ -61,38 +55,40 @@ class LMDataModule(L.LightningDataModule):
             self.vocab = self.corpus.vocab
 
     def model_kwargs(self) -> dict:
-        """What the model must know about the data to be built."""
+        """What the model (`net` for its network) must know about the data to be built."""
         self.setup()
-        return {"vocab_size": len(self.vocab)}
+        return {"net": {"vocab_size": len(self.vocab)}}
 
     def stream(self, split: str, batch_size: int, vary: bool = False) -> BPTTStream:
         self.setup()
         rank, world_size = process_rank(self.trainer)
         tokens = self.corpus.splits[split]
         try:
-            return BPTTStream(tokens, batch_size, self.bptt, rank, world_size, vary_length=vary, seed=self.seed)
+            return BPTTStream(tokens, batch_size, self.hparams.bptt, rank, world_size, vary_length=vary,
+                              seed=self.hparams.seed)
         except ValueError as e:
             raise ValueError(f"the {split} split: {e}") from None
 
     def _loader(self, split: str, batch_size: int, train: bool = False) -> ResumableLoader:
-        stream = self.stream(split, batch_size, vary=train and self.vary_bptt)
+        stream = self.stream(split, batch_size, vary=train and self.hparams.vary_bptt)
         return ResumableLoader(stream, batch_size=None, trainer=self.trainer if train else None)
 
     def train_dataloader(self) -> ResumableLoader:
-        return self._loader("train", self.batch_size, train=True)
+        return self._loader("train", self.hparams.batch_size, train=True)
 
     def val_dataloader(self) -> ResumableLoader:
-        return self._loader("valid", self.eval_batch_size)
+        return self._loader("valid", self.hparams.eval_batch_size)
 
     def test_dataloader(self) -> ResumableLoader:
-        return self._loader("test", self.eval_batch_size)
+        return self._loader("test", self.hparams.eval_batch_size)
 
 
 class PTBDataModule(LMDataModule):
     """Penn Treebank from `data_dir/ptb/ptb.{train,valid,test}.txt`, downloaded when missing."""
 
     def load_corpus(self) -> TokenCorpus:
-        return load_ptb(self.data_dir, self.cache_dir, self.download, self.url, self.sha256)
+        return load_ptb(self.data_dir, self.cache_dir, self.hparams.download, self.hparams.url,
+                        self.hparams.sha256)
 
 
 class TextFilesDataModule(LMDataModule):
@@ -125,8 +121,9 @@ class CharDataModule(LMDataModule):
 
     def load_corpus(self) -> TokenCorpus:
         if self.text_file is None:
-            return load_tinyshakespeare(self.data_dir, self.split, self.on_unknown, self.cache_dir, self.download,
-                                        self.url, self.sha256)
+            h = self.hparams
+            return load_tinyshakespeare(self.data_dir, self.split, self.on_unknown, self.cache_dir, h.download,
+                                        h.url, h.sha256)
         if not self.text_file.is_file():
             raise FileNotFoundError(f"data.text_file: {self.text_file} does not exist")
         return load_chars(self.text_file, self.split, self.on_unknown)

@@ -226,8 +226,9 @@ class SentimentDataModule(L.LightningDataModule):
             raise DataFileError(f"the training split is empty: no text with words in {self.source()}")
 
     def model_kwargs(self) -> dict:
+        """What the model (`net` for its network) must know about the data to be built."""
         self.setup()
-        return {"vocab_size": len(self.vocab), "padding_side": self.hparams.padding_side, "vocab": self.vocab}
+        return {"net": {"vocab_size": len(self.vocab)}, "padding_side": self.hparams.padding_side, "vocab": self.vocab}
 
     def _loader(self, split: str, train: bool) -> ResumableLoader:
         """Every epoch's order follows from the seed and the epoch alone, so a resumed run draws the same."""

@@ -35,7 +35,8 @@ class SineDataModule(L.LightningDataModule):
         (self.x_train, self.y_train), (self.x_val, self.y_val) = split_windows(x, y, h.val_windows)
 
     def model_kwargs(self) -> dict:
-        return {"horizon": self.hparams.horizon}
+        """What the model (`net` for its network) must know about the data to be built."""
+        return {"net": {"horizon": self.hparams.horizon}}
 
     def _dataset(self, x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))

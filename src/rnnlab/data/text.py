@@ -67,10 +67,10 @@ class BucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, chunk_batches: int = 100, shuffle: bool = True,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False):
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
         self.lengths = torch.as_tensor(list(lengths))
         self.batch_size, self.chunk_batches, self.shuffle = batch_size, chunk_batches, shuffle
-        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -86,8 +86,6 @@ class BucketBatchSampler(Sampler[list[int]]):
             idx = order[start : start + chunk]
             idx = idx[torch.argsort(self.lengths[idx], stable=True)]
             batches += [idx[i : i + self.batch_size].tolist() for i in range(0, len(idx), self.batch_size)]
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         return batches
@@ -100,5 +98,5 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = len(self.lengths)  # chunks hold whole batches, so only the very last batch can be short
-        count = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        count = math.ceil(n / self.batch_size)
         return math.ceil(count / self.world_size)

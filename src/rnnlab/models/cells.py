@@ -116,8 +116,21 @@ class NaiveLSTM(NaiveRecurrent):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-NAIVE = {
+# The one registry of recurrent cells: name -> (input_size, hidden_size, num_layers, dropout) -> batch-first module.
+CELLS = {
+    "rnn_tanh": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="tanh", dropout=d, batch_first=True),
+    "rnn_relu": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="relu", dropout=d, batch_first=True),
+    "gru": lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True),
+    "lstm": lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True),
     "naive_rnn": lambda i, h, n, d: NaiveRNN(i, h, n, d),
     "naive_gru": lambda i, h, n, d: NaiveGRU(i, h, n, d),
     "naive_lstm": lambda i, h, n, d: NaiveLSTM(i, h, n, d),
 }
+
+
+def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                    dropout: float = 0.0) -> nn.Module:
+    """A (possibly multi-layer) batch-first recurrent module of kind `cell` (a key of `CELLS`)."""
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(CELLS)}")
+    return CELLS[cell](input_size, hidden_size, num_layers, dropout if num_layers > 1 else 0.0)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-CELLS = {"rnn_tanh": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+from rnnlab.models.cells import recurrent_layer
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -28,27 +28,26 @@ class PaddedRNN(nn.Module):
     The backward direction reads each sequence reversed within its length, so it starts at the
     sequence's real end rather than at the padding: with right padding no output at a valid step
     ever sees a padded one, packed or not. That is what `nn.LSTM(bidirectional=True)` gives only on
-    packed input, and on CPU PyTorch's packed kernels train 6-10x slower than the unpacked (oneDNN)
-    ones. `pack=True` still skips the work past each end (worth it on a GPU, or with unsorted lengths).
+    packed input, and on CPU PyTorch's packed kernels train several times slower than the unpacked
+    (oneDNN) ones (docs/results.md). `pack=True` still skips the work past each end (worth it on a GPU).
     """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {cell!r}")
+        self.cell = cell
         self.directions = 2 if bidirectional else 1
         self.hidden_size = hidden_size
         self.output_size = self.directions * hidden_size
         sizes = [input_size] + [self.output_size] * (num_layers - 1)
         self.layers = nn.ModuleList(
-            nn.ModuleList(CELLS[cell](size, hidden_size, batch_first=True) for _ in range(self.directions))
+            nn.ModuleList(recurrent_layer(cell, size, hidden_size) for _ in range(self.directions))
             for size in sizes
         )
         self.dropout = nn.Dropout(dropout)
 
     def _run(self, rnn: nn.Module, x: Tensor, lengths: Tensor, pack: bool) -> Tensor:
-        if not pack:
+        if not pack or self.cell.startswith("naive"):  # the hand-written cells read padded batches only
             return rnn(x)[0]
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.size(1))[0]

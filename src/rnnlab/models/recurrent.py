@@ -8,24 +8,9 @@ from itertools import groupby
 import torch
 from torch import Tensor, nn
 
-FUSED = {
-    "rnn_tanh": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="tanh", dropout=d, batch_first=True),
-    "rnn_relu": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="relu", dropout=d, batch_first=True),
-    "gru": lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True),
-    "lstm": lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True),
-}
+from rnnlab.models.cells import recurrent_layer
 
 State = list  # one entry per fused group: a Tensor (RNN, GRU) or an (h, c) tuple (LSTM)
-
-
-def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
-    """A (possibly multi-layer) batch-first recurrent module of kind `cell`."""
-    from rnnlab.models.cells import NAIVE
-
-    factories = {**FUSED, **NAIVE}
-    if cell not in factories:
-        raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(factories)}")
-    return factories[cell](input_size, hidden_size, num_layers, dropout if num_layers > 1 else 0.0)
 
 
 def detach_state(state):

@@ -1,9 +1,9 @@
-"""Language-model LightningModules with truncated BPTT: the shared base, PTB and CharRNN."""
+"""Language-model LightningModules with truncated BPTT over any network `net` (word level; CharRNN for characters)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -19,7 +19,8 @@ LOSS_REDUCTIONS = ("sum_time", "mean")
 
 
 class LanguageModel(L.LightningModule):
-    """Next-symbol prediction over BPTT windows, carrying the hidden state between windows.
+    """Next-symbol prediction with `net` (ids `(batch, time)` -> logits `(batch, time, vocab)` and a state)
+    over BPTT windows, carrying the hidden state between windows; reports perplexity.
 
     The state is detached after every window, reset to zeros at the start of each training
     epoch and of each validation/test pass (train and eval states are kept apart, so a
@@ -39,16 +40,7 @@ class LanguageModel(L.LightningModule):
     # pragma: no mutate start (save_hyperparameters reads the constructor's frame, which mutmut would wrap)
     def __init__(
         self,
-        vocab_size: int,
-        hidden_sizes: Sequence[int] = (200, 200),
-        cell: str = "lstm",
-        embedding_dim: int | None = 200,
-        dropout: float = 0.0,
-        embedding_dropout: float | None = None,
-        init_scale: float | None = 0.1,
-        recurrent_bias: float | None = None,
-        forget_bias: float | None = None,
-        tie_weights: bool = False,
+        net: RNNLM,
         loss_reduction: str = "sum_time",
         bptt: int = 20,
         optimizer: Callable | None = None,
@@ -58,11 +50,8 @@ class LanguageModel(L.LightningModule):
         super().__init__()
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"model.loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
-        self.save_hyperparameters(logger=False)
-        self.net = RNNLM(
-            vocab_size, list(hidden_sizes), cell, embedding_dim, dropout, embedding_dropout,
-            init_scale, recurrent_bias, forget_bias, tie_weights,
-        )
+        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.net = net
         if compile:
             self.net.compile()  # in place: parameter names, hence checkpoints, stay the same
         self.nll = torch.nn.ModuleDict({f"{stage}_nll": MeanMetric() for stage in ("train", "val", "test")})
@@ -134,11 +123,6 @@ class LanguageModel(L.LightningModule):
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler, default_lr=1.0)
-
-
-class PTBLanguageModel(LanguageModel):
-    """Word-level language model of the Penn Treebank; reports perplexity."""
-
 
 
 class CharRNN(LanguageModel):

@@ -3,42 +3,41 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MeanSquaredError
 
-from rnnlab.models.recurrent import RecurrentStack
+from rnnlab.models.sine import SeriesRegressor
 from rnnlab.optim import configure_optimizers
+from rnnlab.plotting import pyplot
 
 log = logging.getLogger(__name__)
 
 
 class SineRegressor(L.LightningModule):
-    """One (or more) recurrent layers over `(batch, time, 1)` and a linear map of the last output to `(batch, horizon)`.
+    """Regression of the next values of a series with `net` (`models.sine.SeriesRegressor`):
+    windows `(batch, time, 1)` -> `(batch, horizon)`, MSE loss.
 
     Logs val/mse next to val/baseline_mse, the error of repeating the last input value.
     At the end of training it plots predictions and a free-running forecast against the truth
     (PNG in the run directory and a TensorBoard figure).
     """
 
-    def __init__(self, horizon: int = 1, cell: str = "lstm", hidden_sizes: Sequence[int] = (100,),
-                 dropout: float = 0.0, optimizer: Callable | None = None, scheduler: Callable | None = None,
+    def __init__(self, net: SeriesRegressor, optimizer: Callable | None = None, scheduler: Callable | None = None,
                  forecast_steps: int = 50, plot: bool = True):
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.rnn = RecurrentStack(cell, 1, list(hidden_sizes), dropout)
-        self.head = nn.Linear(self.rnn.output_size, horizon)
+        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.net = net
         self.val_mse, self.baseline_mse, self.test_mse = MeanSquaredError(), MeanSquaredError(), MeanSquaredError()
 
     def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1])
+        return self.net(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -86,13 +85,8 @@ class SineRegressor(L.LightningModule):
 
 def plot_predictions(model: SineRegressor, trainer: L.Trainer) -> Path | None:
     """Validation predictions and a free-running forecast against the truth; returns the PNG path."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed: no prediction plot (pip install 'rnnlab[plot]')")
+    plt = pyplot()
+    if plt is None:
         return None
     dm = trainer.datamodule
     was_training = model.training

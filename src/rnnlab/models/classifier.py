@@ -1,0 +1,76 @@
+"""A recurrent text classifier network over any cell: embedding -> (bi)directional layers -> pooling -> linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.models.padded import PaddedRNN, valid_mask
+
+POOLINGS = ("last", "mean", "max")
+
+
+class RecurrentClassifier(nn.Module):
+    """Right-padded ids `(batch, time)` with `lengths` `(batch,)` -> logits `(batch, num_outputs)`.
+
+    A `PaddedRNN` reads each text within its length (the backward direction from the text's real end),
+    so padding never changes an output. The text's representation is the final state of each
+    direction (`pooling="last"`) or the mean/max of the outputs over the valid steps.
+    """
+
+    def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 128, hidden_size: int = 128,
+                 num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.5,
+                 embedding_dropout: float = 0.0, pooling: str = "last", num_outputs: int = 2):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.net.pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling, self.num_outputs = pooling, num_outputs
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.rnn = PaddedRNN(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.rnn.output_size, num_outputs)
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.rnn.directions == 2
+
+    def encode(self, ids: Tensor, lengths: Tensor, pack: bool = False) -> tuple[Tensor, Tensor]:
+        """Outputs `(batch, time, directions * hidden)` (zero past each end) and the final state
+        `(batch, directions * hidden)`."""
+        return self.rnn(self.embedding_dropout(self.embedding(ids)), lengths, pack)
+
+    def pool(self, out: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
+        """The text's representation `(batch, directions * hidden)`."""
+        if self.pooling == "last":
+            return final
+        mask = valid_mask(lengths.to(out.device), out.size(1)).unsqueeze(-1)
+        if self.pooling == "mean":
+            return (out * mask).sum(1) / lengths[:, None].to(out.dtype)
+        return out.masked_fill(~mask, float("-inf")).max(1).values
+
+    def forward(self, ids: Tensor, lengths: Tensor, pack: bool = False) -> Tensor:
+        out, final = self.encode(ids, lengths, pack)
+        return self.head(self.dropout(self.pool(out, final, lengths)))
+
+    def prefix_logits(self, ids: Tensor, lengths: Tensor, max_positions: int = 1 << 16) -> Tensor:
+        """Logits after the prefixes of lengths `(points,)` of one text `(time,)` -> `(points, num_outputs)`.
+
+        Unidirectional: one pass, the head applied to the representation after every step (the output,
+        or the running mean/max of the outputs). Bidirectional: the backward direction of each prefix
+        starts at its last word, so every prefix is read again, in batches of at most `max_positions`
+        word positions: memory stays linear in the text's length (time grows with length x points).
+        """
+        n = ids.size(0)
+        if self.bidirectional:
+            logits, rows = [], max(1, max_positions // n)
+            for chunk in lengths.split(rows):
+                end = int(chunk.max())
+                logits.append(self(ids[:end].expand(len(chunk), end), chunk))
+            return torch.cat(logits)
+        out, _ = self.encode(ids[None], torch.tensor([n], device=ids.device))
+        if self.pooling == "mean":
+            out = out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]
+        elif self.pooling == "max":
+            out = out.cummax(1).values
+        return self.head(out)[0][lengths - 1]
