@@ -23,8 +23,16 @@ from tests.conftest import make_imdb_tree
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves files without logging; `requests` lists the paths asked for."""
+
+    requests: list[str] = []
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        QuietHandler.requests.append(self.path)
+        super().do_GET()
 
 
 @pytest.fixture
@@ -32,6 +40,7 @@ def server(tmp_path):
     """Serves `tmp/served` on a free loopback port; yields (folder, base_url)."""
     served = tmp_path / "served"
     served.mkdir()
+    QuietHandler.requests = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -114,27 +123,6 @@ def test_ptb_and_shakespeare_from_a_mirror_url(server, tmp_path, data_dir):
         load_tinyshakespeare(tmp_path / "other", url=f"{url}/ptb.test.txt")
 
 
-class CountingHandler(QuietHandler):
-    requests: list[str] = []
-
-    def do_GET(self):
-        CountingHandler.requests.append(self.path)
-        super().do_GET()
-
-
-@pytest.fixture
-def counting_server(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    CountingHandler.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def make_archive(tmp_path: Path, corpus: str, name: str) -> Path:
     """A small archive in the corpus's real layout: aclImdb/{train,test}/{pos,neg}/ or rt-polaritydata/."""
     src = tmp_path / f"src-{corpus}"
@@ -154,8 +142,8 @@ def make_archive(tmp_path: Path, corpus: str, name: str) -> Path:
 
 
 @pytest.mark.parametrize(("corpus", "name"), [("imdb", "aclImdb_v1.tar.gz"), ("mr", "rt-polaritydata.tar.gz")])
-def test_archive_download_extracts_once_outside_the_download(counting_server, tmp_path, corpus, name):
-    served, url = counting_server
+def test_archive_download_extracts_once_outside_the_download(server, tmp_path, corpus, name):
+    served, url = server
     archive = make_archive(tmp_path, corpus, name)
     shutil.copy(archive, served / name)
     data_dir, cache = tmp_path / "data", tmp_path / "cache"
@@ -165,7 +153,7 @@ def test_archive_download_extracts_once_outside_the_download(counting_server, tm
     assert sorted(p.name for p in (cache / corpus).iterdir()) == [".extract.lock", spec.tree]  # no temporary left
     assert not list((cache / "downloads").rglob("*.part"))
     again = dl.fetch_tree(corpus, data_dir, cache, url=f"{url}/{name}", sha256=sha(archive))
-    assert again == tree and CountingHandler.requests == [f"/{name}"]  # downloaded and extracted once
+    assert again == tree and QuietHandler.requests == [f"/{name}"]  # downloaded and extracted once
     if corpus == "imdb":
         dm = SentimentDataModule("imdb", str(data_dir), str(cache), url=f"{url}/{name}", sha256=sha(archive),
                                  batch_size=2, seed=0)
@@ -176,8 +164,8 @@ def test_archive_download_extracts_once_outside_the_download(counting_server, tm
         assert texts.labels == [1, 1, 0, 0] and texts.texts[3] == "a caf\xe9 bore"
 
 
-def test_archive_with_a_wrong_checksum_is_refused_and_not_kept(counting_server, tmp_path):
-    served, url = counting_server
+def test_archive_with_a_wrong_checksum_is_refused_and_not_kept(server, tmp_path):
+    served, url = server
     archive = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz")
     shutil.copy(archive, served / "aclImdb_v1.tar.gz")
     with pytest.raises(DataFileError, match=f"checksum mismatch .* expected sha256 {'0' * 64}, got {sha(archive)}"):
@@ -186,16 +174,16 @@ def test_archive_with_a_wrong_checksum_is_refused_and_not_kept(counting_server, 
     assert not (tmp_path / "cache" / "imdb" / "aclImdb").exists()
 
 
-def test_the_default_imdb_source_is_checked_against_its_published_hash(counting_server, tmp_path):
-    served, url = counting_server
+def test_the_default_imdb_source_is_checked_against_its_published_hash(server, tmp_path):
+    served, url = server
     shutil.copy(make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz"), served / "aclImdb_v1.tar.gz")
     published = dl.CORPORA["imdb"].archive.sha256
     with pytest.raises(DataFileError, match=f"expected sha256 {published}"):
         dl.fetch_tree("imdb", tmp_path / "data", tmp_path / "cache", url=f"{url}/aclImdb_v1.tar.gz")
 
 
-def test_corrupt_archive_is_an_error_naming_it_and_leaves_no_tree(counting_server, tmp_path):
-    served, url = counting_server
+def test_corrupt_archive_is_an_error_naming_it_and_leaves_no_tree(server, tmp_path):
+    served, url = server
     good = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz").read_bytes()
     (served / "aclImdb_v1.tar.gz").write_bytes(good[: len(good) // 2])  # truncated, with its own (matching) hash
     truncated_sha = hashlib.sha256(good[: len(good) // 2]).hexdigest()
@@ -226,15 +214,15 @@ def fetch_in_process(args):
 
 
 @pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
-def test_two_processes_fetching_at_once_get_one_tree(counting_server, tmp_path):
-    served, url = counting_server
+def test_two_processes_fetching_at_once_get_one_tree(server, tmp_path):
+    served, url = server
     archive = make_archive(tmp_path, "imdb", "aclImdb_v1.tar.gz")
     shutil.copy(archive, served / "aclImdb_v1.tar.gz")
     job = ("imdb", str(tmp_path / "data"), str(tmp_path / "cache"), f"{url}/aclImdb_v1.tar.gz", sha(archive))
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         trees = pool.map(fetch_in_process, [job, job])
     assert trees[0] == trees[1] == str(tmp_path / "cache" / "imdb" / "aclImdb")
-    assert CountingHandler.requests == ["/aclImdb_v1.tar.gz"]  # the second waited and reused the first's tree
+    assert QuietHandler.requests == ["/aclImdb_v1.tar.gz"]  # the second waited and reused the first's tree
     assert sorted(p.name for p in (tmp_path / "cache" / "imdb").iterdir()) == [".extract.lock", "aclImdb"]
 
 
