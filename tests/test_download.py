@@ -286,3 +286,25 @@ def test_corrupt_archive_bytes_are_reported(tmp_path):
     with pytest.raises(DataFileError, match=r"bad.tar.gz is corrupt or truncated"):
         dl.extract_safely(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_read_only_data_directory_is_read_and_a_missing_file_is_named(tmp_path, monkeypatch, data_dir):
+    """Corpora in a read-only folder are used in place (derived files go to the cache); a file missing
+    there cannot be downloaded into it, and the error says why."""
+    ro = tmp_path / "ro"
+    (ro / "ptb").mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        shutil.copy(data_dir / "ptb" / f"ptb.{split}.txt", ro / "ptb" / f"ptb.{split}.txt")
+    real_mkdir, real_mkstemp = Path.mkdir, dl.tempfile.mkstemp
+
+    def read_only(path):
+        if str(path).startswith(str(ro)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: read_only(self) or real_mkdir(self, *a, **k))
+    monkeypatch.setattr(dl.tempfile, "mkstemp", lambda *a, **k: read_only(k.get("dir", "")) or real_mkstemp(*a, **k))
+    corpus = load_ptb(ro, tmp_path / "cache", download=True)
+    assert corpus.splits["valid"].numel() == 73_760
+    (ro / "ptb" / "ptb.test.txt").unlink()
+    with pytest.raises(DataFileError, match=f"cannot write {ro / 'ptb' / 'ptb.test.txt'}: the folder is read-only"):
+        load_ptb(ro, tmp_path / "cache2", download=True)
