@@ -101,3 +101,10 @@ def test_predict_memory_reports_peak_rss_per_length(tmp_path):
                         "model.net.embedding_dim=8", f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(re.findall(r"\d+ words: peak RSS +\d+ MB", result.stdout)) == 2
+
+
+def test_generation_speed_compares_the_two_paths_on_the_same_text(tmp_path):
+    result = run_script("bench/generation_speed.py", "--length", "60", "--rounds", "2", "--threads", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("same text: True") == 2
+    assert re.search(r"threads 1 single-step / forward: min [\d.]+x  median [\d.]+x", result.stdout)

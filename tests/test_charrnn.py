@@ -1,5 +1,8 @@
 import io
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ from rnnlab.generate import generate
 from rnnlab.models.lm import RNNLM
 from rnnlab.sampling import choose, sample
 from rnnlab.train import train
-from tests.conftest import TINY_TRAINER, compose_config, run_script
+from tests.conftest import ROOT, TINY_TRAINER, compose_config, run_script
 
 
 def test_real_tinyshakespeare_vocabulary_and_split(data_dir, tmp_path):
@@ -185,3 +188,45 @@ def test_text_samples_are_written_to_tensorboard(char_checkpoint):
     assert "samples/text_summary" in events.Tags()["tensors"]
     text = events.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
     assert len(text) > 300
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu", "naive_lstm", "naive_gru", "naive_rnn"])
+@pytest.mark.parametrize("embedding_dim", [None, 6])
+def test_single_step_path_equals_the_training_forward_over_200_steps(cell, embedding_dim):
+    torch.manual_seed(0)
+    net = RNNLM(20, [16, 16, 8], cell, embedding_dim=embedding_dim, dropout=0.3).eval()  # three layers, two groups
+    ids = torch.randint(0, 20, (3, 200))
+    with torch.no_grad():
+        whole, final = net(ids)
+        state, outs = None, []
+        for t in range(200):
+            logits, state = net.step(ids[:, t], state)
+            outs.append(logits)
+    torch.testing.assert_close(torch.stack(outs, 1), whole, rtol=0, atol=1e-6)
+    for ours, theirs in zip(state, final):  # the same state format: the two paths can alternate
+        for a, b in zip(ours if isinstance(ours, tuple) else [ours], theirs if isinstance(theirs, tuple) else [theirs]):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_single_step_sampling_draws_the_text_of_the_forward_path(num_samples):
+    torch.manual_seed(0)
+    net = RNNLM(30, [32, 32], "lstm", embedding_dim=None, init_scale=0.3).eval()
+    kw = dict(temperature=0.9, num_samples=num_samples, seed=11)
+    fast = sample(net, [1, 2, 3], 300, single_step=True, **kw)
+    slow = sample(net, [1, 2, 3], 300, single_step=False, **kw)
+    assert torch.equal(fast, slow) and fast.shape == (num_samples, 300)
+    if num_samples > 1:
+        assert not torch.equal(fast[0], fast[1])  # the rows are separate samples
+
+
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
+def test_generate_into_a_closed_pipe_ends_quietly(char_checkpoint, tmp_path):
+    path, _ = char_checkpoint
+    script, err = ROOT / "generate.py", tmp_path / "err"
+    command = f"{sys.executable} {script} ckpt_path={path} length=20000 seed=0 2>{err} | head -c 50"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert len(result.stdout) == 50
+    errors = err.read_text()
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors[-2000:]

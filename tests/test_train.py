@@ -172,3 +172,14 @@ def test_pretrain_embeddings_command_line(tmp_path):
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     last_line = missing.stderr.strip().splitlines()[-1]
     assert last_line == f"pretrain_embeddings.py: error: {tmp_path / 'none.txt'} is missing"
+
+
+def test_threads_setting_sets_the_intra_op_threads(synthetic_ptb, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false", "threads=1"], tmp_path))
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be >= 1 or null, got 0"):
+            train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "threads=0"], tmp_path / "b"))
+    finally:
+        torch.set_num_threads(before)

@@ -32,6 +32,14 @@ def silence_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def set_threads(threads: int | None) -> None:
+    """Intra-op threads for this process (None: PyTorch's default, one per core)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {threads}")
+        torch.set_num_threads(threads)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

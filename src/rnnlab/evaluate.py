@@ -8,12 +8,13 @@ from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
-from rnnlab.cli import one_line_errors, silence_known_warnings
+from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
 
 SPLITS = ("test", "valid")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    set_threads(cfg.get("threads"))
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     silence_known_warnings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -9,14 +10,30 @@ from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
-from rnnlab.cli import one_line_errors, resolve_device
+from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.data.vocab import UnknownSymbolError
 from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, sample, to_symbols
 from rnnlab.tasks.language_model import LanguageModel
 
 
+def streamer(out, vocab, level: str, every: int = 64):
+    """`on_step` for `sample`: writes each symbol as it comes, flushing at line ends and every `every` symbols."""
+    written = 0
+
+    def on_step(ids) -> None:
+        nonlocal written
+        text = from_symbols(vocab.decode(ids), level)
+        out.write(text)
+        written += 1
+        if "\n" in text or written % every == 0:
+            out.flush()
+
+    return on_step
+
+
 def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     """The generated texts (without the prime); streams them to `out` as they are produced."""
+    set_threads(cfg.get("threads"))
     check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k)
     if cfg.num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
@@ -37,7 +54,7 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     stream = cfg.num_samples == 1
     if cfg.print_prime and stream:
         out.write(from_symbols(prime, level) if cfg.prime is not None else "")
-    on_step = (lambda ids: (out.write(from_symbols(run.vocab.decode(ids), level)), out.flush())) if stream else None
+    on_step = streamer(out, run.vocab, level) if stream else None
     ids = sample(run.model.net, run.vocab.encode(prime), cfg.length, cfg.temperature, cfg.sampling, cfg.top_k,
                  cfg.num_samples, cfg.seed, on_step)
     texts = [from_symbols(run.vocab.decode(row), level) for row in ids.tolist()]
@@ -52,8 +69,11 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
 def main(cfg: DictConfig) -> None:
-    with one_line_errors("generate.py"):
-        generate(cfg)
+    try:
+        with one_line_errors("generate.py"):
+            generate(cfg)
+    except BrokenPipeError:  # `generate.py ... | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error when Python flushes at exit
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import TrainedRun, load_run
-from rnnlab.cli import one_line_errors, resolve_device
+from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.data.text import pad_batch, tokenize, truncate
 from rnnlab.plotting import pyplot
 from rnnlab.tasks.sentiment import SentimentClassifier
@@ -94,6 +94,7 @@ def plot_trajectory(pred: Prediction, path: Path) -> Path:
 
 
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
+    set_threads(cfg.get("threads"))
     given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")

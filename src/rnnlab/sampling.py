@@ -20,7 +20,9 @@ def choose(logits: Tensor, temperature: float = 1.0, strategy: str = "multinomia
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, -1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+    if probs.device.type == "cpu":
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(logits.device)
 
 
 def check_sampling_args(length: int, temperature: float, strategy: str, top_k: int | None) -> None:
@@ -34,7 +36,7 @@ def check_sampling_args(length: int, temperature: float, strategy: str, top_k: i
         raise ValueError(f"top_k must be >= 1 or null, got {top_k}")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample(
     net: nn.Module,
     prime: Sequence[int],
@@ -45,12 +47,14 @@ def sample(
     num_samples: int = 1,
     seed: int | None = None,
     on_step: Callable[[Tensor], None] | None = None,
+    single_step: bool = True,
 ) -> Tensor:
     """`num_samples` continuations of `prime`, `(num_samples, length)` ids.
 
-    The prime is read in one call to warm the state; each further symbol costs one call on a
-    single time step, so the cost per symbol does not grow with the length. `on_step` receives
-    each step's ids `(num_samples,)` as they are produced.
+    The prime is read in one call to warm the state; each further symbol costs one time step, so the
+    cost per symbol does not grow with the length. With `single_step` (and a network that has a
+    `stepper()`, as `RNNLM`) a step goes through the cells' single-step functions; otherwise through
+    `net` on a window of one step. `on_step` receives each step's ids `(num_samples,)`.
     """
     check_sampling_args(length, temperature, strategy, top_k)
     if len(prime) == 0:
@@ -61,14 +65,22 @@ def sample(
     net.eval()
     ids = torch.tensor(list(prime), dtype=torch.long, device=device).repeat(num_samples, 1)
     logits, state = net(ids)
+    logits = logits[:, -1]
+    step = net.stepper() if single_step and hasattr(net, "stepper") else None
+    if step is not None:
+        state = net.rnn.to_layers(state, logits)
     out = []
     for t in range(length):
-        nxt = choose(logits[:, -1], temperature, strategy, top_k, generator)
+        nxt = choose(logits, temperature, strategy, top_k, generator)
         out.append(nxt)
         if on_step is not None:
             on_step(nxt)
         if t + 1 < length:
-            logits, state = net(nxt[:, None], state)
+            if step is not None:
+                logits, state = step(nxt, state)
+            else:
+                logits, state = net(nxt[:, None], state)
+                logits = logits[:, -1]
     net.train(was_training)
     return torch.stack(out, 1)
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import ExactResume, RunArtifacts, TrainingDiverged
 from rnnlab.checkpoint import AtomicCheckpointIO, read_checkpoint
-from rnnlab.cli import one_line_errors, silence_known_warnings
+from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
 from rnnlab.files import FolderLock, atomic_write
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured task in its own run folder; returns the final metrics."""
+    set_threads(cfg.get("threads"))
     silence_known_warnings()
     out = Path(cfg.paths.output_dir)
     lock = FolderLock(out) if rank_zero_only.rank == 0 else None

@@ -8,6 +8,8 @@ outputs agree. They exist to be read; the fused modules exist to be fast.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -116,21 +118,37 @@ class NaiveLSTM(NaiveRecurrent):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-# The one registry of recurrent cells: name -> (input_size, hidden_size, num_layers, dropout) -> batch-first module.
-CELLS = {
-    "rnn_tanh": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="tanh", dropout=d, batch_first=True),
-    "rnn_relu": lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="relu", dropout=d, batch_first=True),
-    "gru": lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True),
-    "lstm": lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True),
-    "naive_rnn": lambda i, h, n, d: NaiveRNN(i, h, n, d),
-    "naive_gru": lambda i, h, n, d: NaiveGRU(i, h, n, d),
-    "naive_lstm": lambda i, h, n, d: NaiveLSTM(i, h, n, d),
+class Cell(NamedTuple):
+    """A kind of recurrent cell: `build(input_size, hidden_size, num_layers, dropout)` makes a batch-first
+    module with PyTorch's parameter names; `step(x, state, w_ih, w_hh, b_ih, b_hh)` is one time step of one
+    layer (PyTorch's fused single-step function); `lstm`: the state is `(h, c)`."""
+
+    build: Callable[[int, int, int, float], nn.Module]
+    step: Callable
+    lstm: bool = False
+
+
+# The one registry of recurrent cells; every recurrent layer of rnnlab is built from it.
+CELLS: dict[str, Cell] = {
+    "rnn_tanh": Cell(lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="tanh", dropout=d, batch_first=True),
+                     torch.rnn_tanh_cell),
+    "rnn_relu": Cell(lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="relu", dropout=d, batch_first=True),
+                     torch.rnn_relu_cell),
+    "gru": Cell(lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True), torch.gru_cell),
+    "lstm": Cell(lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True), torch.lstm_cell, lstm=True),
+    "naive_rnn": Cell(NaiveRNN, torch.rnn_tanh_cell),
+    "naive_gru": Cell(NaiveGRU, torch.gru_cell),
+    "naive_lstm": Cell(NaiveLSTM, torch.lstm_cell, lstm=True),
 }
+
+
+def cell_kind(cell: str) -> Cell:
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(CELLS)}")
+    return CELLS[cell]
 
 
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                     dropout: float = 0.0) -> nn.Module:
     """A (possibly multi-layer) batch-first recurrent module of kind `cell` (a key of `CELLS`)."""
-    if cell not in CELLS:
-        raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(CELLS)}")
-    return CELLS[cell](input_size, hidden_size, num_layers, dropout if num_layers > 1 else 0.0)
+    return cell_kind(cell).build(input_size, hidden_size, num_layers, dropout if num_layers > 1 else 0.0)

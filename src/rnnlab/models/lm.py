@@ -65,3 +65,27 @@ class RNNLM(nn.Module):
         x = self.embedding_dropout(self.encoder(ids))
         out, state = self.rnn(x, state)
         return self.decoder(self.output_dropout(out)), state
+
+    def step(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step in eval mode: ids `(batch,)` -> logits `(batch, vocab)` and the state, in the state
+        format of `forward` (so the two can alternate).
+
+        The same network's math as `forward` without dropout, through PyTorch's single-step cell functions
+        (`torch.lstm_cell`, ...) on the same weights: at batch 1 a fused sequence kernel's fixed cost per
+        call dominates, and these skip it. Works for every cell, the hand-written ones included.
+        """
+        out, state = self.rnn.step(self.encoder(ids), state)
+        return self.decoder(out), state
+
+    def stepper(self):
+        """`step(ids (batch,), layers) -> logits (batch, vocab), layers`, over per-layer states
+        (`self.rnn.to_layers` / `from_layers`): `step` without converting the state at every call."""
+        rnn_step, encoder, decoder = self.rnn.stepper(), self.encoder, self.decoder
+
+        def step(ids: Tensor, layers: list) -> tuple[Tensor, list]:
+            out, layers = rnn_step(encoder(ids), layers)
+            return decoder(out), layers
+
+        return step
+
+

@@ -8,7 +8,7 @@ from itertools import groupby
 import torch
 from torch import Tensor, nn
 
-from rnnlab.models.cells import recurrent_layer
+from rnnlab.models.cells import cell_kind, recurrent_layer
 
 State = list  # one entry per fused group: a Tensor (RNN, GRU) or an (h, c) tuple (LSTM)
 
@@ -65,6 +65,51 @@ class RecurrentStack(nn.Module):
             x, s = rnn(x, s)
             new_state.append(s)
         return x, new_state
+
+    def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step without dropout (for inference): `(batch, input)` -> `(batch, hidden)` and the state,
+        in `forward`'s format, computed layer by layer with the cell's fused single-step function."""
+        step = self.stepper()
+        x, layers = step(x, self.to_layers(state, x))
+        return x, self.from_layers(layers)
+
+    def stepper(self):
+        """`step(x (batch, input), layers) -> (batch, hidden), layers`: one time step over per-layer states
+        (`to_layers`), the weights looked up once; for loops of single steps, such as sampling."""
+        kind = cell_kind(self.cell)
+        weights = [[getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                   for rnn in self.groups for k in range(rnn.num_layers)]
+
+        def step(x: Tensor, layers: list) -> tuple[Tensor, list]:
+            new = []
+            for w, s in zip(weights, layers):
+                s = kind.step(x, s, *w)
+                x = s[0] if kind.lstm else s
+                new.append(s)
+            return x, new
+
+        return step
+
+    def to_layers(self, state: State | None, x: Tensor) -> list:
+        """`forward`'s state (one entry per group, layers stacked) as one state per layer."""
+        kind, layers = cell_kind(self.cell), []
+        for rnn, s in zip(self.groups, state if state is not None else [None] * len(self.groups)):
+            if s is None:
+                zeros = x.new_zeros(rnn.num_layers, x.size(0), rnn.hidden_size)
+                s = (zeros, zeros) if kind.lstm else zeros
+            layers += list(zip(s[0], s[1])) if kind.lstm else list(s)
+        return layers
+
+    def from_layers(self, layers: list) -> State:
+        """Per-layer states back in `forward`'s format."""
+        kind, state, i = cell_kind(self.cell), [], 0
+        for rnn in self.groups:
+            part, i = layers[i : i + rnn.num_layers], i + rnn.num_layers
+            if kind.lstm:
+                state.append((torch.stack([h for h, _ in part]), torch.stack([c for _, c in part])))
+            else:
+                state.append(torch.stack(part))
+        return state
 
     @torch.no_grad()
     def set_bias(self, value: float) -> None:
