@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--words", type=int, nargs="+", default=[1000, 10_000, 20_000])
     parser.add_argument("--points", type=int, default=200, help="predict.py trajectory_points")
+    parser.add_argument("--lines", type=int, nargs="*", default=[100_000], help="input= files of this many reviews")
     args, overrides = parser.parse_known_args()
     ckpt = checkpoint(fresh_run_dir("predict_memory"), overrides)
     words = load_run(ckpt).vocab.itos[2:]
@@ -67,6 +68,14 @@ def main() -> None:
         rss, seconds, _ = peak_rss_mb([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
                                        f"text_file={text}", f"trajectory_points={args.points}", "device=cpu"])
         print(f"{n:6d} words: peak RSS {rss:6.0f} MB ({rss - base:+5.0f} MB over one word), {seconds:5.1f} s")
+    for n in args.lines:  # batch mode: one 5-30 word review a line
+        reviews = Path(fresh_run_dir("predict_memory")) / f"reviews-{n}.txt"
+        reviews.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(n)))
+        out = reviews.with_suffix(".jsonl")
+        rss, seconds, _ = peak_rss_mb([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
+                                       f"input={reviews}", f"output={out}", "device=cpu"])
+        print(f"{n:6d} lines: peak RSS {rss:6.0f} MB ({rss - base:+5.0f} MB over one word), {seconds:5.1f} s, "
+              f"{len(out.read_text().splitlines())} predictions")
 
 
 if __name__ == "__main__":

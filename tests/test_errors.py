@@ -171,3 +171,48 @@ def test_pickle_error_is_not_masked_for_a_truncated_file(tmp_path):
     with pytest.raises(CheckpointError, match="cut.ckpt is not a readable PyTorch checkpoint"):
         read_checkpoint(tmp_path / "cut.ckpt")
     assert isinstance(pickle.UnpicklingError(), Exception)
+
+
+def plain(value) -> bool:
+    """Tensors and plain containers of plain values only."""
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(plain(v) for v in value)
+    return value is None or isinstance(value, (torch.Tensor, str, int, float, bool))
+
+
+def test_checkpoints_hold_tensors_and_plain_data_only(synthetic_ptb, tmp_path):
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / name)
+        assert plain(ckpt), name
+        assert not any(k.startswith("hyper_parameters") for k in ckpt)
+        assert ckpt["rnnlab"]["config"]["model"]["net"]["_target_"] == "rnnlab.models.lm.RNNLM"
+
+
+def test_non_finite_weights_are_never_written_over_a_checkpoint(tmp_path):
+    from rnnlab.checkpoint import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    io_ = AtomicCheckpointIO()
+    io_.save_checkpoint({"state_dict": {"w": torch.ones(2)}, "rnnlab": {"config": {}}}, path)
+    good = path.read_bytes()
+    with pytest.raises(CheckpointError, match=r"refusing to write .*last.ckpt: non-finite weights in \['w'\]"):
+        io_.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("nan")])}}, path)
+    assert path.read_bytes() == good and not list(tmp_path.glob(".*.part"))
+
+
+def test_a_full_disk_is_named_as_the_cause(tmp_path, monkeypatch):
+    import errno
+
+    from rnnlab.data import download as dl
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dl.shutil, "copyfileobj", full)
+    remote = dl.RemoteFile("x/file.txt", "file:///dev/null", None)
+    with pytest.raises(DataFileError, match=f"cannot write {tmp_path / 'x' / 'file.txt'}: no space left on the device"):
+        dl.fetch(remote, tmp_path)
+    assert list((tmp_path / "x").iterdir()) == []
