@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import time
+
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
-from rnnlab.checkpoint import load_run
+from rnnlab.adapt import cache_nll, dynamic_nll, gradient_ms, plain_nll
+from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
+from rnnlab.tasks.language_model import LanguageModel
 
 SPLITS = ("test", "valid")
 
@@ -24,10 +30,56 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         overrides["eval_batch_size"] = cfg.batch_size
     datamodule = instantiate(run.config.data, **overrides)
     datamodule.vocab = run.vocab
+    if cfg.get("adapt"):
+        return adapted(run, datamodule, cfg.split, cfg.adapt)
     trainer = instantiate(cfg.trainer)
     run_split = trainer.test if cfg.split == "test" else trainer.validate
     results = run_split(run.model, datamodule=datamodule)
     return dict(results[0]) if results else {}
+
+
+def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig) -> dict[str, float]:
+    """Plain and adapted perplexity (and bits/char) of `split` at batch 1; with `adapt.search`, the settings
+    are picked on the validation split first (a table of every setting is printed)."""
+    if not isinstance(run.model, LanguageModel):
+        raise ValueError(f"adapt={adapt.method} applies to language models; {run.path} holds a "
+                         f"{type(run.model).__name__}")
+    datamodule.setup()
+    net, bptt, splits = run.model.net, run.model.hparams.bptt, datamodule.corpus.splits
+    ms = None
+    if adapt.method == "dynamic" and adapt.rule == "rms":
+        ms = gradient_ms(net, splits["train"], bptt, adapt.train_batches)
+    measure = {
+        "dynamic": lambda stream, s: dynamic_nll(net, stream, bptt, s["lr"], s["decay"], adapt.rule, ms),
+        "cache": lambda stream, s: cache_nll(net, stream, bptt, s["window"], s["theta"], s["lam"]),
+    }[adapt.method]
+    names = {"dynamic": ("lr", "decay"), "cache": ("window", "theta", "lam")}[adapt.method]
+    setting = {k: adapt[k] for k in names}
+    if adapt.search:
+        rows = []
+        for values in itertools.product(*(adapt.grid[k] for k in names)):
+            candidate = dict(zip(names, values))
+            nll, count = measure(splits["valid"], candidate)
+            rows.append((nll / count, candidate))
+            print(f"valid  {'  '.join(f'{k}={v:<6}' for k, v in candidate.items())}  ppl {math.exp(nll / count):9.2f}",
+                  flush=True)
+        setting = min(rows, key=lambda row: row[0])[1]
+        print(f"best on valid: {setting}")
+    start = time.perf_counter()
+    plain, count = plain_nll(net, splits[split], bptt)
+    plain_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    nll, _ = measure(splits[split], setting)
+    adapted_seconds = time.perf_counter() - start
+    metrics = {f"{split}/ppl": math.exp(plain / count), f"{split}/ppl_{adapt.method}": math.exp(nll / count)}
+    if run.model.symbol_level == "char":
+        bits = count * math.log(2)
+        metrics |= {f"{split}/bpc": plain / bits, f"{split}/bpc_{adapt.method}": nll / bits}
+    for key, value in metrics.items():
+        print(f"{key:24s} {value:.4f}")
+    print(f"{adapt.method} with {setting}: {adapted_seconds:.1f} s, plain evaluation {plain_seconds:.1f} s "
+          f"({adapted_seconds / plain_seconds:.1f}x) over {count} tokens")
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")

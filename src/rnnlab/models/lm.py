@@ -62,9 +62,12 @@ class RNNLM(nn.Module):
             self.decoder.weight = self.encoder.weight
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embedding_dropout(self.encoder(ids))
-        out, state = self.rnn(x, state)
+        out, state = self.hidden(ids, state)
         return self.decoder(self.output_dropout(out)), state
+
+    def hidden(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """The last recurrent layer's outputs `(batch, time, hidden)` (what the decoder reads) and the state."""
+        return self.rnn(self.embedding_dropout(self.encoder(ids)), state)
 
     def step(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One time step in eval mode: ids `(batch,)` -> logits `(batch, vocab)` and the state, in the state
