@@ -183,3 +183,17 @@ def test_threads_setting_sets_the_intra_op_threads(synthetic_ptb, tmp_path):
             train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "threads=0"], tmp_path / "b"))
     finally:
         torch.set_num_threads(before)
+
+
+def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tmp_path):
+    args = [*synthetic_overrides(synthetic_ptb), "trainer.max_steps=5", "trainer.max_epochs=10",
+            "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", "logger=csv", "test=false",
+            f"hydra.run.dir={tmp_path / 'out'}"]
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_checkpoint(tmp_path / "out" / "checkpoints" / "last.ckpt")["global_step"] == 5
+    output = result.stdout + result.stderr
+    for noise in ("💡 Tip", "litlogger", "litmodels", "weights_only` was not set", 'ckpt_path="last" is set',
+                  "was called without a model"):
+        assert noise not in output, noise
+    assert f"run folder: {tmp_path / 'out'}" in output

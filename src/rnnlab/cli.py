@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -27,9 +28,24 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Lightning's log lines that are advertising or untrue here: tips for other products, and "weights_only was
+# not set, defaulting to False" at every save (rnnlab's checkpoints are weights-only and loaded as such).
+NOISE = ("💡 Tip:", "`weights_only` was not set")
+
+
+class DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in NOISE)
+
+
 def silence_known_warnings() -> None:
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",
+                 "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropNoise) for f in logger.filters):
+            logger.addFilter(DropNoise())
 
 
 def set_threads(threads: int | None) -> None:
