@@ -21,10 +21,10 @@ DATA_KWARGS = {  # what each task's DataModule.model_kwargs() would add
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_and_instantiates(preset, tmp_path, monkeypatch):
-    import rnnlab.tasks.skipgram
+    import rnnlab.pretrain_embeddings
 
     vectors = []  # pretraining is tested in test_skipgram; here only the call it would make
-    monkeypatch.setattr(rnnlab.tasks.skipgram, "cached_vectors", lambda **kw: vectors.append(kw) or "vectors.pt")
+    monkeypatch.setattr(rnnlab.pretrain_embeddings, "cached_vectors", lambda **kw: vectors.append(kw) or "vectors.pt")
     cfg = compose_config([f"experiment={preset}"], tmp_path)
     OmegaConf.resolve(cfg)
     for group in ("data", "model", "trainer"):
@@ -107,5 +107,5 @@ def test_sentiment_task_alone_is_mr_lstm_and_notebook_is_unidirectional(tmp_path
     assert not notebook.model.net.bidirectional and notebook.model.loss == "mse" and notebook.data.max_len == 200
     assert notebook.data.padding_side == "left" and notebook.data.batching == "pad"
     vectors = plain.model.pretrained_embeddings
-    assert vectors._target_ == "rnnlab.tasks.skipgram.cached_vectors" and vectors.data.dataset == "imdb"
+    assert vectors._target_ == "rnnlab.pretrain_embeddings.cached_vectors" and vectors.data.dataset == "imdb"
     assert vectors.embedding_dim == plain.model.net.embedding_dim and notebook.model.pretrained_embeddings is None

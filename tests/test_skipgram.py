@@ -81,7 +81,7 @@ def synthetic_reviews(tmp_path, **kw):
 
 
 def test_cached_vectors_pretrain_once_per_setting_and_leave_the_callers_rng_alone(tmp_path, monkeypatch):
-    import rnnlab.tasks.skipgram as skipgram
+    import rnnlab.pretrain_embeddings as skipgram
 
     calls = []
     real = skipgram.pretrain

@@ -1,19 +1,80 @@
-"""Pretrain skip-gram word vectors on the sentiment training texts (for model.pretrained_embeddings)."""
+"""Pretrain skip-gram word vectors on the sentiment training texts (for model.pretrained_embeddings), and the
+cache of vectors by their settings that `model/embeddings=skipgram_imdb` reads."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
+from torch.utils.data import DataLoader
 
 from rnnlab import CONF_DIR
 from rnnlab.cli import one_line_errors
-from rnnlab.tasks.skipgram import pretrain
+from rnnlab.data.corpus import cache_key
+from rnnlab.data.download import DataFileError
+from rnnlab.data.skipgram import SkipGramPairs
+from rnnlab.data.vectors import save_vectors
+from rnnlab.models.skipgram import SkipGram
+from rnnlab.tasks.skipgram import SkipGramTask
 
 log = logging.getLogger(__name__)
+
+
+def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
+             lr: float, output: str | Path, seed: int = 0, subsample: float = 0.0,
+             trainer_kwargs: dict | None = None) -> Path:
+    """Train skip-gram vectors on `datamodule`'s training texts and write them to `output`."""
+    datamodule.setup()
+    pairs = SkipGramPairs(datamodule.datasets["train"].ids, len(datamodule.vocab), window, negatives,
+                          batch_size, seed, subsample)
+    task = SkipGramTask(SkipGram(len(datamodule.vocab), embedding_dim), lr)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, **(trainer_kwargs or {}))
+    trainer.fit(task, DataLoader(pairs, batch_size=None))
+    return save_vectors(datamodule.vocab, task.net.in_vectors.weight, Path(output))
+
+
+LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
+                   "chunk_batches")  # where the texts come from and how they are batched: not what they are
+
+
+def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window: int = 5, negatives: int = 5,
+                   subsample: float = 1e-4, epochs: int = 3, batch_size: int = 4096, lr: float = 3e-3,
+                   seed: int = 1234, pretrain_if_missing: bool = False) -> str:
+    """Path of the skip-gram vectors for these settings in `cache_dir/vectors/`.
+
+    The file name holds a hash of every setting (the texts' too, not their folders or batching), so a
+    changed setting needs new vectors and an unchanged one is reused. Missing vectors are an error
+    saying how to make them, unless `pretrain_if_missing`: pretraining is a step of its own (minutes
+    to an hour on a CPU), never a silent side effect. It draws from its own seed inside a forked RNG:
+    the caller's random state is the same whether the file was cached.
+    """
+    settings = {k: list(v) if isinstance(v, (tuple, ListConfig)) else v
+                for k, v in data.hparams.items() if k not in LOADER_SETTINGS}  # [0.8, 0.1] however it was given
+    settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
+                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    key = cache_key(sorted(settings.items()))
+    path = Path(cache_dir) / "vectors" / f"skipgram-{data.hparams.dataset}-{embedding_dim}d-{key}.pt"
+    if path.is_file():
+        log.info("skip-gram vectors: %s (cached)", path)
+        return str(path)
+    if not pretrain_if_missing:
+        raise DataFileError(
+            f"the skip-gram vectors for these settings are not in {path.parent} yet: make them with the same "
+            "command plus model.pretrained_embeddings.pretrain_if_missing=true (about 15 min on a 2-core CPU), "
+            "or train without them: model/embeddings=none"
+        )
+    log.info("pretraining skip-gram vectors on the %s training texts first (about 15 min on a 2-core CPU, "
+             "%d epochs; the progress bar below is this pretraining), cached as %s", data.hparams.dataset, epochs, path)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        pretrain(data, embedding_dim, window, negatives, epochs, batch_size, lr, path, seed, subsample)
+    return str(path)
+
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="pretrain_embeddings")
