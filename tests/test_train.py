@@ -197,3 +197,6 @@ def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tm
                   "was called without a model"):
         assert noise not in output, noise
     assert f"run folder: {tmp_path / 'out'}" in output
+    logged = (tmp_path / "out" / "train.log").read_text()
+    assert "config:" in logged and "_target_: rnnlab.models.lm.RNNLM" in logged and "final metrics:" in logged
+    assert "rnnlab.models.lm.RNNLM" in (tmp_path / "out" / "csv" / "hparams.yaml").read_text()

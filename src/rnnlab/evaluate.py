@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 
@@ -15,6 +16,8 @@ from rnnlab.adapt import cache_nll, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
 from rnnlab.tasks.language_model import LanguageModel
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("test", "valid")
 
@@ -35,7 +38,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer)
     run_split = trainer.test if cfg.split == "test" else trainer.validate
     results = run_split(run.model, datamodule=datamodule)
-    return dict(results[0]) if results else {}
+    metrics = dict(results[0]) if results else {}
+    log.info("%s: %s", cfg.ckpt_path, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
+    return metrics
 
 
 def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig) -> dict[str, float]:
@@ -77,6 +82,7 @@ def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig) -> dict[
         metrics |= {f"{split}/bpc": plain / bits, f"{split}/bpc_{adapt.method}": nll / bits}
     for key, value in metrics.items():
         print(f"{key:24s} {value:.4f}")
+        log.info("%s %.6g", key, value)
     print(f"{adapt.method} with {setting}: {adapted_seconds:.1f} s, plain evaluation {plain_seconds:.1f} s "
           f"({adapted_seconds / plain_seconds:.1f}x) over {count} tokens")
     return metrics

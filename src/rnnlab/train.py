@@ -92,6 +92,9 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
     """Seed, build and fit; a stop by signal becomes `TrainingStopped` once `last.ckpt` is written."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:  # hparams.yaml, TensorBoard's hparams tab: the run's resolved config
+        logger.log_hyperparams(config)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
@@ -114,6 +117,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if ckpt_path == "last":
             ckpt_path = str(out / "checkpoints" / "last.ckpt")
         log.info("run folder: %s", out.resolve())
+        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         save_config(cfg)
         trainer, model, datamodule = fit(cfg, ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -123,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(results[0] if results else {})
             if best:
                 log.info("best checkpoint: %s", best)
+        log.info("final metrics:\n%s", "\n".join(f"  {k:28s} {v:.6g}" for k, v in sorted(metrics.items())))
         return metrics
     finally:
         if lock is not None:
