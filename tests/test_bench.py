@@ -110,3 +110,16 @@ def test_generation_speed_compares_the_two_paths_on_the_same_text(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("same text: True") == 2
     assert re.search(r"threads 1 single-step / forward: min [\d.]+x  median [\d.]+x", result.stdout)
+
+
+def test_eval_speed_times_both_loops_on_the_same_stream(synthetic_ptb, tmp_path):
+    result = run_script("train.py", *synthetic_overrides(synthetic_ptb), "trainer.max_epochs=1",
+                        "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "logger=none", "test=false",
+                        "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    result = run_script("bench/eval_speed.py", f"ckpt_path={ckpt}", "--rounds", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ppls = [float(p) for p in re.findall(r"ppl ([\d.]+)", result.stdout)]
+    assert len(ppls) == 4 and max(ppls) == pytest.approx(min(ppls), rel=1e-5)  # both loops: the same perplexity
+    assert re.search(r"eval.py / plain loop: min [\d.]+x  median [\d.]+x", result.stdout)
