@@ -230,3 +230,12 @@ def test_generate_into_a_closed_pipe_ends_quietly(char_checkpoint, tmp_path):
     assert len(result.stdout) == 50
     errors = err.read_text()
     assert "Traceback" not in errors and "BrokenPipe" not in errors, errors[-2000:]
+
+
+def test_symbols_primes_and_text_by_level():
+    from rnnlab.sampling import default_prime, from_symbols, to_symbols
+
+    assert default_prime("char") == "\n" and default_prime("word") == "<eos>"
+    assert to_symbols("ab c", "char") == ["a", "b", " ", "c"] and to_symbols("the  cat\n", "word") == ["the", "cat"]
+    assert from_symbols(["a", "b", "\n"], "char") == "ab\n"
+    assert from_symbols(["the", "cat", "<eos>", "a"], "word") == "the cat \na "

@@ -153,3 +153,22 @@ def test_varied_windows_scale_the_mean_loss_like_awd_lstm_scales_the_lr():
     returned = module.training_step((x, y), 0)
     nll = module.nll["train_nll"].compute()
     assert returned.item() == pytest.approx(2 * nll.item(), rel=1e-6)  # a 10-step window at bptt 5 counts double
+
+
+def test_carried_state_round_trip_and_each_stage_resets_its_own():
+    module = make_module()
+    b0, _ = batches(2)
+    module.training_step(b0, 0)
+    saved = module.carried_state()
+    assert all(not t.requires_grad for t in saved[0])
+    fresh = make_module()
+    fresh.load_carried_state(saved)
+    for a, b in zip(fresh.states["train"][0], module.states["train"][0]):
+        assert torch.equal(a, b)
+    fresh.load_carried_state(None)
+    assert fresh.states["train"] is None
+    for stage, hook in (("val", "on_validation_epoch_start"), ("test", "on_test_epoch_start"),
+                        ("train", "on_train_epoch_start")):
+        module.states = {"train": 1, "val": 2, "test": 3}
+        getattr(module, hook)()
+        assert stage not in module.states and len(module.states) == 2
