@@ -109,3 +109,12 @@ def test_sentiment_task_alone_is_mr_lstm_and_notebook_is_unidirectional(tmp_path
     vectors = plain.model.pretrained_embeddings
     assert vectors._target_ == "rnnlab.pretrain_embeddings.cached_vectors" and vectors.data.dataset == "imdb"
     assert vectors.embedding_dim == plain.model.net.embedding_dim and notebook.model.pretrained_embeddings is None
+
+
+@pytest.mark.parametrize("mode", ["default", "fdr", "overfit", "limit", "profiler"])
+def test_debug_modes_compose(mode, tmp_path):
+    cfg = compose_config([f"debug={mode}"], tmp_path)
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.detect_anomaly and not cfg.get("logger")
+    expected = {"fdr": ("fast_dev_run", True), "overfit": ("overfit_batches", 3), "limit": ("limit_train_batches", 10),
+                "profiler": ("profiler", "simple"), "default": ("max_epochs", 1)}[mode]
+    assert cfg.trainer[expected[0]] == expected[1]

@@ -200,3 +200,8 @@ def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tm
     logged = (tmp_path / "out" / "train.log").read_text()
     assert "config:" in logged and "_target_: rnnlab.models.lm.RNNLM" in logged and "final metrics:" in logged
     assert "rnnlab.models.lm.RNNLM" in (tmp_path / "out" / "csv" / "hparams.yaml").read_text()
+
+
+def test_debug_fast_dev_run_trains_one_batch_and_writes_no_checkpoint(synthetic_ptb, tmp_path):
+    metrics = train(compose_config([*synthetic_overrides(synthetic_ptb), "debug=fdr"], tmp_path))
+    assert math.isfinite(metrics["train/loss"]) and not list((tmp_path / "run").rglob("*.ckpt"))

@@ -131,7 +131,7 @@ class LastCheckpoint(Checkpoint):
         return self.dirpath / "last.ckpt"
 
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step == 0 or trainer.global_step == self._saved_step or trainer.sanity_checking:
+        if trainer.global_step in (0, self._saved_step) or trainer.sanity_checking or trainer.fast_dev_run:
             return
         if not all_finite(pl_module):
             rank_zero_warn(f"not writing {self.path}: the weights at step {trainer.global_step} are not finite")
