@@ -37,16 +37,18 @@ def main() -> None:
                                          f"split={args.split}", "trainer.enable_progress_bar=false",
                                          "trainer.enable_model_summary=false", *overrides])
     run = load_run(cfg.ckpt_path)
-    datamodule = instantiate(run.config.data, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir)
+    extra = {"eval_bptt": cfg.eval_bptt} if cfg.get("eval_bptt") else {}
+    datamodule = instantiate(run.config.data, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir, **extra)
     datamodule.vocab = run.vocab
     datamodule.setup()
     stream = datamodule.corpus.splits[args.split]
+    window = datamodule.hparams.get("eval_bptt") or datamodule.hparams.bptt  # the windows eval.py reads
     times: dict[str, list[float]] = {"eval.py": [], "plain": []}
     for r in range(args.rounds):
         for name in (("eval.py", "plain") if r % 2 == 0 else ("plain", "eval.py")):
             start = time.perf_counter()
             if name == "plain":
-                nll, count = plain_nll(run.model.net, stream, run.model.hparams.bptt)
+                nll, count = plain_nll(run.model.net, stream, window)
                 ppl = math.exp(nll / count)
             else:
                 ppl = evaluate(cfg)[f"{args.split}/ppl"]

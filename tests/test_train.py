@@ -205,3 +205,12 @@ def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tm
 def test_debug_fast_dev_run_trains_one_batch_and_writes_no_checkpoint(synthetic_ptb, tmp_path):
     metrics = train(compose_config([*synthetic_overrides(synthetic_ptb), "debug=fdr"], tmp_path))
     assert math.isfinite(metrics["train/loss"]) and not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_evaluation_window_length_changes_no_number(synthetic_ptb, tmp_path):
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ppl = [evaluate(compose_config([f"ckpt_path={ckpt}", "batch_size=1", f"eval_bptt={n}",
+                                    "trainer.enable_progress_bar=false"], tmp_path, config_name="eval"))["test/ppl"]
+           for n in (8, 64, 500)]
+    assert ppl[0] == pytest.approx(ppl[1], rel=1e-5) and ppl[0] == pytest.approx(ppl[2], rel=1e-5)

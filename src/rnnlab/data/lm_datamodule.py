@@ -31,6 +31,7 @@ class LMDataModule(L.LightningDataModule):
         batch_size: int = 20,
         eval_batch_size: int = 10,
         bptt: int = 35,
+        eval_bptt: int | None = None,
         vary_bptt: bool = False,
         seed: int = 0,
     ):
@@ -60,12 +61,14 @@ class LMDataModule(L.LightningDataModule):
         return {"net": {"vocab_size": len(self.vocab)}}
 
     def stream(self, split: str, batch_size: int, vary: bool = False) -> BPTTStream:
+        """Training windows of `bptt`; evaluation windows of `eval_bptt` (default `bptt`): the state is carried
+        from window to window, so their length changes no number, only how many steps the loop takes."""
         self.setup()
         rank, world_size = process_rank(self.trainer)
         tokens = self.corpus.splits[split]
+        bptt = self.hparams.bptt if split == "train" else (self.hparams.eval_bptt or self.hparams.bptt)
         try:
-            return BPTTStream(tokens, batch_size, self.hparams.bptt, rank, world_size, vary_length=vary,
-                              seed=self.hparams.seed)
+            return BPTTStream(tokens, batch_size, bptt, rank, world_size, vary_length=vary, seed=self.hparams.seed)
         except ValueError as e:
             raise ValueError(f"the {split} split: {e}") from None
 
