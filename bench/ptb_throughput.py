@@ -1,8 +1,11 @@
 """Training throughput of `task=ptb` under Lightning versus a minimal hand-written PyTorch loop.
 
 Both train the same model (built from the same config) on the same BPTT batches with the same
-optimizer and clipping; rounds alternate (Lightning, plain, Lightning, plain, ...) so that drift
-in machine load hits both. Timing excludes the first `--warmup` batches of each round.
+optimizer and clipping; rounds alternate, and so does the order inside a round (Lightning first in
+odd rounds, plain first in even ones), so that drift in machine load hits both. Timing excludes the
+first `--warmup` batches of each round. Beside each round, GEMMs of the decoder's shape (forward and
+both backward products) are timed: the matmul-bound ceiling is the tokens/s the step would reach if all
+of its FLOPs ran at that rate, and each throughput is reported as a fraction of it.
 
     python bench/ptb_throughput.py [--batches 300] [--rounds 3] [hydra overrides ...]
 """
@@ -19,6 +22,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from rnnlab import CONF_DIR
 from rnnlab.cli import silence_known_warnings
@@ -86,6 +90,29 @@ def plain_round(cfg, batches: int, warmup: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def step_flops_per_token(cfg, vocab: int) -> float:
+    """FLOPs per training token of the LM (forward and backward = 3x forward): the recurrent layers' input
+    and hidden products and the decoder; elementwise work not counted."""
+    net = cfg.model.net
+    sizes = [net.embedding_dim or 0] + list(net.hidden_sizes)  # one-hot input: a lookup, no product
+    gates = {"lstm": 4, "gru": 3}.get(net.cell.replace("naive_", ""), 1)
+    recurrent = sum(2 * gates * h * (i + h) for i, h in zip(sizes[:-1], sizes[1:]))
+    return 3 * (recurrent + 2 * sizes[-1] * vocab)
+
+
+def gemm_rate(rows: int, hidden: int, vocab: int, repeats: int = 10) -> float:
+    """FLOP/s of the decoder's three products for `rows` tokens: forward, input gradient, weight gradient."""
+    a, w, g = torch.randn(rows, hidden), torch.randn(vocab, hidden), torch.randn(rows, vocab)
+    products = (lambda: a @ w.T, lambda: g @ w, lambda: g.T @ a)
+    for f in products:
+        f()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for f in products:
+            f()
+    return 3 * 2 * rows * hidden * vocab * repeats / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=300)
@@ -97,17 +124,28 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={run_dir}", *timing_overrides(args.batches), *overrides])
     results: dict[str, list[float]] = {"lightning": [], "plain": []}
+    fractions: dict[str, list[float]] = {"lightning": [], "plain": []}
+    rows = cfg.data.batch_size * cfg.data.bptt
+    vocab = instantiate(cfg.data).model_kwargs()["net"]["vocab_size"]
+    flops = step_flops_per_token(cfg, vocab)
+    rounds = (("lightning", lightning_round), ("plain", plain_round))
     for r in range(args.rounds):
-        for name, run in (("lightning", lightning_round), ("plain", plain_round)):
+        ceiling = gemm_rate(rows, cfg.model.net.hidden_sizes[-1], vocab) / flops
+        for name, run in rounds if r % 2 == 0 else rounds[::-1]:
             torch.manual_seed(cfg.seed)
             cfg.paths.output_dir = f"{run_dir}/{name}{r}"
             results[name].append(run(cfg, args.batches, args.warmup))
-            print(f"round {r + 1} {name:9s} {results[name][-1]:9.0f} tokens/s", flush=True)
+            fractions[name].append(results[name][-1] / ceiling)
+            print(f"round {r + 1} {name:9s} {results[name][-1]:9.0f} tokens/s, {fractions[name][-1]:.0%} of the "
+                  f"matmul-bound ceiling ({ceiling:.0f} tokens/s)", flush=True)
     light, plain = statistics.median(results["lightning"]), statistics.median(results["plain"])
     ratios = [a / b for a, b in zip(results["lightning"], results["plain"])]  # each round's pair ran back to back
     print(f"median tokens/s: lightning {light:.0f}, plain loop {plain:.0f}; "
           f"ratio lightning/plain = {light / plain:.3f} (torch threads: {torch.get_num_threads()})")
     print(f"lightning/plain by round: {', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}")
+    for name, values in fractions.items():
+        print(f"{name} fraction of the ceiling: min {min(values):.0%}  median {statistics.median(values):.0%}  "
+              f"max {max(values):.0%}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def test_ptb_throughput_never_resumes_an_earlier_run(synthetic_ptb, tmp_path):
         result = run_script("bench/ptb_throughput.py", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert re.search(r"ratio lightning/plain = [\d.]+", result.stdout)
+        assert re.search(r"plain fraction of the ceiling: min \d+%", result.stdout)
         assert len(list(runs.iterdir())) == i + 1
         for folder in runs.rglob("checkpoints"):
             (folder / "interrupted.ckpt").write_text("not a checkpoint")

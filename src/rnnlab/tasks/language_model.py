@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from rnnlab.losses import cross_entropy
 from rnnlab.models.lm import RNNLM
 from rnnlab.models.recurrent import detach_state, move_state
 from rnnlab.optim import configure_optimizers
@@ -67,7 +67,7 @@ class LanguageModel(L.LightningModule):
         inputs, targets = batch
         logits, state = self(inputs, detach_state(self.states.get(stage)))
         self.states[stage] = state
-        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        nll = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         self.nll[f"{stage}_nll"].update(nll.detach(), targets.numel())
         return nll
 
