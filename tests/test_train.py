@@ -214,3 +214,27 @@ def test_evaluation_window_length_changes_no_number(synthetic_ptb, tmp_path):
                                     "trainer.enable_progress_bar=false"], tmp_path, config_name="eval"))["test/ppl"]
            for n in (8, 64, 500)]
     assert ppl[0] == pytest.approx(ppl[1], rel=1e-5) and ppl[0] == pytest.approx(ppl[2], rel=1e-5)
+
+
+class TinyGRULM(torch.nn.Module):
+    """A user's own network for the language-model task: ids (batch, time) -> logits and a state."""
+
+    def __init__(self, vocab_size: int, size: int = 8):
+        super().__init__()
+        self.embed, self.rnn = torch.nn.Embedding(vocab_size, size), torch.nn.GRU(size, size, batch_first=True)
+        self.out = torch.nn.Linear(size, vocab_size)
+
+    def forward(self, ids, state=None):
+        out, state = self.rnn(self.embed(ids), state)
+        return self.out(out), state
+
+
+def test_a_task_takes_any_network_given_as_model_net(synthetic_ptb, tmp_path):
+    from omegaconf import open_dict
+
+    cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER], tmp_path)
+    with open_dict(cfg):
+        cfg.model.net = {"_target_": "tests.test_train.TinyGRULM", "vocab_size": "???", "size": 8}
+    metrics = train(cfg)
+    run = load_run(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert isinstance(run.model.net, TinyGRULM) and math.isfinite(metrics["test/ppl"])
