@@ -216,3 +216,16 @@ def test_a_full_disk_is_named_as_the_cause(tmp_path, monkeypatch):
     with pytest.raises(DataFileError, match=f"cannot write {tmp_path / 'x' / 'file.txt'}: no space left on the device"):
         dl.fetch(remote, tmp_path)
     assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_written_files_get_the_users_umask_not_0600(tmp_path):
+    import os
+
+    from rnnlab.files import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "config.yaml", lambda tmp: open(tmp, "w").write("a: 1\n"))  # noqa: SIM115
+    finally:
+        os.umask(old)
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
