@@ -238,3 +238,18 @@ def test_a_task_takes_any_network_given_as_model_net(synthetic_ptb, tmp_path):
     metrics = train(cfg)
     run = load_run(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert isinstance(run.model.net, TinyGRULM) and math.isfinite(metrics["test/ppl"])
+
+
+def test_output_that_is_not_a_terminal_gets_plain_progress_lines(synthetic_ptb, tmp_path):
+    args = [*synthetic_overrides(synthetic_ptb), "trainer.max_epochs=2", "trainer.limit_train_batches=6",
+            "trainer.limit_val_batches=2", "trainer.log_every_n_steps=3", "logger=csv", "test=false",
+            f"hydra.run.dir={tmp_path / 'out'}"]
+    result = run_script("train.py", *args, cwd=tmp_path)  # stdout and stderr are pipes
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "\x1b[A" not in output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[0].split(" (")[0] for line in lines] == [
+        "epoch 0 step 3/6", "epoch 0 step 6/6", "epoch 0 validated", "epoch 1 step 3/6", "epoch 1 step 6/6",
+        "epoch 1 validated"]
+    assert "train/loss" in lines[0] and "val/ppl" in lines[2]

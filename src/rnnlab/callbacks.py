@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -173,6 +174,37 @@ class LastCheckpoint(Checkpoint):
 
     def state_dict(self) -> dict:
         return {"every_n_train_steps": self.every_n_train_steps}
+
+
+class LineProgress(ProgressBar):
+    """Progress for logs, CI and schedulers (output that is not a terminal): one plain line every
+    `every_n_steps` training steps and one per validation, instead of a bar's carriage-return frames."""
+
+    def __init__(self, every_n_steps: int = 100):
+        super().__init__()
+        self.every_n_steps, self._enabled, self._start = every_n_steps, True, 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, what: str) -> None:
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        print(f"epoch {trainer.current_epoch} {what} ({time.perf_counter() - self._start:.0f} s)  {shown}", flush=True)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._enabled and trainer.is_global_zero and (batch_idx + 1) % self.every_n_steps == 0:
+            self._line(trainer, pl_module, f"step {batch_idx + 1}/{self.total_train_batches}")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._enabled and trainer.is_global_zero and not trainer.sanity_checking:
+            self._line(trainer, pl_module, "validated")
 
 
 class TrainingDiverged(RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -15,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
-from rnnlab.callbacks import ExactResume, RunArtifacts, TrainingDiverged
+from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
 from rnnlab.checkpoint import AtomicCheckpointIO, read_checkpoint
 from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
 from rnnlab.files import FolderLock, atomic_write
@@ -84,6 +85,8 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     if not loggers:  # nothing to report the learning rate to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks += [RunArtifacts(config, saved_kwargs), ExactResume(), *(extra_callbacks or [])]
+    if cfg.trainer.get("enable_progress_bar", True) and not sys.stderr.isatty():  # a log file, CI, a scheduler
+        callbacks.append(LineProgress(max(1, cfg.trainer.get("log_every_n_steps") or 50)))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return datamodule, model, trainer
 
