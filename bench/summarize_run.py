@@ -14,7 +14,8 @@ from pathlib import Path
 def main(run_dir: str) -> None:
     with open(Path(run_dir) / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    speed = [float(r["train/device/items_per_sec"]) for r in rows if r.get("train/device/items_per_sec")]
+    key = "train/tokens_per_sec" if any(r.get("train/tokens_per_sec") for r in rows) else "train/device/items_per_sec"
+    speed = [float(r[key]) for r in rows if r.get(key)]  # the second name: logs written before TokenThroughput
     times = [float(r["train/time"]) for r in rows if r.get("train/time")]
     for r in rows:
         if r.get("val/loss"):

@@ -253,3 +253,24 @@ def test_output_that_is_not_a_terminal_gets_plain_progress_lines(synthetic_ptb, 
         "epoch 0 step 3/6", "epoch 0 step 6/6", "epoch 0 validated", "epoch 1 step 3/6", "epoch 1 step 6/6",
         "epoch 1 validated"]
     assert "train/loss" in lines[0] and "val/ppl" in lines[2]
+
+
+@pytest.mark.parametrize("task", ["ptb", "sentiment", "sine"])
+def test_one_metric_naming_scheme_for_every_task(task, synthetic_ptb, tmp_path):
+    import csv
+
+    from tests.conftest import make_imdb_tree
+
+    extra = {"ptb": [*synthetic_overrides(synthetic_ptb), "callbacks.throughput.window_size=2"],
+             "sentiment": ["task=sentiment", "data=imdb", "model/embeddings=none", f"paths.data_dir={tmp_path / 'd'}",
+                           "model.net.hidden_size=8", "model.net.embedding_dim=8", "data.batch_size=4"],
+             "sine": ["task=sine", "model.plot=false", "model.net.hidden_sizes=[8]"]}[task]
+    if task == "sentiment":
+        make_imdb_tree(tmp_path / "d" / "imdb", per_class=10)
+    train(compose_config([*extra, *TINY_TRAINER, "test=false", "trainer.log_every_n_steps=1"], tmp_path))
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        columns = set(next(csv.reader(f)))
+    assert {"train/loss", "train/loss_epoch"} <= columns and not any(c.endswith("_step") for c in columns)
+    assert not any("validate" in c or c.startswith("val/") and "per_sec" in c for c in columns)
+    if task == "ptb":  # the sentiment and sine tasks leave throughput out
+        assert "train/tokens_per_sec" in columns and "train/sequences_per_sec" in columns

@@ -13,8 +13,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
-from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rnnlab.plotting import pyplot
@@ -205,6 +206,29 @@ class LineProgress(ProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._enabled and trainer.is_global_zero and not trainer.sanity_checking:
             self._line(trainer, pl_module, "validated")
+
+
+class TokenThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor under names a user looks for: `train/tokens_per_sec` (its items: the
+    `length_fn` count), `train/sequences_per_sec`, `train/batches_per_sec`; evaluation throughput only
+    with `log_eval=True`."""
+
+    NAMES = {"items_per_sec": "tokens_per_sec", "samples_per_sec": "sequences_per_sec",
+             "batches_per_sec": "batches_per_sec"}
+
+    def __init__(self, *args: Any, log_eval: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.log_eval = log_eval
+
+    def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
+        stage = trainer.state.stage
+        if not trainer._logger_connector.should_update_logs or (stage != RunningStage.TRAINING and not self.log_eval):
+            return
+        metrics = self._throughputs[stage].compute()
+        if trainer.world_size == 1:  # one device: Lightning reports only the per-device rates, which are the totals
+            metrics = {k.removeprefix("device/"): v for k, v in metrics.items()}
+        named = {f"{stage.value}/{self.NAMES[k]}": v for k, v in metrics.items() if k in self.NAMES}
+        trainer._logger_connector.log_metrics(named, step=iter_num)
 
 
 class TrainingDiverged(RuntimeError):

@@ -110,7 +110,9 @@ class LanguageModel(L.LightningModule):
         nll = metric.compute()
         metric.reset()
         metrics = {"loss": nll.item(), **self.epoch_metrics(nll.item())}
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage != "train", sync_dist=False)
+        suffix = "_epoch" if stage == "train" else ""  # train/loss is the per-step value
+        self.log_dict({f"{stage}/{k}{suffix}": v for k, v in metrics.items()}, prog_bar=stage != "train",
+                      sync_dist=False)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

@@ -97,7 +97,8 @@ class SentimentClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         ids, lengths, labels = batch
         loss = self.loss(self(ids, lengths), labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=ids.size(0))
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=ids.size(0))
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=ids.size(0))
         return loss
 
     def _eval_step(self, batch, metrics: MetricCollection, stage: str) -> None:
