@@ -367,3 +367,11 @@ def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_p
     assert "hyper_parameters" not in ckpt and ckpt["rnnlab"]["model_kwargs"]["net"]["vocab_size"] > 4
     run = load_run(tmp_path / "run" / "checkpoints" / "best.ckpt")  # rebuilt without training the vectors again
     assert torch.equal(run.model.net.embedding.weight, ckpt["state_dict"]["net.embedding.weight"])
+
+
+def test_the_plot_goes_to_the_checkpoints_run_folder_by_default(mr_checkpoint):
+    path, _ = mr_checkpoint
+    err = io.StringIO()
+    predict(pcfg(path, text="a fine film", plot=True, plot_path=None), io.StringIO(), err)
+    expected = path.parent.parent / "prediction.png"
+    assert expected.stat().st_size > 5000 and f"saved {expected}" in err.getvalue()

@@ -274,3 +274,17 @@ def test_one_metric_naming_scheme_for_every_task(task, synthetic_ptb, tmp_path):
     assert not any("validate" in c or c.startswith("val/") and "per_sec" in c for c in columns)
     if task == "ptb":  # the sentiment and sine tasks leave throughput out
         assert "train/tokens_per_sec" in columns and "train/sequences_per_sec" in columns
+
+
+def test_ptb_runs_log_text_samples_and_perplexity_per_step(synthetic_ptb, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "logger=tensorboard", "test=false",
+                          "trainer.log_every_n_steps=1"], tmp_path))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    text = events.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert len(text.split()) >= 30 and all(w.startswith("w") or w == "<unk>" for w in text.split())  # <eos>: \n
+    losses = {e.step: e.value for e in events.Scalars("train/loss")}
+    for event in events.Scalars("train/ppl"):
+        assert event.value == pytest.approx(math.exp(losses[event.step]), rel=1e-5)

@@ -93,6 +93,15 @@ def plot_trajectory(pred: Prediction, path: Path) -> Path:
     return path
 
 
+def plot_path(cfg: DictConfig) -> Path:
+    """`plot_path`, else `prediction.png` in the checkpoint's run folder (`<run>/checkpoints/x.ckpt` -> `<run>/`)."""
+    if cfg.get("plot_path"):
+        return Path(cfg.plot_path).expanduser()
+    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run / "prediction.png"
+
+
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     set_threads(cfg.get("threads"))
     given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
@@ -119,7 +128,7 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
             out.write(f"{pred.words[i]:>20s}  {p:.3f}\n")
         out.write(f"P(positive) = {pred.probability:.3f}: {label(pred.probability)}\n")
         if cfg.plot:
-            err.write(f"saved {plot_trajectory(pred, Path(cfg.plot_path))}\n")
+            err.write(f"saved {plot_trajectory(pred, plot_path(cfg))}\n")
         return [pred]
     path = Path(cfg.input).expanduser()
     if not path.is_file():

@@ -74,6 +74,7 @@ class LanguageModel(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         nll = self._step(batch, "train")
         self.log("train/loss", nll, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/ppl", torch.exp(nll.detach().clamp(max=700.0)), on_step=True, on_epoch=False, prog_bar=True)
         steps = batch[0].size(1)
         if self.hparams.loss_reduction == "sum_time":
             return nll * steps

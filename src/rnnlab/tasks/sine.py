@@ -117,4 +117,5 @@ def plot_predictions(model: SineRegressor, trainer: L.Trainer) -> Path | None:
         if hasattr(logger.experiment, "add_figure"):
             logger.experiment.add_figure("predictions", fig, trainer.global_step)
     plt.close(fig)
+    log.info("prediction plot: %s", path)
     return path
