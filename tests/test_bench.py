@@ -97,6 +97,7 @@ def test_resume_soak_ends_equal_to_the_straight_run(synthetic_ptb, tmp_path):
     assert "final state EQUAL to the straight run" in result.stdout
 
 
+@pytest.mark.real_data
 def test_predict_memory_reports_peak_rss_per_length(tmp_path):
     result = run_script("bench/predict_memory.py", "model.net.hidden_size=8", "model.net.embedding_dim=8",
                         f"paths.cache_dir={tmp_path / 'cache'}", "--words", "30", "120", "--points", "10",

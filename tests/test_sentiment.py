@@ -332,6 +332,7 @@ def test_reverse_padded_keeps_padding_in_place_and_is_an_involution():
     assert torch.equal(reverse_padded(reverse_padded(x, lengths), lengths), x)
 
 
+@pytest.mark.real_data
 @pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 @pytest.mark.parametrize("batching", ["bucket", "pad"])
 def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
@@ -348,6 +349,7 @@ def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
     assert len(texts[0]) > 100 and len(texts[1]) > 100 and len(texts[0] & texts[1]) <= 1  # each rank its own texts
 
 
+@pytest.mark.real_data
 def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_path, caplog):
     reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
     reviews.write_text("\n".join(["a good fine film", "a bad awful film", "the acting was superb"] * 20))

@@ -58,6 +58,7 @@ def test_accumulated_gradients_keep_the_carried_state(synthetic_ptb, tmp_path):
     assert trainer.global_step == 3  # six windows, one optimizer step per two
 
 
+@pytest.mark.real_data
 def test_smoke_train_on_real_ptb(tmp_path):
     cfg = compose_config([*TINY_TRAINER, "model.net.hidden_sizes=[32,32]", "model.net.embedding_dim=32"], tmp_path)
     metrics = train(cfg)
