@@ -20,14 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.data.streams import BPTTStream
 from rnnlab.models.recurrent import detach_state
 
 
-def windows(stream: Tensor, bptt: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """`(inputs, targets)` windows `(1, time)` over a 1-D token stream, targets shifted by one."""
-    for start in range(0, stream.numel() - 1, bptt):
-        end = min(start + bptt, stream.numel() - 1)
-        yield stream[None, start:end], stream[None, start + 1 : end + 1]
+def windows(stream: Tensor, bptt: int) -> BPTTStream:
+    """`(inputs, targets)` windows `(1, time)` over a 1-D token stream, in order: one row of `BPTTStream`."""
+    return BPTTStream(stream, 1, bptt)
 
 
 def token_nll(logits: Tensor, targets: Tensor) -> Tensor:

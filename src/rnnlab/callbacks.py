@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from rnnlab.checkpoint import non_finite
 from rnnlab.plotting import pyplot
 from rnnlab.sampling import default_prime, from_symbols, sample, to_symbols
 
@@ -110,10 +111,6 @@ class ExactResume(L.Callback):
         self._to_restore = None
 
 
-def all_finite(module: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters() if p.is_floating_point())
-
-
 class LastCheckpoint(Checkpoint):
     """Keeps `<dirpath>/last.ckpt` the latest state of training: every `every_n_train_steps` optimizer
     steps, after every epoch (once validated and the lr schedule stepped), at the end, on SIGTERM
@@ -135,7 +132,7 @@ class LastCheckpoint(Checkpoint):
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step in (0, self._saved_step) or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        if not all_finite(pl_module):
+        if non_finite(pl_module.state_dict()):  # checked here too: a save inside on_exception must not raise
             rank_zero_warn(f"not writing {self.path}: the weights at step {trainer.global_step} are not finite")
             return
         trainer.save_checkpoint(self.path)

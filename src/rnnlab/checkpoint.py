@@ -54,13 +54,18 @@ def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True) -> dic
     return checkpoint
 
 
+def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of `state_dict` holding a NaN or an infinity."""
+    return [k for k, t in state_dict.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O, made safe: a save goes to a temporary file beside the target and is
     renamed into place (an interrupted save never leaves a truncated checkpoint), a save of non-finite
     weights is refused, and every load is weights-only."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        bad = [k for k, t in checkpoint["state_dict"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        bad = non_finite(checkpoint["state_dict"])
         if bad:
             raise CheckpointError(f"refusing to write {path}: non-finite weights in {bad[:5]}")
         atomic_torch_save(checkpoint, Path(path))

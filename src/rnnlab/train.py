@@ -61,6 +61,8 @@ def resume_path(cfg: DictConfig) -> str | None:
         if not (folder / "last.ckpt").is_file():
             raise RunDirectoryError(f"ckpt_path=last: there is no {folder / 'last.ckpt'} to resume from")
         ckpt_path = str(folder / "last.ckpt")
+    if rank_zero_only.rank != 0:  # rank 0 has checked the file and the folder before the others started
+        return ckpt_path or None
     if ckpt_path:
         read_checkpoint(ckpt_path)  # weights-only; refuses anything else before Lightning opens it
         return str(ckpt_path)
@@ -88,6 +90,8 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     if cfg.trainer.get("enable_progress_bar", True) and not sys.stderr.isatty():  # a log file, CI, a scheduler
         callbacks.append(LineProgress(max(1, cfg.trainer.get("log_every_n_steps") or 50)))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    for logger in loggers:  # hparams.yaml, TensorBoard's hparams tab: the run's resolved config
+        logger.log_hyperparams(config)
     return datamodule, model, trainer
 
 
@@ -95,9 +99,6 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
     """Seed, build and fit; a stop by signal becomes `TrainingStopped` once `last.ckpt` is written."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    for logger in trainer.loggers:  # hparams.yaml, TensorBoard's hparams tab: the run's resolved config
-        logger.log_hyperparams(config)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
@@ -116,9 +117,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.paths.output_dir)
     lock = FolderLock(out) if rank_zero_only.rank == 0 else None
     try:
-        ckpt_path = resume_path(cfg) if rank_zero_only.rank == 0 else cfg.get("ckpt_path")
-        if ckpt_path == "last":
-            ckpt_path = str(out / "checkpoints" / "last.ckpt")
+        ckpt_path = resume_path(cfg)
         log.info("run folder: %s", out.resolve())
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         save_config(cfg)
