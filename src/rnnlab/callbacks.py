@@ -13,9 +13,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
-from lightning.pytorch.callbacks import Checkpoint, ProgressBar, ThroughputMonitor
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar, ThroughputMonitor, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rnnlab.checkpoint import non_finite
@@ -198,7 +198,8 @@ class LineProgress(ProgressBar):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._enabled and trainer.is_global_zero and (batch_idx + 1) % self.every_n_steps == 0:
-            self._line(trainer, pl_module, f"step {batch_idx + 1}/{self.total_train_batches}")
+            total = self.total_train_batches  # inf for streams whose length varies by epoch
+            self._line(trainer, pl_module, f"step {batch_idx + 1}" + (f"/{total}" if total != float("inf") else ""))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._enabled and trainer.is_global_zero and not trainer.sanity_checking:
@@ -306,3 +307,74 @@ class TrajectoryFigures(L.Callback):
         for logger in loggers:
             logger.experiment.add_figure("per_word_prediction", fig, trainer.global_step)
         plt.close(fig)
+
+
+class NTASGD(WeightAveraging):
+    """Non-monotonically triggered averaged SGD (Merity et al. 2018), on Lightning's `WeightAveraging`
+    (`torch.optim.swa_utils.AveragedModel`).
+
+    Training runs plain until a validation's `monitor` is worse than the best of all checks but the last
+    `nonmono` (`len(history) > nonmono and value > min(history[:-nonmono])`, AWD-LSTM's test); from the next
+    optimizer step on, the weights are averaged after every step. From the first average on, validation,
+    checkpoints (`state_dict`) and the final weights are the average; the raw weights stay in the checkpoint
+    for resuming. `start="now"` averages from the first step: the fine-tuning stage (`init_from=`).
+    """
+
+    def __init__(self, monitor: str = "val/loss", nonmono: int = 5, start: str = "trigger"):
+        if start not in ("trigger", "now"):
+            raise ValueError(f"callbacks.nt_asgd.start must be 'trigger' or 'now', got {start!r}")
+        if nonmono < 1:
+            raise ValueError(f"callbacks.nt_asgd.nonmono must be at least 1, got {nonmono}")
+        super().__init__(use_buffers=True)
+        self.monitor, self.nonmono = monitor, nonmono
+        self.triggered = start == "now"
+        self.history: list[float] = []
+        self.triggered_at: int | None = 0 if self.triggered else None
+
+    @property
+    def averaging(self) -> bool:
+        """Whether the average holds at least one step's weights (before that it is a stale copy)."""
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return self.triggered and step_idx is not None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.triggered or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if len(self.history) > self.nonmono and value > min(self.history[: -self.nonmono]):
+            self.triggered, self.triggered_at = True, trainer.global_step
+            rank_zero_info(f"NT-ASGD: {self.monitor} {value:.4f} has not improved for {self.nonmono} checks; "
+                           f"averaging the weights from step {trainer.global_step} on")
+        self.history.append(value)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.averaging:
+            self._swap_models(pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.averaging:
+            self._swap_models(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.averaging:
+            self._copy_average_to_current(pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self.averaging:
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # resuming a fit restores both weights; testing a checkpoint uses its state_dict (the average) alone
+        if "current_model_state" in checkpoint and trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "triggered": self.triggered, "triggered_at": self.triggered_at,
+                "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.triggered, self.triggered_at = state_dict["triggered"], state_dict["triggered_at"]
+        self.history = list(state_dict["history"])

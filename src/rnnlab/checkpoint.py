@@ -74,6 +74,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, require_rnnlab=False)
 
 
+def init_weights(model: L.LightningModule, path: str | os.PathLike, vocab: Vocabulary | None = None) -> None:
+    """Start `model` from the weights of the checkpoint `path` (weights-only; fine-tuning, `init_from=`).
+    The checkpoint must come from the same kind of model over the same vocabulary."""
+    checkpoint = read_checkpoint(path)
+    saved = checkpoint["rnnlab"].get("vocab")
+    if vocab is not None and saved is not None and Vocabulary.from_state_dict(saved) != vocab:
+        raise CheckpointError(f"init_from={path}: its vocabulary ({len(saved['itos'])} symbols) is not this "
+                              f"data's ({len(vocab)} symbols)")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(checkpoint["state_dict"]))
+    mismatched = [k for k, t in checkpoint["state_dict"].items() if k in own and own[k].shape != t.shape]
+    if missing or mismatched:
+        raise CheckpointError(f"init_from={path} does not fit this model: missing {missing[:3]}, "
+                              f"other shapes {mismatched[:3]}")
+    model.load_state_dict(checkpoint["state_dict"], strict=False)
+
+
 @dataclass
 class TrainedRun:
     """What a checkpoint holds: the module, the run's config and its vocabulary (if any)."""

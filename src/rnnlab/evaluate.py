@@ -31,6 +31,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     overrides = {"data_dir": cfg.paths.data_dir, "cache_dir": cfg.paths.cache_dir}
     if cfg.get("batch_size"):
         overrides["eval_batch_size"] = cfg.batch_size
+        if "test_batch_size" in run.config.data:
+            overrides["test_batch_size"] = cfg.batch_size
     if cfg.get("eval_bptt"):
         overrides["eval_bptt"] = cfg.eval_bptt
     datamodule = instantiate(run.config.data, **overrides)

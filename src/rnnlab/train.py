@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
-from rnnlab.checkpoint import AtomicCheckpointIO, read_checkpoint
+from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint
 from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
 from rnnlab.files import FolderLock, atomic_write
 
@@ -80,6 +80,8 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     datamodule = instantiate(cfg.data)
     model_kwargs = datamodule.model_kwargs()
     model = instantiate(cfg.model, **model_kwargs)
+    if cfg.get("init_from"):
+        init_weights(model, cfg.init_from, model_kwargs.get("vocab"))
     config = OmegaConf.to_container(cfg, resolve=True)
     saved_kwargs = {k: v for k, v in model_kwargs.items() if k != "vocab"}  # the vocabulary is saved on its own
     loggers = instantiate_all(cfg.get("logger"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 
 from rnnlab.data.corpus import TokenCorpus
-from rnnlab.data.loaders import ResumableLoader, process_rank
+from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
 from rnnlab.data.ptb import load_ptb, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
 from rnnlab.data.streams import BPTTStream
@@ -30,6 +30,7 @@ class LMDataModule(L.LightningDataModule):
         sha256=None,  # its hash(es); None: the registry's
         batch_size: int = 20,
         eval_batch_size: int = 10,
+        test_batch_size: int | None = None,  # None: eval_batch_size
         bptt: int = 35,
         eval_bptt: int | None = None,
         vary_bptt: bool = False,
@@ -73,7 +74,15 @@ class LMDataModule(L.LightningDataModule):
             raise ValueError(f"the {split} split: {e}") from None
 
     def _loader(self, split: str, batch_size: int, train: bool = False) -> ResumableLoader:
-        stream = self.stream(split, batch_size, vary=train and self.hparams.vary_bptt)
+        vary = train and self.hparams.vary_bptt
+        stream = self.stream(split, batch_size, vary=vary)
+        position = fit_position(self.trainer) if train else None
+        if vary and position is not None:
+            # Varied windows change the number of windows every epoch, and Lightning measures an epoch's length
+            # when it loads the train loader: made once, that measure would cut longer epochs short and skip
+            # the validation of shorter ones. So the loader is made again, at its epoch, for every epoch.
+            stream.set_epoch(position[0])
+            self.trainer.reload_dataloaders_every_n_epochs = 1
         return ResumableLoader(stream, batch_size=None, trainer=self.trainer if train else None)
 
     def train_dataloader(self) -> ResumableLoader:
@@ -83,7 +92,7 @@ class LMDataModule(L.LightningDataModule):
         return self._loader("valid", self.hparams.eval_batch_size)
 
     def test_dataloader(self) -> ResumableLoader:
-        return self._loader("test", self.hparams.eval_batch_size)
+        return self._loader("test", self.hparams.test_batch_size or self.hparams.eval_batch_size)
 
 
 class PTBDataModule(LMDataModule):

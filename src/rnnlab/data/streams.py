@@ -86,6 +86,7 @@ class BPTTStream(IterableDataset):
         return window_lengths(self.data.size(1), self.bptt, self.vary_length, generator)
 
     def __len__(self) -> int:
+        """Windows in the current epoch (`set_epoch`); with varied lengths the count changes by epoch."""
         if self.vary_length:
             return len(self.lengths())
         return math.ceil((self.data.size(1) - 1) / self.bptt)

@@ -8,6 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.models.recurrent import RecurrentStack, State
+from rnnlab.models.regularization import LockedDropout, word_dropout
+
+INITS = ("uniform", "pytorch")
 
 
 class OneHot(nn.Module):
@@ -23,7 +26,15 @@ class OneHot(nn.Module):
 
 
 class RNNLM(nn.Module):
-    """Ids `(batch, time)` -> next-symbol logits `(batch, time, vocab)` and the carried state."""
+    """Ids `(batch, time)` -> next-symbol logits `(batch, time, vocab)` and the carried state.
+
+    Dropout: `embedding_dropout` on the embedded inputs, `layer_dropout` between recurrent layers, `dropout` on
+    the last layer's outputs (the first two default to `dropout`); `locked_dropout=True` makes all three one mask
+    per sequence. AWD-LSTM adds `word_dropout` (whole words of the embedding matrix) and `weight_drop`
+    (DropConnect on the hidden-to-hidden weights). `init_scale`: uniform init in [-init_scale, init_scale] of
+    every weight, or with `recurrent_init="pytorch"` of the embedding and decoder only, the recurrent layers
+    keeping PyTorch's (AWD-LSTM's choice).
+    """
 
     def __init__(
         self,
@@ -37,18 +48,34 @@ class RNNLM(nn.Module):
         recurrent_bias: float | None = None,
         forget_bias: float | None = None,
         tie_weights: bool = False,
+        layer_dropout: float | None = None,
+        locked_dropout: bool = False,
+        word_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        recurrent_init: str = "uniform",
     ):
         super().__init__()
+        if recurrent_init not in INITS:
+            raise ValueError(f"recurrent_init must be one of {INITS}, got {recurrent_init!r}")
+        if word_dropout and embedding_dim is None:
+            raise ValueError("word_dropout needs an embedding (embedding_dim), not one-hot inputs")
         self.vocab_size = vocab_size
         self.encoder = OneHot(vocab_size) if embedding_dim is None else nn.Embedding(vocab_size, embedding_dim)
         input_size = self.encoder.embedding_dim
-        self.embedding_dropout = nn.Dropout(dropout if embedding_dropout is None else embedding_dropout)
-        self.rnn = RecurrentStack(cell, input_size, hidden_sizes, dropout)
-        self.output_dropout = nn.Dropout(dropout)
+        drop = LockedDropout if locked_dropout else nn.Dropout
+        self.word_dropout = word_dropout
+        self.embedding_dropout = drop(dropout if embedding_dropout is None else embedding_dropout)
+        self.rnn = RecurrentStack(cell, input_size, hidden_sizes, dropout if layer_dropout is None else layer_dropout,
+                                  locked=locked_dropout, weight_drop=weight_drop)
+        self.output_dropout = drop(dropout)
         self.decoder = nn.Linear(self.rnn.output_size, vocab_size)
         if init_scale is not None:
-            for p in self.parameters():
+            initialized = self.parameters() if recurrent_init == "uniform" else \
+                [*self.encoder.parameters(), self.decoder.weight]
+            for p in initialized:
                 nn.init.uniform_(p, -init_scale, init_scale)
+            if recurrent_init == "pytorch":
+                nn.init.zeros_(self.decoder.bias)
         if recurrent_bias is not None:
             self.rnn.set_bias(recurrent_bias)
         if forget_bias is not None:
@@ -62,12 +89,23 @@ class RNNLM(nn.Module):
             self.decoder.weight = self.encoder.weight
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        logits, state, _, _ = self.outputs(ids, state)
+        return logits, state
+
+    def outputs(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor, Tensor]:
+        """`forward` plus the last layer's outputs `(batch, time, hidden)` before and after the output dropout
+        (what activation regularization reads): `(logits, state, hidden, dropped)`."""
         out, state = self.hidden(ids, state)
-        return self.decoder(self.output_dropout(out)), state
+        dropped = self.output_dropout(out)
+        return self.decoder(dropped), state, out, dropped
 
     def hidden(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """The last recurrent layer's outputs `(batch, time, hidden)` (what the decoder reads) and the state."""
-        return self.rnn(self.embedding_dropout(self.encoder(ids)), state)
+        if self.word_dropout:
+            embedded = word_dropout(self.encoder, ids, self.word_dropout, self.training)
+        else:
+            embedded = self.encoder(ids)
+        return self.rnn(self.embedding_dropout(embedded), state)
 
     def step(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One time step in eval mode: ids `(batch,)` -> logits `(batch, vocab)` and the state, in the state

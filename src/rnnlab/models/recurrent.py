@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.models.cells import cell_kind, recurrent_layer
+from rnnlab.models.regularization import LockedDropout, weight_dropped
 
 State = list  # one entry per fused group: a Tensor (RNN, GRU) or an (h, c) tuple (LSTM)
 
@@ -34,23 +35,30 @@ class RecurrentStack(nn.Module):
 
     `hidden_sizes=[256, 128]` gives two modules, `[650, 650]` one two-layer module, so the
     fast fused kernels are used wherever the sizes allow. Dropout `dropout` is applied between
-    layers (inside fused modules by PyTorch, between them here).
+    layers (inside fused modules by PyTorch, between them here). With `locked=True` it is locked dropout
+    (one mask per sequence), and every layer is its own module so that the mask can be applied between them.
+    `weight_drop`: DropConnect on the hidden-to-hidden weights in training, one mask per call (AWD-LSTM).
     Input `(batch, time, input_size)` -> output `(batch, time, hidden_sizes[-1])` and the new state.
     """
 
-    def __init__(self, cell: str, input_size: int, hidden_sizes: Sequence[int], dropout: float = 0.0):
+    def __init__(self, cell: str, input_size: int, hidden_sizes: Sequence[int], dropout: float = 0.0,
+                 locked: bool = False, weight_drop: float = 0.0):
         super().__init__()
         if not hidden_sizes:
             raise ValueError("hidden_sizes must name at least one layer")
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
         self.cell = cell
         self.hidden_sizes = list(hidden_sizes)
+        self.weight_drop = weight_drop
         self.groups = nn.ModuleList()
         size_in = input_size
-        for size, run in groupby(self.hidden_sizes):
-            n = len(list(run))
+        runs = [(size, 1) for size in self.hidden_sizes] if locked else \
+            [(size, len(list(run))) for size, run in groupby(self.hidden_sizes)]
+        for size, n in runs:
             self.groups.append(recurrent_layer(cell, size_in, size, n, dropout))
             size_in = size
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = LockedDropout(dropout) if locked else nn.Dropout(dropout)
 
     @property
     def output_size(self) -> int:
@@ -62,7 +70,7 @@ class RecurrentStack(nn.Module):
         for i, (rnn, s) in enumerate(zip(self.groups, state)):
             if i > 0:
                 x = self.dropout(x)
-            x, s = rnn(x, s)
+            x, s = weight_dropped(rnn, self.weight_drop, self.training, x, s)
             new_state.append(s)
         return x, new_state
 

@@ -33,6 +33,10 @@ class LanguageModel(L.LightningModule):
         lr x bptt and clip / bptt (lr 20, clip 0.25 for bptt 20).
     Either way the reported loss is the mean NLL per token (nats) and perplexity is
     exp(total NLL / total tokens) over the whole split.
+
+    Activation regularization (AWD-LSTM, training only; `net.outputs` must give the last layer's outputs):
+    `ar` x mean square of the dropped outputs, `tar` x mean square of the change of the undropped outputs
+    from one time step to the next; both are added to the training loss, never to the reported NLL.
     """
 
     symbol_level = "word"  # how generate.py splits a prime and joins symbols: "word" or "char"
@@ -46,10 +50,14 @@ class LanguageModel(L.LightningModule):
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         compile: bool = False,
+        ar: float = 0.0,
+        tar: float = 0.0,
     ):
         super().__init__()
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"model.loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+        if (ar or tar) and not hasattr(net, "outputs"):
+            raise ValueError(f"model.ar/model.tar need a network with `outputs()`; {type(net).__name__} has none")
         self.save_hyperparameters(logger=False, ignore=["net"])
         self.net = net
         if compile:
@@ -62,23 +70,32 @@ class LanguageModel(L.LightningModule):
     def forward(self, ids: Tensor, state=None) -> tuple[Tensor, object]:
         return self.net(ids, state)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """Mean NLL per token of one window; updates the stage's state and token-weighted metric."""
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+        """Mean NLL per token of one window and its activation regularization (0 outside training);
+        updates the stage's state and token-weighted metric."""
         inputs, targets = batch
-        logits, state = self(inputs, detach_state(self.states.get(stage)))
+        state = detach_state(self.states.get(stage))
+        penalty = torch.zeros((), device=inputs.device)
+        if stage == "train" and (self.hparams.ar or self.hparams.tar):
+            logits, state, hidden, dropped = self.net.outputs(inputs, state)
+            penalty = self.hparams.ar * dropped.pow(2).mean()
+            if hidden.size(1) > 1:
+                penalty = penalty + self.hparams.tar * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
+        else:
+            logits, state = self(inputs, state)
         self.states[stage] = state
         nll = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         self.nll[f"{stage}_nll"].update(nll.detach(), targets.numel())
-        return nll
+        return nll, penalty
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        nll = self._step(batch, "train")
+        nll, penalty = self._step(batch, "train")
         self.log("train/loss", nll, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/ppl", torch.exp(nll.detach().clamp(max=700.0)), on_step=True, on_epoch=False, prog_bar=True)
-        steps = batch[0].size(1)
+        loss, steps = nll + penalty, batch[0].size(1)
         if self.hparams.loss_reduction == "sum_time":
-            return nll * steps
-        return nll * (steps / self.hparams.bptt)  # variable windows: AWD-LSTM's lr rescaling
+            return loss * steps
+        return loss * (steps / self.hparams.bptt)  # variable windows: AWD-LSTM's lr rescaling
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

@@ -1,0 +1,163 @@
+"""AWD-LSTM's parts: weight drop, locked and word dropout, AR/TAR, NT-ASGD, varied windows, the presets."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from rnnlab.callbacks import NTASGD
+from rnnlab.checkpoint import CheckpointError, read_checkpoint
+from rnnlab.models.lm import RNNLM
+from rnnlab.models.recurrent import RecurrentStack
+from rnnlab.models.regularization import LockedDropout, weight_dropped, word_dropout
+from rnnlab.tasks.language_model import LanguageModel
+from rnnlab.train import train
+from tests.conftest import TINY_TRAINER, compose_config, synthetic_overrides
+
+
+def used_hidden_weights(module: nn.Module, p: float, x: torch.Tensor, calls: int = 1) -> list[torch.Tensor]:
+    """The hidden-to-hidden weight each call of `weight_dropped` really ran with (read inside the call)."""
+    seen = []
+    handle = module.register_forward_pre_hook(lambda m, args: seen.append(m.weight_hh_l0.detach().clone()))
+    for _ in range(calls):
+        weight_dropped(module, p, True, x)
+    handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("cell", ["lstm", "naive_lstm", "gru"])
+def test_weight_drop_one_mask_per_window_shared_by_its_time_steps(cell):
+    torch.manual_seed(0)
+    stack = RecurrentStack(cell, 3, [6], weight_drop=0.5)
+    rnn = stack.groups[0]
+    x = torch.randn(2, 9, 3)
+    first, second = used_hidden_weights(rnn, 0.5, x, calls=2)
+    raw = rnn.weight_hh_l0.detach()
+    dropped = first == 0
+    assert 0.3 < dropped.float().mean() < 0.7
+    torch.testing.assert_close(first[~dropped], raw[~dropped] * 2)  # kept weights scaled by 1/(1-p)
+    assert not torch.equal(first, second)  # a new mask for the next window
+    # every time step of the window ran with that one matrix: the same module with it fixed gives the same output
+    torch.manual_seed(1)
+    out, _ = weight_dropped(rnn, 0.5, True, x)
+    torch.manual_seed(1)
+    (mask_weight,) = used_hidden_weights(rnn, 0.5, x)
+    fixed = copy.deepcopy(rnn)
+    with torch.no_grad():
+        fixed.weight_hh_l0.copy_(mask_weight)
+    torch.testing.assert_close(out, fixed(x)[0])
+
+
+def test_weight_drop_is_off_in_eval_and_gradients_reach_the_raw_weights():
+    torch.manual_seed(0)
+    stack = RecurrentStack("lstm", 3, [5, 5], weight_drop=0.6)
+    plain = copy.deepcopy(stack)
+    plain.weight_drop = 0.0
+    x = torch.randn(2, 7, 3)
+    stack.eval(), plain.eval()
+    torch.testing.assert_close(stack(x)[0], plain(x)[0])
+    stack.train()
+    stack(x)[0].pow(2).sum().backward()
+    rnn = stack.groups[0]
+    for k in range(2):
+        grad = getattr(rnn, f"weight_hh_l{k}").grad
+        assert grad is not None and grad.abs().sum() > 0
+        assert 0.3 < (grad == 0).float().mean() < 0.9  # the dropped weights get no gradient this window
+    assert rnn.weight_ih_l0.grad.abs().sum() > 0
+    assert [n for n, _ in stack.named_parameters()] == [n for n, _ in plain.named_parameters()]  # names kept
+
+
+def test_locked_dropout_one_mask_per_sequence_for_all_its_steps():
+    torch.manual_seed(0)
+    drop = LockedDropout(0.5)
+    x = torch.ones(4, 12, 8)
+    y = drop(x)
+    assert torch.equal(y, y[:, :1].expand_as(y))  # the same mask at every time step
+    assert not torch.equal(y[0], y[1])  # each sequence its own
+    assert set(y.unique().tolist()) == {0.0, 2.0}
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\), got 1.0"):
+        LockedDropout(1.0)
+
+
+def test_locked_stack_runs_one_module_per_layer_with_locked_masks_between():
+    stack = RecurrentStack("lstm", 4, [6, 6, 3], dropout=0.5, locked=True)
+    assert [g.num_layers for g in stack.groups] == [1, 1, 1]
+    assert isinstance(stack.dropout, LockedDropout)
+    assert [g.num_layers for g in RecurrentStack("lstm", 4, [6, 6, 3], dropout=0.5).groups] == [2, 1]
+
+
+def test_word_dropout_drops_a_word_everywhere_in_the_batch():
+    torch.manual_seed(3)
+    emb = nn.Embedding(6, 4)
+    ids = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]] * 3)
+    out = word_dropout(emb, ids, 0.5, training=True)
+    zero = (out == 0).all(-1)
+    for word in range(6):
+        where = zero[ids == word]
+        assert where.all() or not where.any()  # a word is dropped at all its positions or at none
+    assert 0 < zero.float().mean() < 1
+    kept = ~zero
+    torch.testing.assert_close(out[kept], emb(ids)[kept] * 2)
+    torch.testing.assert_close(word_dropout(emb, ids, 0.5, training=False), emb(ids))
+
+
+def test_ar_and_tar_are_added_to_the_training_loss_only():
+    torch.manual_seed(0)
+    net = RNNLM(11, [8], embedding_dim=8, dropout=0.0)
+    task = LanguageModel(net, loss_reduction="mean", bptt=5, ar=2.0, tar=1.0)
+    plain = LanguageModel(copy.deepcopy(net), loss_reduction="mean", bptt=5)
+    ids = torch.randint(0, 11, (3, 6))
+    batch = (ids[:, :5], ids[:, 1:])
+    nll, penalty = task._step(batch, "train")
+    plain_nll, plain_penalty = plain._step(batch, "train")
+    torch.testing.assert_close(nll, plain_nll)
+    assert plain_penalty == 0
+    hidden, _ = net.hidden(batch[0])
+    expected = 2.0 * hidden.pow(2).mean() + 1.0 * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
+    torch.testing.assert_close(penalty, expected)
+    assert task._step(batch, "val")[1] == 0
+    with pytest.raises(ValueError, match="model.ar/model.tar need a network with `outputs\\(\\)`"):
+        LanguageModel(nn.Linear(2, 2), ar=1.0)
+
+
+class Recorder(L.Callback):
+    """Batches trained per epoch, validations run, and the weights after every optimizer step."""
+
+    def __init__(self):
+        self.batches, self.validated, self.weights = {}, [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches[trainer.current_epoch] = self.batches.get(trainer.current_epoch, 0) + 1
+        self.weights.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.validated.append(trainer.current_epoch)
+
+
+def fit_with(cfg, *callbacks):
+    from rnnlab.train import build
+
+    L.seed_everything(cfg.seed)
+    datamodule, model, trainer = build(cfg, list(callbacks))
+    trainer.fit(model, datamodule=datamodule)
+    return datamodule, model, trainer
+
+
+def test_varied_windows_every_epoch_trains_all_its_windows_and_validates(synthetic_ptb, tmp_path):
+    cfg = compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer.max_epochs=6",
+                          "trainer.limit_train_batches=null", "trainer.limit_val_batches=2", "data.vary_bptt=true",
+                          "test=false", "logger=none"], tmp_path)
+    recorder = Recorder()
+    datamodule, _, _ = fit_with(cfg, recorder)
+    stream = datamodule.stream("train", cfg.data.batch_size, vary=True)
+    expected = {e: len(stream.lengths(e)) for e in range(6)}
+    assert len(set(expected.values())) > 1  # the epochs really differ in length
+    assert recorder.batches == expected
+    assert recorder.validated == list(range(6))
