@@ -66,7 +66,7 @@ def main() -> None:
         cmd = [sys.executable, str(ROOT / "train.py"), f"paths.output_dir={args.out / name}", "logger=csv",
                *overrides]
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log)
-    for name, (proc, log) in procs.items():
+    for proc, log in procs.values():
         try:
             proc.wait(timeout=max(1.0, args.timeout - (time.time() - start)))
         except subprocess.TimeoutExpired:

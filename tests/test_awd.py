@@ -15,7 +15,7 @@ from rnnlab.models.lm import RNNLM
 from rnnlab.models.recurrent import RecurrentStack
 from rnnlab.models.regularization import LockedDropout, weight_dropped, word_dropout
 from rnnlab.tasks.language_model import LanguageModel
-from rnnlab.train import train
+from rnnlab.train import build, train
 from tests.conftest import TINY_TRAINER, compose_config, synthetic_overrides
 
 
@@ -142,8 +142,6 @@ class Recorder(L.Callback):
 
 
 def fit_with(cfg, *callbacks):
-    from rnnlab.train import build
-
     L.seed_everything(cfg.seed)
     datamodule, model, trainer = build(cfg, list(callbacks))
     trainer.fit(model, datamodule=datamodule)
@@ -161,3 +159,114 @@ def test_varied_windows_every_epoch_trains_all_its_windows_and_validates(synthet
     assert len(set(expected.values())) > 1  # the epochs really differ in length
     assert recorder.batches == expected
     assert recorder.validated == list(range(6))
+
+
+class StubTrainer:
+    sanity_checking = False
+
+    def __init__(self, value: float, step: int):
+        self.callback_metrics = {"val/loss": torch.tensor(value)}
+        self.global_step = step
+
+
+def test_nt_asgd_triggers_when_validation_is_worse_than_the_best_before_the_last_n_checks():
+    losses = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.9]
+    # nonmono=2: check k triggers when k > 2 and losses[k] > min(losses[:k - 2])
+    # k=3: 3.5 > min(5) no; k=4: 3.2 > min(5, 4) = 4 no; k=5: 3.1 > min(5, 4, 3) = 3 yes
+    callback = NTASGD(nonmono=2)
+    fired = []
+    for k, loss in enumerate(losses):
+        callback.on_validation_end(StubTrainer(loss, step=10 * (k + 1)), None)
+        fired.append(callback.triggered)
+    assert fired == [False, False, False, False, False, True, True]
+    assert callback.triggered_at == 60 and callback.history == pytest.approx(losses[:6])  # none after it
+    assert callback.should_update(step_idx=51) and not callback.should_update(epoch_idx=4)
+    assert not NTASGD(nonmono=2).should_update(step_idx=0)
+    assert NTASGD(start="now").should_update(step_idx=0)
+    with pytest.raises(ValueError, match="callbacks.nt_asgd.start must be 'trigger' or 'now', got 'soon'"):
+        NTASGD(start="soon")
+
+
+def tiny_lm_overrides(folder, tmp_path, epochs: int = 2) -> list[str]:
+    return [*synthetic_overrides(folder), *TINY_TRAINER, f"trainer.max_epochs={epochs}",
+            "trainer.limit_train_batches=5", "test=false", "logger=none", "model/scheduler=none",
+            "model.optimizer.lr=0.5"]
+
+
+def test_nt_asgd_averages_every_step_after_the_trigger_and_checkpoints_the_average(synthetic_ptb, tmp_path):
+    cfg = compose_config(tiny_lm_overrides(synthetic_ptb, tmp_path, epochs=3), tmp_path)
+    averaging = NTASGD(nonmono=1)
+    averaging.load_state_dict({"latest_update_step": 0, "triggered": False, "triggered_at": None,
+                               "history": [-1.0, -1.0]})  # any first loss is worse: triggers after epoch 0
+    recorder = Recorder()
+    _, model, trainer = fit_with(cfg, averaging, recorder)
+    assert averaging.triggered_at == 5  # after epoch 0's 5 steps
+    assert int(averaging._average_model.n_averaged) == 10
+    names = [n for n, _ in model.net.named_parameters()]
+    for name in names:
+        key = f"net.{name}"
+        expected = torch.stack([w[key] for w in recorder.weights[5:]]).mean(0)
+        torch.testing.assert_close(model.state_dict()[key], expected)  # the final weights are the average
+    ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    key = f"net.{names[0]}"
+    torch.testing.assert_close(ckpt["state_dict"][key], torch.stack([w[key] for w in recorder.weights[5:]]).mean(0))
+    torch.testing.assert_close(ckpt["current_model_state"][key], recorder.weights[-1][key])  # raw, for resuming
+
+
+def test_nt_asgd_state_round_trips():
+    callback = NTASGD(nonmono=3)
+    callback.triggered, callback.triggered_at, callback.history = True, 40, [3.0, 2.5]
+    other = NTASGD(nonmono=3)
+    other.load_state_dict(callback.state_dict())
+    assert (other.triggered, other.triggered_at, other.history) == (True, 40, [3.0, 2.5])
+
+
+@pytest.mark.parametrize("preset", ["ptb_awd", "ptb_cpu60"])
+def test_presets_compose_and_build(preset, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_config([f"experiment={preset}"], tmp_path)
+    net = instantiate(cfg.model.net, vocab_size=10_000)
+    assert net.decoder.weight is net.encoder.weight  # tied
+    assert isinstance(net.output_dropout, LockedDropout) and net.rnn.weight_drop > 0 and net.word_dropout > 0
+    assert net.rnn.hidden_sizes[-1] == net.encoder.embedding_dim
+    if preset == "ptb_awd":
+        assert net.rnn.hidden_sizes == [1150, 1150, 400]
+        assert cfg.callbacks.nt_asgd.nonmono == 5 and cfg.model.ar == 2.0 and cfg.model.tar == 1.0
+    else:
+        assert cfg.trainer.max_time == "00:01:00:00"
+    finetune = compose_config(["experiment=ptb_awd_finetune", "init_from=x.ckpt"], tmp_path)
+    assert finetune.callbacks.nt_asgd.start == "now" and finetune.model.net.hidden_sizes == [1150, 1150, 400]
+
+
+def test_init_from_refuses_another_vocabulary(synthetic_ptb, tmp_path):
+    train(compose_config(tiny_lm_overrides(synthetic_ptb, tmp_path, epochs=1), tmp_path / "a"))
+    ckpt = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    other = tmp_path / "other"
+    other.mkdir()
+    for split in ("train", "valid", "test"):
+        (other / f"ptb.{split}.txt").write_text("a b c d e f g h i j k l m n o p\n" * 40)
+    with pytest.raises(CheckpointError, match=r"init_from=.*last.ckpt: its vocabulary \(42 symbols\) is not this "
+                                              r"data's \(17 symbols\)"):
+        train(compose_config([*tiny_lm_overrides(other, tmp_path, 1), f"init_from={ckpt}"], tmp_path / "b"))
+
+
+def test_awd_then_finetune_on_the_real_ptb_files(data_dir, tmp_path):
+    tiny = ["model.net.hidden_sizes=[24,24,16]", "model.net.embedding_dim=16", "trainer.max_epochs=2",
+            "trainer.limit_train_batches=6", "trainer.limit_val_batches=3", "trainer.limit_test_batches=2",
+            "data.eval_batch_size=10", "data.bptt=20", "logger=none", "trainer.enable_progress_bar=false",
+            "callbacks.text_samples=null"]
+    metrics = train(compose_config(["experiment=ptb_awd", *tiny], tmp_path / "awd"))
+    best = tmp_path / "awd" / "run" / "checkpoints" / "best.ckpt"
+    assert metrics["test/ppl"] < 10_000  # the vocabulary size: it learned something in 12 steps
+    start = read_checkpoint(best)["state_dict"]
+    recorder = Recorder()
+    cfg = compose_config(["experiment=ptb_awd_finetune", f"init_from={best}", *tiny, "test=false"],
+                         tmp_path / "finetune")
+    _, model, _ = build(cfg)
+    for key, value in start.items():  # the fine-tuning starts from the best weights
+        assert torch.equal(model.state_dict()[key], value), key
+    fit_with(cfg, recorder)
+    ckpt = read_checkpoint(tmp_path / "finetune" / "run" / "checkpoints" / "last.ckpt")
+    key = "net.decoder.bias"
+    torch.testing.assert_close(ckpt["state_dict"][key], torch.stack([w[key] for w in recorder.weights]).mean(0))

@@ -330,6 +330,7 @@ class NTASGD(WeightAveraging):
         self.triggered = start == "now"
         self.history: list[float] = []
         self.triggered_at: int | None = 0 if self.triggered else None
+        self._raw: dict | None = None
 
     @property
     def averaging(self) -> bool:
@@ -358,12 +359,15 @@ class NTASGD(WeightAveraging):
             self._swap_models(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.averaging:
+        if self.averaging:  # the raw weights stay what the final last.ckpt resumes from
+            self._raw = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
             self._copy_average_to_current(pl_module)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if self.averaging:
             super().on_save_checkpoint(trainer, pl_module, checkpoint)
+            if self._raw is not None:
+                checkpoint["current_model_state"] = self._raw
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # resuming a fit restores both weights; testing a checkpoint uses its state_dict (the average) alone

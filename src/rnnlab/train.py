@@ -81,7 +81,7 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     model_kwargs = datamodule.model_kwargs()
     model = instantiate(cfg.model, **model_kwargs)
     if cfg.get("init_from"):
-        init_weights(model, cfg.init_from, model_kwargs.get("vocab"))
+        init_weights(model, cfg.init_from, getattr(datamodule, "vocab", None))
     config = OmegaConf.to_container(cfg, resolve=True)
     saved_kwargs = {k: v for k, v in model_kwargs.items() if k != "vocab"}  # the vocabulary is saved on its own
     loggers = instantiate_all(cfg.get("logger"))
