@@ -3,7 +3,11 @@ aggregated over the ranks: the same number as one process over the same data."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +21,7 @@ from rnnlab.data.sine import SineDataModule
 from rnnlab.data.streams import batchify
 from rnnlab.evaluate import evaluate
 from rnnlab.train import train
-from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, run_script, synthetic_overrides
+from tests.conftest import ROOT, TINY_TRAINER, compose_config, make_imdb_tree, run_script, synthetic_overrides
 
 
 def as_rank(datamodule, rank: int, world: int = 2):
@@ -107,3 +111,68 @@ def test_ddp_evaluation_aggregates_to_the_single_process_number(synthetic_ptb, t
     assert result.returncode == 0, result.stderr[-3000:]
     value = float(re.search(r"test/ppl[^\d]+([\d.]+)", result.stdout).group(1))  # from Lightning's results table
     assert value == pytest.approx(single["test/ppl"], rel=1e-5)
+
+
+class RecordRank(L.Callback):
+    """This rank's first `n` training batch inputs and its final metrics, saved to `<folder>/rank<r>.pt`."""
+
+    def __init__(self, folder: str, n: int = 2):
+        self.folder, self.n, self.seen = Path(folder), n, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx < self.n:
+            self.seen.append(batch[0].cpu())
+
+    def on_fit_end(self, trainer, pl_module):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        torch.save({"batches": self.seen, "metrics": metrics, "world": trainer.world_size,
+                    "node": trainer.node_rank}, self.folder / f"rank{trainer.global_rank}.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_node_overrides(task: str, tmp_path: Path, synthetic_ptb: Path) -> list[str]:
+    if task == "ptb":
+        return synthetic_overrides(synthetic_ptb)
+    if task == "charrnn":
+        text = tmp_path / "text.txt"
+        text.write_text("".join(f"line {i % 7}: the quick brown fox jumps over the lazy dog.\n" for i in range(80)))
+        return ["task=charrnn", f"data.text_file={text}", "data.batch_size=4", "data.bptt=16",
+                "model.net.hidden_sizes=[16]", "callbacks.text_samples=null"]
+    if task == "sentiment":
+        make_imdb_tree(tmp_path / "data" / "imdb", per_class=30, extra_words=10)
+        return ["task=sentiment", "data=imdb", "model/embeddings=none", f"paths.data_dir={tmp_path / 'data'}",
+                "data.batch_size=4", "model.net.hidden_size=8", "model.net.embedding_dim=8",
+                "callbacks.trajectories=null"]
+    return ["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["ptb", "charrnn", "sentiment", "sine"])
+def test_two_nodes_under_torchrun_read_disjoint_shards_and_agree_on_the_metrics(task, tmp_path, synthetic_ptb):
+    """Two "nodes" of one CPU process each on 127.0.0.1 (`torchrun --nnodes=2 --node-rank=r`, gloo), as on a
+    cluster: each node starts its own torchrun; the run folder is shared."""
+    args = [*two_node_overrides(task, tmp_path, synthetic_ptb), *TINY_TRAINER, "test=false", "logger=none",
+            "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+            f"hydra.run.dir={tmp_path / 'out'}", "+callbacks.record._target_=tests.test_distributed.RecordRank",
+            f"+callbacks.record.folder={tmp_path}"]
+    port = free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={r}",
+                               "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}",
+                               str(ROOT / "train.py"), *args],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [(r["world"], r["node"]) for r in ranks] == [(2, 0), (2, 1)]
+    for a, b in zip(ranks[0]["batches"], ranks[1]["batches"]):
+        rows_a, rows_b = {tuple(row.flatten().tolist()) for row in a}, {tuple(row.flatten().tolist()) for row in b}
+        assert rows_a.isdisjoint(rows_b), "both nodes read the same rows"
+    assert ranks[0]["metrics"] and ranks[0]["metrics"] == ranks[1]["metrics"]  # aggregated: one number everywhere
+    assert (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()

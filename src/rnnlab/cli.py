@@ -74,3 +74,29 @@ def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> I
         message = str(e).strip() or type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def print_config_tree(cfg, keys_first: tuple[str, ...] = ("task_name", "data", "model", "trainer", "callbacks",
+                                                           "logger", "paths")) -> None:
+    """The resolved config as a `rich` tree on stdout, one branch per top-level group."""
+    from omegaconf import OmegaConf
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    keys = [k for k in keys_first if k in cfg] + [k for k in cfg if k not in keys_first]
+    for key in keys:
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if OmegaConf.is_config(value) else str(value)
+        syntax = Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default")
+        tree.add(f"[bold]{key}[/bold]").add(syntax)
+    rich_print(tree)
+
+
+def log_to_files(logger: logging.Logger, text: str) -> None:
+    """`text` into the log files only (Hydra's `<job>.log`), not the terminal: for what is shown there otherwise."""
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -11,14 +12,14 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
 from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint
-from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
+from rnnlab.cli import log_to_files, one_line_errors, print_config_tree, set_threads, silence_known_warnings
 from rnnlab.files import FolderLock, atomic_write
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,14 @@ def resume_path(cfg: DictConfig) -> str | None:
     return None
 
 
+def tag(logger, tags: list[str]) -> None:
+    """Run tags where the logger has them (MLflow; W&B takes them from its config); all loggers also get them
+    with the config."""
+    if tags and type(logger).__name__ == "MLFlowLogger":
+        for name in tags:
+            logger.experiment.set_tag(logger.run_id, str(name), "true")
+
+
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """(datamodule, model, trainer) for a composed run config."""
     datamodule = instantiate(cfg.data)
@@ -89,11 +98,15 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     if not loggers:  # nothing to report the learning rate to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks += [RunArtifacts(config, saved_kwargs), ExactResume(), *(extra_callbacks or [])]
-    if cfg.trainer.get("enable_progress_bar", True) and not sys.stderr.isatty():  # a log file, CI, a scheduler
-        callbacks.append(LineProgress(max(1, cfg.trainer.get("log_every_n_steps") or 50)))
+    if cfg.trainer.get("enable_progress_bar", True):
+        if not sys.stderr.isatty():  # a log file, CI, a scheduler: one line every N steps
+            callbacks.append(LineProgress(max(1, cfg.trainer.get("log_every_n_steps") or 50)))
+        elif cfg.get("extras", {}).get("rich_progress"):
+            callbacks.append(RichProgressBar())
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
-    for logger in loggers:  # hparams.yaml, TensorBoard's hparams tab: the run's resolved config
+    for logger in loggers:  # hparams.yaml, TensorBoard's hparams tab, MLflow params: the run's resolved config
         logger.log_hyperparams(config)
+        tag(logger, list(cfg.get("tags") or []))
     return datamodule, model, trainer
 
 
@@ -121,7 +134,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         ckpt_path = resume_path(cfg)
         log.info("run folder: %s", out.resolve())
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+        config_yaml = f"config:\n{OmegaConf.to_yaml(cfg, resolve=True)}"
+        if cfg.get("extras", {}).get("print_config") and rank_zero_only.rank == 0:
+            print_config_tree(cfg)
+            log_to_files(log, config_yaml)
+        else:
+            log.info(config_yaml)
         save_config(cfg)
         trainer, model, datamodule = fit(cfg, ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -132,16 +150,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if best:
                 log.info("best checkpoint: %s", best)
         log.info("final metrics:\n%s", "\n".join(f"  {k:28s} {v:.6g}" for k, v in sorted(metrics.items())))
+        if rank_zero_only.rank == 0:  # for multirun summaries and scripts
+            atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1) + "\n"))
         return metrics
     finally:
         if lock is not None:
             lock.release()
 
 
+def objective(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweeper optimizes (`optimized_metric`), None without one."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise ValueError(f"optimized_metric={name!r} is not among the run's final metrics: {sorted(metrics)}")
+    return metrics[name]
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     with one_line_errors("train.py", extra=(TrainingDiverged,)):
-        train(cfg)
+        return objective(train(cfg), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class LMDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.data_dir = Path(data_dir).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.corpus: TokenCorpus | None = None

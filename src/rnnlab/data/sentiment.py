@@ -163,7 +163,7 @@ class SentimentDataModule(L.LightningDataModule):
             raise ValueError(f"data.batching must be 'pad' or 'bucket', got {batching!r}")
         if batching == "pad" and max_len is None:
             raise ValueError("data.batching=pad needs data.max_len (the length every text is padded to)")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.vocab: Vocabulary | None = None
         self.datasets: dict[str, EncodedTexts] = {}
 

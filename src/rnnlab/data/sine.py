@@ -20,7 +20,7 @@ class SineDataModule(L.LightningDataModule):
                  noise_std: float = 0.0, seq_len: int = 50, horizon: int = 1, val_windows: int = 50,
                  series_file: str | None = None, batch_size: int = 16, seed: int = 0):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.series: np.ndarray | None = None
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,0 +1,153 @@
+"""Loggers beyond TensorBoard (MLflow, W&B offline), run tags, the rich config print, multirun summaries,
+the Optuna sweep and the parallel launchers."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+from hydra.utils import instantiate
+
+from rnnlab.sweeps import job_results, write_summary
+from rnnlab.train import objective, train
+from tests.conftest import ROOT, TINY_TRAINER, compose_config, run_script, synthetic_overrides
+
+
+def tiny(folder) -> list[str]:
+    return [*synthetic_overrides(folder), *TINY_TRAINER, "test=false", "callbacks.text_samples=null"]
+
+
+def test_mlflow_logger_round_trips_metrics_params_and_tags(synthetic_ptb, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    metrics = train(compose_config([*tiny(synthetic_ptb), "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+                                    "tags=[baseline,tiny]", "trainer.log_every_n_steps=1"], tmp_path))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ptb")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.metrics["val/ppl"] == pytest.approx(metrics["val/ppl"], rel=1e-6)
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [0, 1, 2, 3]  # every step of the 4
+    assert run.data.params["model/net/hidden_sizes"] == "[16, 12]"
+    assert run.data.tags["baseline"] == "true" and run.data.tags["tiny"] == "true"
+
+
+def wandb_records(path) -> list:
+    """The protobuf records of a W&B transaction log (`offline-run-*/run-*.wandb`): a 7-byte header, then
+    LevelDB-log records (crc 4, length 2, type 1: full/first/middle/last) in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, records, pending, pos, block = path.read_bytes(), [], b"", 7, 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def test_wandb_offline_logger_writes_the_metrics_to_its_run_files(synthetic_ptb, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    metrics = train(compose_config([*tiny(synthetic_ptb), "logger=wandb", "tags=[tiny]"], tmp_path))
+    import wandb
+
+    wandb.finish()
+    (log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    records = wandb_records(log)
+    logged = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+              for r in records if r.WhichOneof("record_type") == "history"]
+    val_ppl = [h["val/ppl"] for h in logged if "val/ppl" in h]
+    assert val_ppl == [pytest.approx(metrics["val/ppl"], rel=1e-6)]
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert list(run.tags) == ["tiny"]
+    config = {item.key or "/".join(item.nested_key): item.value_json for r in records if r.WhichOneof("record_type") == "config"
+              for item in r.config.update}
+    assert json.loads(config["model"])["net"]["hidden_sizes"] == [16, 12]
+
+
+def test_tensorboard_and_mlflow_together(tmp_path):
+    cfg = compose_config(["logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"],
+                         tmp_path)
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    assert [type(x).__name__ for x in loggers] == ["TensorBoardLogger", "MLFlowLogger"]
+
+
+def test_config_tree_is_printed_with_rich_and_the_yaml_kept_out_of_the_terminal(synthetic_ptb, tmp_path, capsys):
+    train(compose_config(tiny(synthetic_ptb), tmp_path))
+    out = capsys.readouterr().out
+    assert "config" in out and "├── model" in out and "hidden_sizes" in out
+    train(compose_config([*tiny(synthetic_ptb), "extras.print_config=false"], tmp_path / "plain"))
+    assert "├── model" not in capsys.readouterr().out
+
+
+def test_objective_names_the_missing_metric():
+    assert objective({"val/ppl": 120.0}, "val/ppl") == 120.0
+    assert objective({"val/ppl": 120.0}, None) is None
+    with pytest.raises(ValueError, match=r"optimized_metric='val/acc' is not among the run's final metrics: "
+                                         r"\['val/ppl'\]"):
+        objective({"val/ppl": 120.0}, "val/acc")
+
+
+def test_summary_lists_every_job_and_marks_failed_ones(tmp_path):
+    for num, metrics in ((0, {"val/ppl": 120.5}), (1, None), (2, {"val/ppl": 99.25, "test/ppl": 98.0})):
+        (tmp_path / str(num) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n- data.bptt=20\n")
+        if metrics:
+            (tmp_path / str(num) / "metrics.json").write_text(json.dumps(metrics))
+    rows = job_results(tmp_path)
+    assert [r["job"] for r in rows] == [0, 1, 2] and rows[1]["status"] == "failed"
+    table = write_summary(rows, tmp_path / "summary.csv")
+    assert table.splitlines()[0].split() == ["job", "overrides", "status", "test/ppl", "val/ppl"]
+    assert "seed=2 data.bptt=20" in table.splitlines()[3] and "99.25" in table.splitlines()[3]
+    with (tmp_path / "summary.csv").open() as f:
+        written = list(csv.DictReader(f))
+    assert [w["val/ppl"] for w in written] == ["120.5", "", "99.25"]
+
+
+def multirun(tmp_path, *args: str):
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", *args, f"hydra.sweep.dir={sweep}", "logger=none",
+                        f"paths.cache_dir={tmp_path / 'cache'}", cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep, result
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_three_trials_and_returns_the_best(synthetic_ptb, tmp_path):
+    sweep, result = multirun(tmp_path, "hparams_search=ptb_optuna", "hydra.sweeper.n_trials=3",
+                             "hydra.sweeper.sampler.n_startup_trials=3", *tiny(synthetic_ptb),
+                             "model.net.embedding_dim=8")
+    with (sweep / "summary.csv").open() as f:
+        trials = list(csv.DictReader(f))
+    assert len(trials) == 3 and all(t["val/ppl"] for t in trials)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(float(t["val/ppl"]) for t in trials), rel=1e-5)
+    # hidden_sizes and bptt are fixed by the command line's tiny model, which the sweeper keeps: it searches the rest
+    assert set(best["best_params"]) == {"model.optimizer.lr", "model.net.dropout"}
+    assert 0.3 <= best["best_params"]["model.optimizer.lr"] <= 3.0
+    assert "multirun summary" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_launchers_run_every_job_and_summarize(synthetic_ptb, tmp_path, launcher):
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    sweep, _ = multirun(tmp_path, f"hydra/launcher={launcher}", *extra, "seed=1,2", *tiny(synthetic_ptb))
+    with (sweep / "summary.csv").open() as f:
+        jobs = list(csv.DictReader(f))
+    assert ["seed=1" in jobs[0]["overrides"].split(), "seed=2" in jobs[1]["overrides"].split()] == [True, True]
+    assert all(float(j["val/ppl"]) > 1 for j in jobs)
+    assert jobs[0]["val/ppl"] != jobs[1]["val/ppl"]  # two different seeds really ran
