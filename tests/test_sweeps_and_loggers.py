@@ -73,8 +73,8 @@ def test_wandb_offline_logger_writes_the_metrics_to_its_run_files(synthetic_ptb,
     assert val_ppl == [pytest.approx(metrics["val/ppl"], rel=1e-6)]
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert list(run.tags) == ["tiny"]
-    config = {item.key or "/".join(item.nested_key): item.value_json for r in records if r.WhichOneof("record_type") == "config"
-              for item in r.config.update}
+    updates = [item for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update]
+    config = {item.key or "/".join(item.nested_key): item.value_json for item in updates}
     assert json.loads(config["model"])["net"]["hidden_sizes"] == [16, 12]
 
 
