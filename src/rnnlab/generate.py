@@ -12,7 +12,8 @@ from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.data.vocab import UnknownSymbolError
-from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, sample, to_symbols
+from rnnlab.onnx_export import OnnxModel, backend, onnx_stepper, zero_states
+from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, sample, sample_steps, to_symbols
 from rnnlab.tasks.language_model import LanguageModel
 
 
@@ -55,8 +56,13 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     if cfg.print_prime and stream:
         out.write(from_symbols(prime, level) if cfg.prime is not None else "")
     on_step = streamer(out, run.vocab, level) if stream else None
-    ids = sample(run.model.net, run.vocab.encode(prime), cfg.length, cfg.temperature, cfg.sampling, cfg.top_k,
-                 cfg.num_samples, cfg.seed, on_step)
+    args = (cfg.length, cfg.temperature, cfg.sampling, cfg.top_k, cfg.num_samples, cfg.seed, on_step)
+    if backend(cfg) == "onnxruntime":
+        session = OnnxModel(cfg.onnx_path, "language_model_step", cfg.get("threads"))
+        states = zero_states(run.model.net, cfg.num_samples)
+        ids = sample_steps(onnx_stepper(session), states, run.vocab.encode(prime), *args)
+    else:
+        ids = sample(run.model.net, run.vocab.encode(prime), *args)
     texts = [from_symbols(run.vocab.decode(row), level) for row in ids.tolist()]
     if stream:
         out.write("\n")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,6 +16,7 @@ from rnnlab import CONF_DIR
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.data.text import pad_batch, tokenize, truncate
+from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot
 from rnnlab.tasks.sentiment import SentimentClassifier
 
@@ -32,10 +34,17 @@ class Prediction:
 class Predictor:
     """Tokenizes as the run's data config did, encodes with the checkpoint's vocabulary, predicts."""
 
-    def __init__(self, run: TrainedRun):
+    def __init__(self, run: TrainedRun, onnx: OnnxModel | None = None):
         if not isinstance(run.model, SentimentClassifier):
             raise ValueError(f"{run.path} holds a {type(run.model).__name__}, not a sentiment model (task=sentiment)")
-        self.model, self.vocab, self.data = run.model, run.vocab, run.config.data
+        self.model, self.vocab, self.data, self.onnx = run.model, run.vocab, run.config.data, onnx
+
+    def probabilities(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """P(positive) `(batch,)` of a padded batch (PyTorch, or the exported model with `backend=onnxruntime`)."""
+        if self.onnx is None:
+            return self.model.prob_positive(self.model(ids, lengths))
+        (probs,) = self.onnx(ids.cpu().numpy().astype(np.int64), lengths.cpu().numpy().astype(np.int64))
+        return torch.from_numpy(probs)
 
     def words(self, text: str) -> tuple[list[str], bool]:
         d = self.data
@@ -53,9 +62,12 @@ class Predictor:
         n = len(words)
         lengths = torch.arange(1, n + 1) if not points or n <= points else \
             torch.linspace(1, n, points).round().long().unique()
-        trajectory = self.model.trajectory(ids, lengths.to(ids.device)).tolist()
         with torch.no_grad():
-            prob = self.model.prob_positive(self.model(ids[None], torch.tensor([n])))[0].item()
+            if self.onnx is None:
+                trajectory = self.model.trajectory(ids, lengths.to(ids.device)).tolist()
+            else:  # each prefix is the text read up to its length (what follows it is padding to the model)
+                trajectory = self.probabilities(ids.expand(len(lengths), n), lengths).tolist()
+            prob = self.probabilities(ids[None], torch.tensor([n]))[0].item()
         return Prediction(words, (lengths - 1).tolist(), trajectory, prob, self.vocab.unknown(words), truncated)
 
     @torch.no_grad()
@@ -68,7 +80,7 @@ class Predictor:
             idx = order[start : start + batch_size]
             ids = pad_batch([encoded[i] for i in idx], self.data.padding_side).to(self.model.device)
             lengths = torch.tensor([len(encoded[i]) for i in idx])
-            for i, p in zip(idx, self.model.prob_positive(self.model(ids, lengths)).tolist()):
+            for i, p in zip(idx, self.probabilities(ids, lengths).tolist()):
                 probs[i] = p
         return probs
 
@@ -112,7 +124,9 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
         if not path.is_file():
             raise ValueError(f"text_file {path} does not exist")
         cfg = OmegaConf.merge(cfg, {"text": path.read_text(encoding="utf-8", errors="replace"), "text_file": None})
-    predictor = Predictor(load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device)))
+    onnx = OnnxModel(cfg.onnx_path, "sentiment_classifier", cfg.get("threads")) \
+        if backend(cfg) == "onnxruntime" else None
+    predictor = Predictor(load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device)), onnx)
     label = lambda p: "positive" if p >= cfg.threshold else "negative"  # noqa: E731
     if cfg.text is not None:
         pred = predictor.one(str(cfg.text), cfg.trajectory_points)

@@ -66,9 +66,23 @@ def sample(
     ids = torch.tensor(list(prime), dtype=torch.long, device=device).repeat(num_samples, 1)
     logits, state = net(ids)
     logits = logits[:, -1]
-    step = net.stepper() if single_step and hasattr(net, "stepper") else None
-    if step is not None:
-        state = net.rnn.to_layers(state, logits)
+    if single_step and hasattr(net, "stepper"):
+        step, state = net.stepper(), net.rnn.to_layers(state, logits)
+    else:
+        def step(nxt: Tensor, state):
+            logits, state = net(nxt[:, None], state)
+            return logits[:, -1], state
+    out = continue_sampling(step, logits, state, length, temperature, strategy, top_k, generator, on_step)
+    net.train(was_training)
+    return out
+
+
+def continue_sampling(step: Callable, logits: Tensor, state, length: int, temperature: float = 1.0,
+                      strategy: str = "multinomial", top_k: int | None = None,
+                      generator: torch.Generator | None = None,
+                      on_step: Callable[[Tensor], None] | None = None) -> Tensor:
+    """`length` symbols `(batch, length)` drawn from `logits` `(batch, vocab)` and then from
+    `step(ids (batch,), state) -> logits, state` after each draw."""
     out = []
     for t in range(length):
         nxt = choose(logits, temperature, strategy, top_k, generator)
@@ -76,13 +90,23 @@ def sample(
         if on_step is not None:
             on_step(nxt)
         if t + 1 < length:
-            if step is not None:
-                logits, state = step(nxt, state)
-            else:
-                logits, state = net(nxt[:, None], state)
-                logits = logits[:, -1]
-    net.train(was_training)
+            logits, state = step(nxt, state)
     return torch.stack(out, 1)
+
+
+@torch.inference_mode()
+def sample_steps(step: Callable, state, prime: Sequence[int], length: int, temperature: float = 1.0,
+                 strategy: str = "multinomial", top_k: int | None = None, num_samples: int = 1,
+                 seed: int | None = None, on_step: Callable[[Tensor], None] | None = None) -> Tensor:
+    """`sample` over a step function alone (an exported model run by onnxruntime): the prime is read one
+    symbol at a time from `state` (for `num_samples` rows), then as `sample`, the same draws for the same seed."""
+    check_sampling_args(length, temperature, strategy, top_k)
+    if len(prime) == 0:
+        raise ValueError("the prime must hold at least one symbol")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    for symbol in prime:
+        logits, state = step(torch.full((num_samples,), int(symbol), dtype=torch.long), state)
+    return continue_sampling(step, logits, state, length, temperature, strategy, top_k, generator, on_step)
 
 
 def to_symbols(text: str, level: str) -> list[str]:

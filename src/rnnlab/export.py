@@ -1,0 +1,47 @@
+"""Export a checkpoint for deployment: `python export.py ckpt_path=... format=onnx output=model.onnx`.
+
+Writes the model and a MODEL_CARD.md beside it (data, preset, metrics, intended use, limits)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from rnnlab import CONF_DIR
+from rnnlab.checkpoint import load_run
+from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
+from rnnlab.files import atomic_write
+from rnnlab.onnx_export import export_onnx, model_card
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+
+
+def export(cfg: DictConfig) -> Path:
+    """The exported file; its model card is `MODEL_CARD.md` in the same folder."""
+    set_threads(cfg.get("threads"))
+    silence_known_warnings()
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {cfg.format!r}")
+    run = load_run(cfg.ckpt_path)
+    output = Path(cfg.output).expanduser()
+    exported = export_onnx(run, output)
+    card = output.parent / "MODEL_CARD.md"
+    atomic_write(card, lambda tmp: Path(tmp).write_text(model_card(run, exported, output)))
+    print(f"wrote {output} ({exported['kind']}: {', '.join(exported['inputs'])} -> "
+          f"{', '.join(exported['outputs'])}) and {card}")
+    return output
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
+def main(cfg: DictConfig) -> None:
+    with one_line_errors("export.py"):
+        export(cfg)
+
+
+if __name__ == "__main__":
+    main()

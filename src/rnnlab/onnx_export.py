@@ -1,0 +1,217 @@
+"""ONNX export of a trained run, and onnxruntime versions of what predict.py and generate.py run.
+
+What is exported (the checkpoint keeps supplying the vocabulary and the settings):
+- a language model (word or char): one time step with its state in and out, `ids (batch,)`, one state tensor per
+  layer (`h<k>`, and `c<k>` for LSTMs, `(batch, hidden)`) -> `logits (batch, vocab)` and the new states, so
+  sampling runs outside PyTorch step by step;
+- a sentiment classifier: `ids (batch, time)` right-padded, `lengths (batch,)` -> `p_positive (batch,)`; the
+  per-word probabilities are the same graph over a batch of the text's prefixes;
+- the sine model: `x (batch, time, 1)` -> `y (batch, horizon)`.
+Batch and time axes are dynamic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from rnnlab.checkpoint import TrainedRun
+from rnnlab.files import atomic_write
+from rnnlab.models.cells import cell_kind
+from rnnlab.tasks.language_model import LanguageModel
+from rnnlab.tasks.sentiment import SentimentClassifier
+from rnnlab.tasks.sine import SineRegressor
+
+
+class LMStep(nn.Module):
+    """`RNNLM.stepper()` as a module over flat state tensors: `(ids, h0[, c0], h1[, c1], ...)` ->
+    `(logits, h0'[, c0'], ...)`."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.lstm = cell_kind(net.rnn.cell).lstm
+
+    def forward(self, ids: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        layers = list(zip(states[0::2], states[1::2])) if self.lstm else list(states)
+        logits, layers = self.net.stepper()(ids, layers)
+        flat = [t for layer in layers for t in layer] if self.lstm else list(layers)
+        return (logits, *flat)
+
+
+def state_names(net: nn.Module) -> list[str]:
+    lstm = cell_kind(net.rnn.cell).lstm
+    return [name for k in range(len(net.rnn.hidden_sizes)) for name in ((f"h{k}", f"c{k}") if lstm else (f"h{k}",))]
+
+
+def zero_states(net_or_sizes, batch: int, lstm: bool | None = None) -> list[np.ndarray]:
+    """Zero states for `LMStep`, as float32 arrays `(batch, hidden)` in its input order."""
+    sizes = net_or_sizes.rnn.hidden_sizes if hasattr(net_or_sizes, "rnn") else net_or_sizes
+    lstm = cell_kind(net_or_sizes.rnn.cell).lstm if lstm is None else lstm
+    return [np.zeros((batch, size), np.float32) for size in sizes for _ in range(2 if lstm else 1)]
+
+
+class PositiveProbability(nn.Module):
+    def __init__(self, model: SentimentClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return self.model.prob_positive(self.model.net(ids, lengths, False))
+
+
+def fused_cells_only(cell: str) -> None:
+    if cell.startswith("naive"):
+        raise ValueError("the hand-written cells loop over time in Python, which an export fixes to one length; "
+                         "export a run with a fused cell (lstm, gru, rnn_tanh, rnn_relu)")
+
+
+def export_onnx(run: TrainedRun, output: Path) -> dict:
+    """Writes `output` (atomically) and returns what was exported: `{"kind", "inputs", "outputs"}`."""
+    model = run.model.cpu().eval()
+    batch = torch.export.Dim("batch", min=1)
+    if isinstance(model, LanguageModel):
+        net, names = model.net, state_names(model.net)
+        module = LMStep(net)
+        args = (torch.zeros(2, dtype=torch.long), *(torch.from_numpy(s) for s in zero_states(net, 2)))
+        inputs, outputs = ["ids", *names], ["logits", *[f"{n}_out" for n in names]]
+        shapes = ({0: batch}, tuple({0: batch} for _ in names))  # forward(ids, *states)
+        kind = "language_model_step"
+    elif isinstance(model, SentimentClassifier):
+        if model.hparams.padding_side != "right":
+            raise ValueError("ONNX export reads right-padded batches; this run pads on the left (data.padding_side)")
+        fused_cells_only(model.net.rnn.cell)
+        module = PositiveProbability(model)
+        time = torch.export.Dim("time", min=2)
+        args = (torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 3]))
+        inputs, outputs, shapes = ["ids", "lengths"], ["p_positive"], ({0: batch, 1: time}, {0: batch})
+        kind = "sentiment_classifier"
+    elif isinstance(model, SineRegressor):
+        fused_cells_only(model.net.rnn.cell)
+        module = model.net
+        time = torch.export.Dim("time", min=2)
+        args = (torch.zeros(2, 5, 1),)
+        inputs, outputs, shapes = ["x"], ["y"], ({0: batch, 1: time},)
+        kind = "series_regressor"
+    else:
+        raise ValueError(f"{run.path} holds a {type(model).__name__}, which has no ONNX export")
+
+    def write(tmp: str) -> None:
+        if kind == "language_model_step":  # torch.export: the cells' single-step functions become plain ops
+            program = torch.onnx.export(module, args, dynamo=True, input_names=inputs, output_names=outputs,
+                                        dynamic_shapes=shapes, verbose=False)
+            program.save(tmp, external_data=False)
+        else:  # sequences: the TorchScript exporter maps nn.LSTM/GRU/RNN to ONNX's recurrent ops, so the time axis
+            # stays dynamic (torch.export unrolls them over the example's length) and the reversal is plain gathers
+            axes = {name: {axis: ("batch", "time")[axis] for axis in shape} for name, shape in zip(inputs, shapes)}
+            axes.update({name: {0: "batch"} for name in outputs})
+            torch.onnx.export(module, args, tmp, dynamo=False, input_names=inputs, output_names=outputs,
+                              dynamic_axes=axes)
+
+    with torch.no_grad():
+        atomic_write(output, write)
+    return {"kind": kind, "inputs": inputs, "outputs": outputs}
+
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def backend(cfg: DictConfig) -> str:
+    """`cfg.backend`, checked: onnxruntime needs `onnx_path` (the checkpoint still gives vocabulary and settings)."""
+    name = cfg.get("backend", "torch")
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "onnxruntime" and not cfg.get("onnx_path"):
+        raise ValueError("backend=onnxruntime needs onnx_path=<the file export.py wrote>")
+    return name
+
+
+class OnnxModel:
+    """An onnxruntime session over an exported file, checked against the checkpoint it came from."""
+
+    def __init__(self, path: str | Path, kind: str, threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"onnx_path: {path} does not exist")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        expected = {"language_model_step": "ids", "sentiment_classifier": "lengths", "series_regressor": "x"}[kind]
+        if expected not in self.inputs:
+            raise ValueError(f"onnx_path: {path} is not an exported {kind.replace('_', ' ')} (inputs {self.inputs})")
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, dict(zip(self.inputs, arrays)))
+
+
+def onnx_stepper(model: OnnxModel):
+    """`step(ids (batch,), states) -> logits (batch, vocab), states` over the exported step, for sampling."""
+
+    def step(ids: Tensor, states: list[np.ndarray]) -> tuple[Tensor, list[np.ndarray]]:
+        logits, *states = model(ids.numpy().astype(np.int64), *states)
+        return torch.from_numpy(logits), states
+
+    return step
+
+
+def model_card(run: TrainedRun, export: dict, output: Path) -> str:
+    """MODEL_CARD.md text for an exported run: data, preset, metrics, intended use, limits."""
+    config, ckpt_dir = run.config, run.path.parent
+    net = config.model.net
+    run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = overrides_file.read_text().strip() if overrides_file.is_file() else "(not recorded)"
+    metrics_file = run_dir / "metrics.json"
+    metrics = metrics_file.read_text().strip() if metrics_file.is_file() else "(no metrics.json beside the run)"
+    data = config.data.get("_target_", "?").rsplit(".", 1)[-1]
+    uses = {
+        "language_model_step": ("Scoring and sampling text like the training corpus, one symbol at a time "
+                                "(generate.py backend=onnxruntime).",
+                                "Knows only its training vocabulary (unknown words map to <unk> or are refused) "
+                                "and the style of its corpus; it is not a source of facts, and samples can "
+                                "repeat the corpus's biases."),
+        "sentiment_classifier": ("P(positive) of English texts like its training reviews or sentences "
+                                 "(predict.py backend=onnxruntime), and that probability after every word.",
+                                 "Trained on one domain of English text (movie reviews or snippets); other domains, "
+                                 "languages, sarcasm and very long texts (past max_len) are read poorly; words "
+                                 "outside its vocabulary are ignored as <unk>."),
+        "series_regressor": ("Next-value regression on windows of a series like its synthetic sine training data.",
+                             "Learned on clean synthetic sines; no claim beyond that distribution."),
+    }[export["kind"]]
+    return "\n".join([
+        f"# Model card: {output.name}",
+        "",
+        f"- Exported from `{run.path}` by `export.py` (rnnlab), ONNX, `{export['kind']}`.",
+        f"- Inputs: {', '.join(export['inputs'])}; outputs: {', '.join(export['outputs'])} (batch and time dynamic).",
+        f"- Task: `{config.get('task_name')}`; network: `{net.get('_target_', '?').rsplit('.', 1)[-1]}` "
+        f"({net.get('cell', '?')} cells, sizes {list(net.get('hidden_sizes') or [net.get('hidden_size')])}).",
+        "",
+        "## Data",
+        f"`{data}` from `{config.data.get('data_dir', '?')}`"
+        + (f" ({len(run.vocab)} symbols in the vocabulary, stored in the checkpoint)" if run.vocab is not None else ""),
+        "",
+        "## Preset and command-line overrides",
+        "```",
+        overrides,
+        "```",
+        "",
+        "## Metrics (the run's final metrics)",
+        "```",
+        metrics,
+        "```",
+        "",
+        "## Intended use",
+        uses[0],
+        "",
+        "## Limits",
+        uses[1],
+        "",
+    ])
