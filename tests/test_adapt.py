@@ -88,3 +88,18 @@ def test_character_models_report_bits_per_char(tmp_path):
     metrics = evaluate(cfg)
     assert metrics["test/bpc"] == pytest.approx(math.log2(metrics["test/ppl"]), rel=1e-6)
     assert metrics["test/bpc_dynamic"] < metrics["test/bpc"]  # a repetitive text: adaptation helps
+
+
+def test_dynamic_evaluation_updates_every_adapt_bptt_tokens(synthetic_ptb, tmp_path, monkeypatch):
+    import rnnlab.evaluate as evaluate_module
+
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    seen, real = [], evaluate_module.dynamic_nll
+    monkeypatch.setattr(evaluate_module, "dynamic_nll",
+                        lambda net, stream, bptt, *args: seen.append(bptt) or real(net, stream, bptt, *args))
+    for extra, expected in (([], 8), (["adapt.bptt=5"], 5)):  # the model's bptt (8), or adapt.bptt
+        seen.clear()
+        metrics = evaluate(compose_config([f"ckpt_path={ckpt}", "adapt=dynamic", "adapt.train_batches=5",
+                                           "adapt.lr=0.01", *extra], tmp_path, config_name="eval"))
+        assert seen == [expected] and math.isfinite(metrics["test/ppl_dynamic"])

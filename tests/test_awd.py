@@ -270,3 +270,22 @@ def test_awd_then_finetune_on_the_real_ptb_files(data_dir, tmp_path):
     ckpt = read_checkpoint(tmp_path / "finetune" / "run" / "checkpoints" / "last.ckpt")
     key = "net.decoder.bias"
     torch.testing.assert_close(ckpt["state_dict"][key], torch.stack([w[key] for w in recorder.weights]).mean(0))
+
+
+def test_a_run_stopped_while_averaging_resumes_bit_identical(synthetic_ptb, tmp_path):
+    import signal
+
+    from tests.test_resume import SignalAt, assert_same_state, last_state, run_interrupted
+
+    overrides = [*tiny_lm_overrides(synthetic_ptb, tmp_path, epochs=2), "trainer.limit_train_batches=20",
+                 "+callbacks.nt_asgd._target_=rnnlab.callbacks.NTASGD", "+callbacks.nt_asgd.start=now",
+                 "callbacks.last_checkpoint.every_n_train_steps=7", "model.net.dropout=0.3"]
+    train(compose_config(overrides, tmp_path / "straight"))
+    folder = run_interrupted(overrides, tmp_path / "cut", SignalAt(10, signal.SIGINT), SystemExit)
+    straight, resumed = last_state(tmp_path / "straight" / "run"), last_state(folder)
+    assert_same_state(straight, resumed)  # the averaged weights, the optimizer, the step
+    a = read_checkpoint(tmp_path / "straight" / "run" / "checkpoints" / "last.ckpt")
+    b = read_checkpoint(folder / "checkpoints" / "last.ckpt")
+    assert int(a["averaging_state"]["n_averaged"]) == int(b["averaging_state"]["n_averaged"]) == 40
+    for key, value in a["current_model_state"].items():
+        assert torch.equal(value, b["current_model_state"][key]), key

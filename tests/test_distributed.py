@@ -4,6 +4,7 @@ aggregated over the ranks: the same number as one process over the same data."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -27,19 +28,6 @@ from tests.conftest import ROOT, TINY_TRAINER, compose_config, make_imdb_tree, r
 def as_rank(datamodule, rank: int, world: int = 2):
     datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=world, training=False)
     return datamodule
-
-
-class RecordBatches(L.Callback):
-    """Saves the inputs of the first `n` training batches of this rank to `<folder>/rank<r>.pt`."""
-
-    def __init__(self, folder: str, n: int = 2):
-        self.folder, self.n, self.seen = Path(folder), n, []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx < self.n:
-            self.seen.append(batch[0].cpu())
-        if batch_idx == self.n - 1:
-            torch.save(self.seen, self.folder / f"rank{trainer.global_rank}.pt")
 
 
 def lm_datamodule(folder: Path, **kw) -> TextFilesDataModule:
@@ -90,10 +78,10 @@ def test_sine_ranks_take_disjoint_windows():
 def test_ddp_training_ranks_read_disjoint_rows(synthetic_ptb, tmp_path):
     args = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu",
             "trainer.devices=2", f"hydra.run.dir={tmp_path / 'out'}",
-            "+callbacks.record._target_=tests.test_distributed.RecordBatches", f"+callbacks.record.folder={tmp_path}"]
+            "+callbacks.record._target_=tests.test_distributed.RecordRank", f"+callbacks.record.folder={tmp_path}"]
     result = run_script("train.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    batches = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    batches = [torch.load(tmp_path / f"rank{r}.pt")["batches"] for r in (0, 1)]
     whole = batchify(train_tokens(synthetic_ptb), 8)  # 2 ranks x 4 rows
     for step in range(2):
         torch.testing.assert_close(torch.cat([batches[0][step], batches[1][step]]), whole[:, step * 8:(step + 1) * 8])
@@ -135,12 +123,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def two_node_overrides(task: str, tmp_path: Path, synthetic_ptb: Path) -> list[str]:
+def two_node_overrides(task: str, tmp_path: Path) -> list[str]:
+    """Corpora in which no two windows hold the same symbols, so rows read twice would show."""
+    rng = random.Random(0)
     if task == "ptb":
-        return synthetic_overrides(synthetic_ptb)
+        folder = tmp_path / "unique"
+        folder.mkdir()
+        words = [f"u{i}" for i in range(3000)]
+        (folder / "ptb.train.txt").write_text("\n".join(" ".join(words[i:i + 10]) for i in range(0, 3000, 10)))
+        for split in ("valid", "test"):
+            (folder / f"ptb.{split}.txt").write_text(" ".join(rng.sample(words, 200)) + "\n")
+        return synthetic_overrides(folder)
     if task == "charrnn":
         text = tmp_path / "text.txt"
-        text.write_text("".join(f"line {i % 7}: the quick brown fox jumps over the lazy dog.\n" for i in range(80)))
+        text.write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz .,;ABCDEFGHIJ\n") for _ in range(6000)))
         return ["task=charrnn", f"data.text_file={text}", "data.batch_size=4", "data.bptt=16",
                 "model.net.hidden_sizes=[16]", "callbacks.text_samples=null"]
     if task == "sentiment":
@@ -153,10 +149,10 @@ def two_node_overrides(task: str, tmp_path: Path, synthetic_ptb: Path) -> list[s
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["ptb", "charrnn", "sentiment", "sine"])
-def test_two_nodes_under_torchrun_read_disjoint_shards_and_agree_on_the_metrics(task, tmp_path, synthetic_ptb):
+def test_two_nodes_under_torchrun_read_disjoint_shards_and_agree_on_the_metrics(task, tmp_path):
     """Two "nodes" of one CPU process each on 127.0.0.1 (`torchrun --nnodes=2 --node-rank=r`, gloo), as on a
     cluster: each node starts its own torchrun; the run folder is shared."""
-    args = [*two_node_overrides(task, tmp_path, synthetic_ptb), *TINY_TRAINER, "test=false", "logger=none",
+    args = [*two_node_overrides(task, tmp_path), *TINY_TRAINER, "test=false", "logger=none",
             "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
             f"hydra.run.dir={tmp_path / 'out'}", "+callbacks.record._target_=tests.test_distributed.RecordRank",
             f"+callbacks.record.folder={tmp_path}"]

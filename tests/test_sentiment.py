@@ -339,13 +339,14 @@ def test_ddp_two_cpu_processes_on_real_sentence_polarity(tmp_path, batching):
     args = ["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "trainer=ddp", "trainer.accelerator=cpu",
             "trainer.devices=2", f"data.batching={batching}", "data.max_len=40", "model.net.hidden_size=16",
             "model.net.embedding_dim=16", f"hydra.run.dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            "+callbacks.record._target_=tests.test_distributed.RecordBatches", f"+callbacks.record.folder={tmp_path}"]
+            "+callbacks.record._target_=tests.test_distributed.RecordRank", f"+callbacks.record.folder={tmp_path}"]
     result = run_script("train.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
     assert "test/acc" in result.stdout + result.stderr
-    texts = [{tuple(row.tolist()) for batch in torch.load(tmp_path / f"rank{r}.pt") for row in batch} for r in (0, 1)]
+    texts = [{tuple(row.tolist()) for batch in torch.load(tmp_path / f"rank{r}.pt")["batches"] for row in batch}
+             for r in (0, 1)]
     assert len(texts[0]) > 100 and len(texts[1]) > 100 and len(texts[0] & texts[1]) <= 1  # each rank its own texts
 
 

@@ -59,7 +59,8 @@ def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig) -> dict[
     if adapt.method == "dynamic" and adapt.rule == "rms":
         ms = gradient_ms(net, splits["train"], bptt, adapt.train_batches)
     measure = {
-        "dynamic": lambda stream, s: dynamic_nll(net, stream, bptt, s["lr"], s["decay"], adapt.rule, ms),
+        "dynamic": lambda stream, s: dynamic_nll(net, stream, adapt.get("bptt") or bptt, s["lr"], s["decay"],
+                                                 adapt.rule, ms),
         "cache": lambda stream, s: cache_nll(net, stream, bptt, s["window"], s["theta"], s["lam"]),
     }[adapt.method]
     names = {"dynamic": ("lr", "decay"), "cache": ("window", "theta", "lam")}[adapt.method]
