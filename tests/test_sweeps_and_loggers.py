@@ -151,3 +151,21 @@ def test_parallel_launchers_run_every_job_and_summarize(synthetic_ptb, tmp_path,
     assert ["seed=1" in jobs[0]["overrides"].split(), "seed=2" in jobs[1]["overrides"].split()] == [True, True]
     assert all(float(j["val/ppl"]) > 1 for j in jobs)
     assert jobs[0]["val/ppl"] != jobs[1]["val/ppl"]  # two different seeds really ran
+
+
+@pytest.mark.parametrize(("tty", "rich", "expected"), [(True, True, "RichProgressBar"), (True, False, None),
+                                                        (False, True, "LineProgress")])
+def test_rich_progress_bar_in_a_terminal_and_one_line_per_n_steps_in_a_log(synthetic_ptb, tmp_path, monkeypatch,
+                                                                          tty, rich, expected):
+    import sys
+
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from rnnlab.train import build
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    cfg = compose_config([*synthetic_overrides(synthetic_ptb), "trainer.enable_progress_bar=true",
+                          f"extras.rich_progress={str(rich).lower()}"], tmp_path)
+    _, _, trainer = build(cfg)
+    bars = [type(c).__name__ for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    assert bars == [expected or "TQDMProgressBar"]

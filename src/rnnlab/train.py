@@ -12,7 +12,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -101,8 +101,8 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     if cfg.trainer.get("enable_progress_bar", True):
         if not sys.stderr.isatty():  # a log file, CI, a scheduler: one line every N steps
             callbacks.append(LineProgress(max(1, cfg.trainer.get("log_every_n_steps") or 50)))
-        elif cfg.get("extras", {}).get("rich_progress"):
-            callbacks.append(RichProgressBar())
+        else:  # Lightning would pick rich's bar whenever rich is installed; tqdm's stays the default
+            callbacks.append(RichProgressBar() if cfg.get("extras", {}).get("rich_progress") else TQDMProgressBar())
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     for logger in loggers:  # hparams.yaml, TensorBoard's hparams tab, MLflow params: the run's resolved config
         logger.log_hyperparams(config)
