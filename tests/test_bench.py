@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import re
 
 import pytest
 
-from tests.conftest import make_imdb_tree, run_script, synthetic_overrides
+from tests.conftest import ROOT, make_imdb_tree, run_script, synthetic_overrides
 
 
 def test_sentiment_speed_times_the_same_reviews_in_every_setting(tmp_path):
@@ -125,3 +126,19 @@ def test_eval_speed_times_both_loops_on_the_same_stream(synthetic_ptb, tmp_path)
     ppls = [float(p) for p in re.findall(r"ppl ([\d.]+)", result.stdout)]
     assert len(ppls) == 4 and max(ppls) == pytest.approx(min(ppls), rel=1e-5)  # both loops: the same perplexity
     assert re.search(r"eval.py / plain loop: min [\d.]+x  median [\d.]+x", result.stdout)
+
+
+def test_parallel_runs_tabulates_each_jobs_validation_curve(synthetic_ptb, tmp_path):
+    tiny = " ".join([*synthetic_overrides(synthetic_ptb), "trainer.limit_train_batches=3",
+                     "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", "test=false"])
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(f"# two tiny jobs\nTINY={tiny}\na: TINY trainer.max_epochs=2\n"
+                    "b: TINY trainer.max_epochs=1 seed=7\n")
+    result = run_script("bench/parallel_runs.py", "--jobs", str(jobs), "--out", str(tmp_path / "sweep"),
+                        "--timeout", "300", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "sweep" / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["epoch"], r["exit"]) for r in rows] == [("a", "1", "0"), ("a", "2", "0"), ("b", "1", "0")]
+    assert all(float(r["val/ppl"]) > 1 for r in rows)
+    assert "a              exit 0  val/ppl by epoch:" in result.stdout
