@@ -1,3 +1,4 @@
+import random
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,26 @@ def test_cached_vectors_pretrain_once_per_setting_and_leave_the_callers_rng_alon
     other = skipgram.cached_vectors(synthetic_reviews(tmp_path, min_freq=2), tmp_path, **settings)
     assert other != first and len(calls) == 2
     assert Path(first).name.startswith("skipgram-imdb-4d-")
+
+
+def test_gensim_skipgram_writes_the_same_format_repeatably_and_learns_cooccurrence(tmp_path):
+    from types import SimpleNamespace
+
+    from rnnlab.data.vocab import Vocabulary
+    from rnnlab.pretrain_embeddings import pretrain_gensim
+
+    rng = random.Random(0)
+    groups = [["good", "great", "superb", "fine"], ["bad", "awful", "poor", "dull"]]
+    texts = [[rng.choice(g) for _ in range(8)] for g in groups for _ in range(150)]  # each text within a group
+    vocab = Vocabulary(["<pad>", "<unk>", *sorted({w for g in groups for w in g}), "never"])
+    datamodule = SimpleNamespace(vocab=vocab, setup=lambda: None,
+                                 datasets={"train": SimpleNamespace(ids=[vocab.encode(t) for t in texts])})
+    paths = [pretrain_gensim(datamodule, 16, 3, 5, 20, tmp_path / f"v{i}.pt", seed=3, workers=1) for i in (1, 2)]
+    first, second = (torch.load(p, weights_only=True) for p in paths)
+    assert first["itos"] == list(vocab.itos) and first["vectors"].shape == (len(vocab), 16)
+    assert torch.equal(first["vectors"], second["vectors"])  # one worker: repeatable
+    v = torch.nn.functional.normalize(first["vectors"], dim=1)
+    same = v[vocab.encode(["good"])[0]] @ v[vocab.encode(["great"])[0]]
+    other = v[vocab.encode(["good"])[0]] @ v[vocab.encode(["awful"])[0]]
+    assert same > other + 0.2  # words of one group end up closer
+    assert first["vectors"][vocab.encode(["never"])[0]].abs().max() < 0.1  # unseen: a small random vector

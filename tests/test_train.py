@@ -168,6 +168,11 @@ def test_pretrain_embeddings_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     saved = torch.load(out, weights_only=True)
     assert saved["vectors"].shape == (len(saved["itos"]), 8) and "film" in saved["itos"]
+    result = run_script("pretrain_embeddings.py", *data, "method=gensim", "workers=1", "epochs=2", "embedding_dim=8",
+                        f"output={tmp_path / 'gensim.pt'}", f"hydra.run.dir={tmp_path / 'run2'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    gensim = torch.load(tmp_path / "gensim.pt", weights_only=True)
+    assert gensim["itos"] == saved["itos"] and gensim["vectors"].shape == saved["vectors"].shape
     missing = run_script("pretrain_embeddings.py", *data[:2], f"data.reviews_file={tmp_path / 'none.txt'}",
                          f"data.labels_file={labels}", f"output={out}", cwd=tmp_path)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr

@@ -38,6 +38,26 @@ def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs
     return save_vectors(datamodule.vocab, task.net.in_vectors.weight, Path(output))
 
 
+def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, output: str | Path,
+                    seed: int = 0, subsample: float = 0.0, workers: int = 2) -> Path:
+    """The same skip-gram vectors (negative sampling, frequent-word subsampling) trained by gensim's `Word2Vec`
+    (multi-threaded C) on the same encoded training texts, written in the same format. Words of the vocabulary
+    that gensim never saw keep small random vectors. `workers=1` makes a run repeatable."""
+    from gensim.models import Word2Vec
+
+    datamodule.setup()
+    vocab = datamodule.vocab
+    texts = [vocab.decode(ids) for ids in datamodule.datasets["train"].ids]
+    model = Word2Vec(texts, vector_size=embedding_dim, window=window, negative=negatives, sg=1, min_count=1,
+                     sample=subsample, epochs=epochs, seed=seed, workers=workers)
+    generator = torch.Generator().manual_seed(seed)
+    vectors = (torch.rand(len(vocab), embedding_dim, generator=generator) - 0.5) / embedding_dim
+    for i, word in enumerate(vocab.itos):
+        if word in model.wv.key_to_index:
+            vectors[i] = torch.from_numpy(model.wv[word].copy())
+    return save_vectors(vocab, vectors, Path(output))
+
+
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
                    "chunk_batches")  # where the texts come from and how they are batched: not what they are
 
@@ -81,8 +101,14 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
 def main(cfg: DictConfig) -> None:
     L.seed_everything(cfg.seed, workers=True)
     with one_line_errors("pretrain_embeddings.py"):
-        path = pretrain(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
-                        cfg.batch_size, cfg.lr, cfg.output, cfg.seed, cfg.subsample)
+        if cfg.get("method", "torch") not in ("torch", "gensim"):
+            raise ValueError(f"method must be torch or gensim, got {cfg.method!r}")
+        if cfg.get("method") == "gensim":
+            path = pretrain_gensim(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
+                                   cfg.output, cfg.seed, cfg.subsample, cfg.workers)
+        else:
+            path = pretrain(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
+                            cfg.batch_size, cfg.lr, cfg.output, cfg.seed, cfg.subsample)
     log.info("word vectors written to %s", path)
 
 
