@@ -198,8 +198,7 @@ class LineProgress(ProgressBar):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._enabled and trainer.is_global_zero and (batch_idx + 1) % self.every_n_steps == 0:
-            total = self.total_train_batches  # inf for streams whose length varies by epoch
-            self._line(trainer, pl_module, f"step {batch_idx + 1}" + (f"/{total}" if total != float("inf") else ""))
+            self._line(trainer, pl_module, f"step {batch_idx + 1}/{self.total_train_batches}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._enabled and trainer.is_global_zero and not trainer.sanity_checking:

@@ -91,6 +91,12 @@ def init_weights(model: L.LightningModule, path: str | os.PathLike, vocab: Vocab
     model.load_state_dict(checkpoint["state_dict"], strict=False)
 
 
+def run_folder(ckpt_path: str | os.PathLike) -> Path:
+    """The run folder a checkpoint belongs to: `<run>/checkpoints/x.ckpt` -> `<run>`, else the file's folder."""
+    folder = Path(ckpt_path).expanduser().resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 @dataclass
 class TrainedRun:
     """What a checkpoint holds: the module, the run's config and its vocabulary (if any)."""

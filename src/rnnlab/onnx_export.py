@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from rnnlab.checkpoint import TrainedRun
+from rnnlab.checkpoint import TrainedRun, run_folder
 from rnnlab.files import atomic_write
 from rnnlab.models.cells import cell_kind
 from rnnlab.tasks.language_model import LanguageModel
@@ -48,11 +48,10 @@ def state_names(net: nn.Module) -> list[str]:
     return [name for k in range(len(net.rnn.hidden_sizes)) for name in ((f"h{k}", f"c{k}") if lstm else (f"h{k}",))]
 
 
-def zero_states(net_or_sizes, batch: int, lstm: bool | None = None) -> list[np.ndarray]:
-    """Zero states for `LMStep`, as float32 arrays `(batch, hidden)` in its input order."""
-    sizes = net_or_sizes.rnn.hidden_sizes if hasattr(net_or_sizes, "rnn") else net_or_sizes
-    lstm = cell_kind(net_or_sizes.rnn.cell).lstm if lstm is None else lstm
-    return [np.zeros((batch, size), np.float32) for size in sizes for _ in range(2 if lstm else 1)]
+def zero_states(net: nn.Module, batch: int) -> list[np.ndarray]:
+    """Zero states for `LMStep` of `net`, as float32 arrays `(batch, hidden)` in its input order."""
+    per_layer = 2 if cell_kind(net.rnn.cell).lstm else 1
+    return [np.zeros((batch, size), np.float32) for size in net.rnn.hidden_sizes for _ in range(per_layer)]
 
 
 class PositiveProbability(nn.Module):
@@ -73,29 +72,27 @@ def fused_cells_only(cell: str) -> None:
 def export_onnx(run: TrainedRun, output: Path) -> dict:
     """Writes `output` (atomically) and returns what was exported: `{"kind", "inputs", "outputs"}`."""
     model = run.model.cpu().eval()
-    batch = torch.export.Dim("batch", min=1)
     if isinstance(model, LanguageModel):
+        batch = torch.export.Dim("batch", min=1)
         net, names = model.net, state_names(model.net)
         module = LMStep(net)
         args = (torch.zeros(2, dtype=torch.long), *(torch.from_numpy(s) for s in zero_states(net, 2)))
         inputs, outputs = ["ids", *names], ["logits", *[f"{n}_out" for n in names]]
         shapes = ({0: batch}, tuple({0: batch} for _ in names))  # forward(ids, *states)
         kind = "language_model_step"
-    elif isinstance(model, SentimentClassifier):
+    elif isinstance(model, SentimentClassifier):  # shapes: each input's dynamic axes (0 batch, 1 time)
         if model.hparams.padding_side != "right":
             raise ValueError("ONNX export reads right-padded batches; this run pads on the left (data.padding_side)")
         fused_cells_only(model.net.rnn.cell)
         module = PositiveProbability(model)
-        time = torch.export.Dim("time", min=2)
         args = (torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 3]))
-        inputs, outputs, shapes = ["ids", "lengths"], ["p_positive"], ({0: batch, 1: time}, {0: batch})
+        inputs, outputs, shapes = ["ids", "lengths"], ["p_positive"], ((0, 1), (0,))
         kind = "sentiment_classifier"
     elif isinstance(model, SineRegressor):
         fused_cells_only(model.net.rnn.cell)
         module = model.net
-        time = torch.export.Dim("time", min=2)
         args = (torch.zeros(2, 5, 1),)
-        inputs, outputs, shapes = ["x"], ["y"], ({0: batch, 1: time},)
+        inputs, outputs, shapes = ["x"], ["y"], ((0, 1),)
         kind = "series_regressor"
     else:
         raise ValueError(f"{run.path} holds a {type(model).__name__}, which has no ONNX export")
@@ -107,7 +104,7 @@ def export_onnx(run: TrainedRun, output: Path) -> dict:
             program.save(tmp, external_data=False)
         else:  # sequences: the TorchScript exporter maps nn.LSTM/GRU/RNN to ONNX's recurrent ops, so the time axis
             # stays dynamic (torch.export unrolls them over the example's length) and the reversal is plain gathers
-            axes = {name: {axis: ("batch", "time")[axis] for axis in shape} for name, shape in zip(inputs, shapes)}
+            axes = {name: {axis: ("batch", "time")[axis] for axis in axes} for name, axes in zip(inputs, shapes)}
             axes.update({name: {0: "batch"} for name in outputs})
             torch.onnx.export(module, args, tmp, dynamo=False, input_names=inputs, output_names=outputs,
                               dynamic_axes=axes)
@@ -131,7 +128,7 @@ def backend(cfg: DictConfig) -> str:
 
 
 class OnnxModel:
-    """An onnxruntime session over an exported file, checked against the checkpoint it came from."""
+    """An onnxruntime session over an exported file, checked to be the kind of export the caller needs."""
 
     def __init__(self, path: str | Path, kind: str, threads: int | None = None):
         import onnxruntime as ort
@@ -164,9 +161,7 @@ def onnx_stepper(model: OnnxModel):
 
 def model_card(run: TrainedRun, export: dict, output: Path) -> str:
     """MODEL_CARD.md text for an exported run: data, preset, metrics, intended use, limits."""
-    config, ckpt_dir = run.config, run.path.parent
-    net = config.model.net
-    run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir
+    config, net, run_dir = run.config, run.config.model.net, run_folder(run.path)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     overrides = overrides_file.read_text().strip() if overrides_file.is_file() else "(not recorded)"
     metrics_file = run_dir / "metrics.json"

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
-from rnnlab.checkpoint import TrainedRun, load_run
+from rnnlab.checkpoint import TrainedRun, load_run, run_folder
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.data.text import pad_batch, tokenize, truncate
 from rnnlab.onnx_export import OnnxModel, backend
@@ -109,9 +109,7 @@ def plot_path(cfg: DictConfig) -> Path:
     """`plot_path`, else `prediction.png` in the checkpoint's run folder (`<run>/checkpoints/x.ckpt` -> `<run>/`)."""
     if cfg.get("plot_path"):
         return Path(cfg.plot_path).expanduser()
-    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run / "prediction.png"
+    return run_folder(cfg.ckpt_path) / "prediction.png"
 
 
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:

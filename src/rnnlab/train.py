@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -79,7 +80,7 @@ def resume_path(cfg: DictConfig) -> str | None:
 def tag(logger, tags: list[str]) -> None:
     """Run tags where the logger has them (MLflow; W&B takes them from its config); all loggers also get them
     with the config."""
-    if tags and type(logger).__name__ == "MLFlowLogger":
+    if tags and isinstance(logger, MLFlowLogger):
         for name in tags:
             logger.experiment.set_tag(logger.run_id, str(name), "true")
 
