@@ -11,6 +11,7 @@ import torch
 from rnnlab.adapt import cache_log_probs, cache_nll, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.evaluate import evaluate
 from rnnlab.models.lm import RNNLM
+from rnnlab.models.recurrent import detach_state
 from rnnlab.train import train
 from tests.conftest import TINY_TRAINER, compose_config, synthetic_overrides
 
@@ -103,3 +104,20 @@ def test_dynamic_evaluation_updates_every_adapt_bptt_tokens(synthetic_ptb, tmp_p
         metrics = evaluate(compose_config([f"ckpt_path={ckpt}", "adapt=dynamic", "adapt.train_batches=5",
                                            "adapt.lr=0.01", *extra], tmp_path, config_name="eval"))
         assert seen == [expected] and math.isfinite(metrics["test/ppl_dynamic"])
+
+
+def test_gradient_statistics_average_the_squared_gradients_of_batched_windows():
+    """Windows of `batch_size` rows with the state carried, as Krause et al. collect them: the statistics
+    equal the mean of the squared gradients of each window's mean loss, computed here step by step."""
+    net, text = small_net(), stream(200, seed=2)
+    rows = text[: 200 // 4 * 4].view(4, -1)  # 4 rows of 50 tokens
+    expected, state = [torch.zeros_like(p) for p in net.parameters()], None
+    for start in (0, 10):
+        x, y = rows[:, start:start + 10], rows[:, start + 1:start + 11]
+        logits, state = net(x, state)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 25), y.reshape(-1))
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        state = detach_state(state)
+        expected = [e + g * g / 2 for e, g in zip(expected, grads)]
+    for got, want in zip(gradient_ms(net, text, 10, batches=2, batch_size=4), expected):
+        torch.testing.assert_close(got, want)

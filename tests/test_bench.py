@@ -142,3 +142,22 @@ def test_parallel_runs_tabulates_each_jobs_validation_curve(synthetic_ptb, tmp_p
     assert [(r["job"], r["epoch"], r["exit"]) for r in rows] == [("a", "1", "0"), ("a", "2", "0"), ("b", "1", "0")]
     assert all(float(r["val/ppl"]) > 1 for r in rows)
     assert "a              exit 0  val/ppl by epoch:" in result.stdout
+
+
+def test_adapt_grid_runs_the_grid_in_workers_and_lr_0_is_plain(synthetic_ptb, tmp_path):
+    from rnnlab.train import train
+    from tests.conftest import TINY_TRAINER, compose_config
+
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    result = run_script("bench/adapt_grid.py", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--lr", "0,0.01",
+                        "--decay", "0,0.1", "--workers", "2", "--train-batches", "3", "--train-batch-size", "2",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("valid ppl"):]
+    rows = {(rule, float(lr), float(decay)): float(ppl)
+            for rule, lr, decay, _, ppl, _ in re.findall(r"^(\w+) +(\S+) +(\S+) +(\d+) +([\d.]+) +([\d.]+)$", table, re.M)}
+    assert len(rows) == 5  # plain and the four settings, each once
+    assert rows[("rms", 0.0, 0.0)] == rows[("rms", 0.0, 0.1)] == rows[("plain", 0.0, 0.0)]
+    assert rows[("rms", 0.01, 0.0)] != rows[("plain", 0.0, 0.0)]
+    ppls = [float(p) for p in re.findall(r"^\w+ +\S+ +\S+ +\d+ +([\d.]+)", table, re.M)]
+    assert ppls == sorted(ppls)  # best first

@@ -45,20 +45,25 @@ def plain_nll(net: nn.Module, stream: Tensor, bptt: int) -> tuple[float, int]:
     return total, stream.numel() - 1
 
 
-def gradient_ms(net: nn.Module, stream: Tensor, bptt: int, batches: int = 100) -> list[Tensor]:
-    """Mean squared gradients of the per-token loss over the first `batches` windows of `stream` (training text)."""
+# Gradients in eval mode (no dropout): cuDNN's RNN backward refuses eval mode, so these run without cuDNN.
+@torch.backends.cudnn.flags(enabled=False)
+def gradient_ms(net: nn.Module, stream: Tensor, bptt: int, batches: int | None = None,
+                batch_size: int = 100) -> list[Tensor]:
+    """Mean squared gradients of the mean token loss over windows `(batch_size, bptt)` of `stream` (training
+    text, state carried), as Krause et al. collect them: the first `batches` windows, or all of them."""
     net.eval()
     ms = [torch.zeros_like(p) for p in net.parameters()]
     state, n = None, 0
-    for x, y in itertools.islice(windows(stream, bptt), batches):
+    for x, y in itertools.islice(BPTTStream(stream, batch_size, bptt), batches):
         logits, state = net(x, detach_state(state))
-        grads = torch.autograd.grad(F.cross_entropy(logits[0], y[0]), list(net.parameters()))
+        grads = torch.autograd.grad(F.cross_entropy(logits.flatten(0, 1), y.flatten()), list(net.parameters()))
         for m, g in zip(ms, grads):
             m.add_(g * g)
         n += 1
     return [m / max(n, 1) for m in ms]
 
 
+@torch.backends.cudnn.flags(enabled=False)
 def dynamic_nll(net: nn.Module, stream: Tensor, bptt: int, lr: float, decay: float = 0.0, method: str = "rms",
                 ms: Sequence[Tensor] | None = None, eps: float = 1e-4) -> tuple[float, int]:
     """NLL of `stream` under dynamic evaluation; the network's weights are restored afterwards."""
@@ -100,7 +105,7 @@ def cache_log_probs(net: nn.Module, stream: Tensor, bptt: int, window: int = 200
     positions i already scored whose next word was w (no cache yet: the model alone)."""
     net.eval()
     state = None
-    keys, values = None, torch.empty(0, dtype=torch.long)  # the hidden states already scored, the word after each
+    keys, values = None, stream.new_empty(0)  # the hidden states already scored, the word after each
     log_keep, log_lam = math.log1p(-lam), (math.log(lam) if lam > 0 else float("-inf"))
     for x, y in windows(stream, bptt):
         out, state = net.hidden(x, state)
@@ -108,8 +113,8 @@ def cache_log_probs(net: nn.Module, stream: Tensor, bptt: int, window: int = 200
         log_model = F.log_softmax(net.decoder(h), -1)
         keys = h.new_empty(0, h.size(1)) if keys is None else keys
         all_keys, all_values = torch.cat([keys, h]), torch.cat([values, targets])
-        position = torch.arange(all_keys.size(0))[None, :]
-        now = keys.size(0) + torch.arange(h.size(0))[:, None]  # position of each step among all_keys
+        position = torch.arange(all_keys.size(0), device=h.device)[None, :]
+        now = keys.size(0) + torch.arange(h.size(0), device=h.device)[:, None]  # position of each step among all_keys
         visible = (position < now) & (position >= now - window)
         scores = (theta * h @ all_keys.T).masked_fill(~visible, float("-inf"))
         has_cache = visible.any(1, keepdim=True)

@@ -8,6 +8,7 @@ import math
 import time
 
 import hydra
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -38,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(run.config.data, **overrides)
     datamodule.vocab = run.vocab
     if cfg.get("adapt"):
-        return adapted(run, datamodule, cfg.split, cfg.adapt)
+        return adapted(run, datamodule, cfg.split, cfg.adapt, adapt_device(cfg.trainer.get("accelerator")))
     trainer = instantiate(cfg.trainer)
     run_split = trainer.test if cfg.split == "test" else trainer.validate
     results = run_split(run.model, datamodule=datamodule)
@@ -47,17 +48,28 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig) -> dict[str, float]:
-    """Plain and adapted perplexity (and bits/char) of `split` at batch 1; with `adapt.search`, the settings
-    are picked on the validation split first (a table of every setting is printed)."""
+def adapt_device(accelerator: str | None) -> torch.device:
+    """Where adapted evaluation runs: the GPU with `trainer=gpu`, else the CPU."""
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("trainer.accelerator=gpu, but PyTorch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig,
+            device: torch.device | str = "cpu") -> dict[str, float]:
+    """Plain and adapted perplexity (and bits/char) of `split` at batch 1 on `device`; with `adapt.search`, the
+    settings are picked on the validation split first (a table of every setting is printed)."""
     if not isinstance(run.model, LanguageModel):
         raise ValueError(f"adapt={adapt.method} applies to language models; {run.path} holds a "
                          f"{type(run.model).__name__}")
     datamodule.setup()
-    net, bptt, splits = run.model.net, run.model.hparams.bptt, datamodule.corpus.splits
+    net, bptt = run.model.net.to(device), run.model.hparams.bptt
+    splits = {name: tokens.to(device) for name, tokens in datamodule.corpus.splits.items()}
     ms = None
     if adapt.method == "dynamic" and adapt.rule == "rms":
-        ms = gradient_ms(net, splits["train"], bptt, adapt.train_batches)
+        ms = gradient_ms(net, splits["train"], bptt, adapt.train_batches, adapt.train_batch_size)
     measure = {
         "dynamic": lambda stream, s: dynamic_nll(net, stream, adapt.get("bptt") or bptt, s["lr"], s["decay"],
                                                  adapt.rule, ms),
