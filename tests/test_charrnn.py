@@ -239,3 +239,19 @@ def test_symbols_primes_and_text_by_level():
     assert to_symbols("ab c", "char") == ["a", "b", " ", "c"] and to_symbols("the  cat\n", "word") == ["the", "cat"]
     assert from_symbols(["a", "b", "\n"], "char") == "ab\n"
     assert from_symbols(["the", "cat", "<eos>", "a"], "word") == "the cat \na "
+
+
+def test_choose_draws_once_per_row_from_the_seeded_generator():
+    """Exactly one `torch.multinomial` draw per row from the caller's generator: a seed fixes the text, and
+    the same seed gives the same ids as drawing from the softmax by hand."""
+    logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
+    got = choose(logits, 0.8, generator=torch.Generator().manual_seed(3))
+    expected = torch.multinomial(torch.softmax(logits / 0.8, -1), 1, generator=torch.Generator().manual_seed(3))[:, 0]
+    assert torch.equal(got, expected)
+
+
+def test_a_sample_of_length_one_is_one_id():
+    net = RNNLM(20, [16], "gru", embedding_dim=8, init_scale=0.5)
+    assert sample(net, [1, 2], 1, seed=0).shape == (1, 1)
+    with pytest.raises(ValueError, match="length must be >= 1, got 0"):
+        sample(net, [1, 2], 0)

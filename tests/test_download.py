@@ -308,3 +308,44 @@ def test_a_read_only_data_directory_is_read_and_a_missing_file_is_named(tmp_path
     (ro / "ptb" / "ptb.test.txt").unlink()
     with pytest.raises(DataFileError, match=f"cannot write {ro / 'ptb' / 'ptb.test.txt'}: the folder is read-only"):
         load_ptb(ro, tmp_path / "cache2", download=True)
+
+
+def test_verify_checks_a_hash_string_and_md5_only_files_with_the_reason_in_the_message(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"some text\n" * 10)
+    sha256, md5 = sha(path), hashlib.md5(path.read_bytes()).hexdigest()
+    assert dl.verify(path, sha256) is True  # a bare string is a sha256
+    assert dl.verify(path, RemoteFile("corpus.txt", "", md5=md5)) is True
+    assert dl.verify(path, RemoteFile("corpus.txt", "")) is False  # nothing published to compare with
+    with pytest.raises(DataFileError) as err:
+        dl.verify(path, "0" * 64)
+    assert str(err.value) == (f"checksum mismatch for {path}: expected sha256 {'0' * 64}, got {sha256} "
+                              "(the file is truncated or corrupt; delete it to download it again)")
+    with pytest.raises(DataFileError) as err:
+        dl.verify(path, RemoteFile("corpus.txt", "", md5="f" * 32), source="http://host/c.txt", name="c.txt")
+    assert str(err.value) == (f"checksum mismatch for c.txt downloaded from http://host/c.txt: expected md5 "
+                              f"{'f' * 32}, got {md5} (the download is truncated, or the server sent another file)")
+
+
+def test_a_download_streams_into_a_hidden_part_file_beside_the_target_and_logs_it(server, tmp_path, caplog):
+    """While the server sends the file, the only thing in the target folder is `.<name>.<random>.part`;
+    the log names the URL and the target, and the sha256 of a file with no published hash."""
+    served, url = server
+    (served / "words.txt").write_text("a b c\n" * 100)
+    target = tmp_path / "data" / "words.txt"
+    seen = []
+    real_copy = shutil.copyfileobj
+
+    def copy_and_look(source, out, *args):  # the server's thread copies too: look only from the client's side
+        real_copy(source, out, *args)
+        if hasattr(source, "status"):
+            seen.extend(p.name for p in target.parent.iterdir())
+
+    with caplog.at_level("INFO", logger="rnnlab.data.download"), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dl.shutil, "copyfileobj", copy_and_look)
+        dl.download(RemoteFile("words.txt", f"{url}/words.txt"), target)
+    assert len(seen) == 1 and seen[0].startswith(".words.txt.") and seen[0].endswith(".part")
+    assert [p.name for p in target.parent.iterdir()] == ["words.txt"]
+    assert caplog.messages == [f"downloading {url}/words.txt -> {target}",
+                               f"{url}/words.txt: sha256 {sha(target)} (no published hash to compare with)"]

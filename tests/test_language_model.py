@@ -85,6 +85,7 @@ def test_the_gradient_of_a_window_stops_at_its_carried_state():
 
 
 def test_perplexity_is_over_tokens_not_an_average_of_batches():
+    torch.manual_seed(0)  # the margin below depends on the weights: fix them whatever ran before
     module = make_module().eval()
     data = batches(1, steps=9) + batches(1, steps=2)
     nll_sum = tokens = 0.0
@@ -187,3 +188,34 @@ def test_fused_cross_entropy_equals_pytorch_loss_and_gradients():
     (theirs * 2.5).backward()
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)  # float32 rounding: 1.4e-7 relative
     torch.testing.assert_close(ours_grad, logits.grad, rtol=0, atol=1e-6)
+
+
+def test_what_each_stage_logs_and_where():
+    """Training logs its window's loss and perplexity per step in the progress bar; each split's epoch logs
+    loss and perplexity over all its tokens (training's as `*_epoch`, only validation and test in the bar)."""
+    module = make_module()
+    logged = []
+    module.log = lambda name, value, **kw: logged.append((name, float(value.detach()), kw))
+    module.log_dict = lambda values, **kw: logged.extend((k, float(v), kw) for k, v in values.items())
+    x, y = batches(1)[0]
+    module.training_step((x, y), 0)
+    logits, _ = module.net(x)
+    nll = F.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+    per_step = {"on_step": True, "on_epoch": False, "prog_bar": True}
+    assert logged[0] == ("train/loss", pytest.approx(nll, rel=1e-5), per_step)
+    assert logged[1] == ("train/ppl", pytest.approx(math.exp(nll), rel=1e-5), per_step)
+    module.on_train_epoch_end()
+    assert logged[2:] == [("train/loss_epoch", pytest.approx(nll, rel=1e-5), {"prog_bar": False, "sync_dist": False}),
+                          ("train/ppl_epoch", pytest.approx(math.exp(nll), rel=1e-5),
+                           {"prog_bar": False, "sync_dist": False})]
+    del logged[:]
+    module.validation_step((x, y), 0)
+    module.on_validation_epoch_end()
+    assert [(name, kw) for name, _, kw in logged] == [("val/loss", {"prog_bar": True, "sync_dist": False}),
+                                                      ("val/ppl", {"prog_bar": True, "sync_dist": False})]
+
+
+def test_perplexity_of_a_diverging_loss_is_capped_not_an_overflow():
+    module = make_module()
+    assert module.epoch_metrics(1000.0) == {"ppl": math.exp(700.0)}
+    assert module.epoch_metrics(2.0) == {"ppl": math.exp(2.0)}
