@@ -154,8 +154,8 @@ def test_adapt_grid_runs_the_grid_in_workers_and_lr_0_is_plain(synthetic_ptb, tm
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("valid ppl"):]
-    rows = {(rule, float(lr), float(decay)): float(ppl)
-            for rule, lr, decay, _, ppl, _ in re.findall(r"^(\w+) +(\S+) +(\S+) +(\d+) +([\d.]+) +([\d.]+)$", table, re.M)}
+    line = r"^(\w+) +(\S+) +(\S+) +(\d+) +([\d.]+) +([\d.]+)$"
+    rows = {(rule, float(lr), float(decay)): float(ppl) for rule, lr, decay, _, ppl, _ in re.findall(line, table, re.M)}
     assert len(rows) == 5  # plain and the four settings, each once
     assert rows[("rms", 0.0, 0.0)] == rows[("rms", 0.0, 0.1)] == rows[("plain", 0.0, 0.0)]
     assert rows[("rms", 0.01, 0.0)] != rows[("plain", 0.0, 0.0)]

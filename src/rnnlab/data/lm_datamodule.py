@@ -11,6 +11,8 @@ from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
 from rnnlab.data.ptb import load_ptb, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
 from rnnlab.data.streams import BPTTStream
+from rnnlab.data.text import tokenize
+from rnnlab.data.text_corpus import load_text_corpus
 from rnnlab.data.vocab import Vocabulary
 
 
@@ -115,6 +117,27 @@ class TextFilesDataModule(LMDataModule):
             if not path.is_file():
                 raise FileNotFoundError(f"data.{split}: {path} does not exist")
         return tokenize_files(self.files)
+
+
+class TextCorpusDataModule(LMDataModule):
+    """Words of plain documents: IMDB's training reviews (`source="imdb"`) or `path`, a text file (a document
+    a line) or a folder of `.txt` files (a document each), tokenized as the sentiment data tokenizes
+    (`lower`, `strip_html`, `strip_punctuation`); whole documents split by `split`; `<eos>` after each."""
+
+    def __init__(self, source: str = "files", path: str | None = None, split=(0.9, 0.05, 0.05), lower: bool = True,
+                 strip_html: bool = True, strip_punctuation: bool = True, min_freq: int = 1,
+                 max_size: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+
+    def tokenize(self, text: str) -> list[str]:
+        h = self.hparams
+        return tokenize(text, h.lower, h.strip_html, h.strip_punctuation)
+
+    def load_corpus(self) -> TokenCorpus:
+        h = self.hparams
+        return load_text_corpus(h.source, h.path, self.data_dir, self.cache_dir, self.tokenize,
+                                (h.lower, h.strip_html, h.strip_punctuation), h.split, h.seed, h.min_freq,
+                                h.max_size, h.download)
 
 
 class CharDataModule(LMDataModule):

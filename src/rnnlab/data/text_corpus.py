@@ -1,0 +1,87 @@
+"""Word-level LM corpora from plain documents: a text file, a folder of `.txt` files, IMDB's training reviews.
+
+Documents are tokenized exactly as the sentiment classifier tokenizes its texts (`data/text.py`), each
+followed by `<eos>`; whole documents go to train/valid/test (a seeded shuffle, then the fractions), and the
+vocabulary (PAD = 0, UNK = 1, `<eos>`, words by training frequency) is the training documents' own, so a
+classifier can take the LM's vocabulary and weights as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, read_text
+from rnnlab.data.download import DataFileError, fetch_tree
+from rnnlab.data.sentiment import read_acl_imdb
+from rnnlab.data.text import build_vocab
+
+EOS = "<eos>"
+
+
+def text_documents(path: Path) -> list[str]:
+    """A file is one document per non-empty line; a folder, one document per `.txt` file (sorted, recursive)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"))
+        if not files:
+            raise DataFileError(f"{path} holds no .txt file")
+        return [read_text(f) for f in files]
+    return [line for line in read_text(path).splitlines() if line.strip()]
+
+
+def split_documents(documents: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """Whole documents to train/valid/test in a seeded random order, by `fractions` (valid and test get at
+    least one document each)."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"data.split must be three fractions summing to 1, got {list(fractions)}")
+    if len(documents) < 3:
+        raise DataFileError(f"a corpus needs at least 3 documents (one per split), got {len(documents)}")
+    order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_valid = max(1, round(fractions[1] * len(documents)))
+    n_test = max(1, round(fractions[2] * len(documents)))
+    n_train = len(documents) - n_valid - n_test
+    if n_train < 1:
+        raise DataFileError(f"{len(documents)} documents leave none for training with split {list(fractions)}")
+    parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    return {name: [documents[i] for i in idx] for name, idx in parts.items()}
+
+
+def document_corpus(splits: dict[str, list[str]], tokenize: Callable[[str], list[str]], min_freq: int = 1,
+                    max_size: int | None = None) -> TokenCorpus:
+    """Each split's documents as one id stream, `<eos>` after every document; the vocabulary from training."""
+    tokens = {name: [[*tokenize(doc), EOS] for doc in docs] for name, docs in splits.items()}
+    vocab = build_vocab(tokens["train"], min_freq, max_size)
+    if EOS not in vocab:
+        raise DataFileError("the training documents are empty")
+    return TokenCorpus(vocab, {name: torch.tensor([i for doc in docs for i in vocab.encode(doc)], dtype=torch.long)
+                               for name, docs in tokens.items()})
+
+
+def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: Path | None,
+                     tokenize: Callable[[str], list[str]], options: tuple, split: Sequence[float], seed: int,
+                     min_freq: int = 1, max_size: int | None = None, download: bool = True) -> TokenCorpus:
+    """`source="imdb"`: IMDB's 25,000 training reviews (never the test reviews); `source="files"`: `path`."""
+    if source == "imdb":
+        def documents() -> list[str]:
+            return read_acl_imdb(fetch_tree("imdb", data_dir, cache_dir, download), "train").texts
+        identity: tuple = ("imdb-train",)
+    elif source == "files":
+        if not path:
+            raise ValueError("data.source=files needs data.path (a text file or a folder of .txt files)")
+        where = Path(path).expanduser()
+        if not where.exists():
+            raise DataFileError(f"data.path: {where} does not exist")
+        files = sorted(where.rglob("*.txt")) if where.is_dir() else [where]
+        identity = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+        def documents() -> list[str]:
+            return text_documents(where)
+    else:
+        raise ValueError(f"data.source must be 'imdb' or 'files', got {source!r}")
+    key = cache_key(identity, options, tuple(split), seed, min_freq, max_size)
+    return cached_corpus(cache_dir, f"text-{source}", key,
+                         lambda: document_corpus(split_documents(documents(), split, seed), tokenize, min_freq,
+                                                 max_size))

@@ -1,0 +1,84 @@
+"""Word LMs over any documents: a text file, a folder of .txt files, IMDB's training reviews (never its test
+reviews), tokenized as the sentiment data is, with the vocabulary stored in the checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rnnlab.checkpoint import load_run
+from rnnlab.data.download import DataFileError
+from rnnlab.data.lm_datamodule import TextCorpusDataModule
+from rnnlab.data.text import PAD, UNK, tokenize
+from rnnlab.data.text_corpus import EOS, document_corpus, split_documents, text_documents
+from rnnlab.evaluate import evaluate
+from rnnlab.train import train
+from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree
+
+
+def test_a_file_is_a_document_a_line_and_a_folder_a_document_a_file(tmp_path):
+    (tmp_path / "one.txt").write_text("First line.\n\n  \nSecond <br /> line!\n")
+    assert text_documents(tmp_path / "one.txt") == ["First line.", "Second <br /> line!"]
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("bee")
+    (folder / "sub" / "a.txt").write_text("ay\nstill ay")
+    (folder / "notes.md").write_text("not a document")
+    assert text_documents(folder) == ["bee", "ay\nstill ay"]  # sorted paths: docs/b.txt < docs/sub/a.txt
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFileError, match="empty holds no .txt file"):
+        text_documents(tmp_path / "empty")
+
+
+def test_documents_are_split_whole_each_exactly_once():
+    docs = [f"document {i}" for i in range(40)]
+    parts = split_documents(docs, (0.8, 0.1, 0.1), seed=3)
+    assert [len(parts[k]) for k in ("train", "valid", "test")] == [32, 4, 4]
+    assert sorted(parts["train"] + parts["valid"] + parts["test"]) == sorted(docs)
+    assert parts == split_documents(docs, (0.8, 0.1, 0.1), seed=3)
+    assert parts != split_documents(docs, (0.8, 0.1, 0.1), seed=4)
+    with pytest.raises(ValueError, match=r"three fractions summing to 1, got \[0.8, 0.1\]"):
+        split_documents(docs, (0.8, 0.1), seed=0)
+
+
+def test_the_stream_is_every_document_then_eos_with_the_training_vocabulary():
+    splits = {"train": ["The cat sat.", "A dog, a cat!"], "valid": ["The bird sat."], "test": ["A cat."]}
+    corpus = document_corpus(splits, tokenize)
+    vocab = corpus.vocab
+    assert vocab.itos[:2] == [PAD, UNK] and "bird" not in vocab  # words of the training documents only
+    assert vocab.decode(corpus.splits["train"].tolist()) == ["the", "cat", "sat", EOS, "a", "dog", "a", "cat", EOS]
+    assert vocab.decode(corpus.splits["valid"].tolist()) == ["the", UNK, "sat", EOS]
+    assert corpus.splits["test"].tolist() == vocab.encode(["a", "cat", EOS])
+
+
+def test_imdb_text_reads_only_the_training_reviews(tmp_path):
+    make_imdb_tree(tmp_path / "data" / "imdb", per_class=10)
+    for path in (tmp_path / "data" / "imdb" / "aclImdb" / "test").rglob("*.txt"):
+        path.write_text("testonlyword " + path.read_text())
+    dm = TextCorpusDataModule(source="imdb", split=(0.8, 0.1, 0.1), data_dir=str(tmp_path / "data"),
+                              cache_dir=str(tmp_path / "cache"), download=False)
+    dm.setup()
+    assert "testonlyword" not in dm.vocab and "wonderful" in dm.vocab and "<br" not in dm.vocab
+    eos = dm.vocab.stoi[EOS]
+    assert sum(int((dm.corpus.splits[k] == eos).sum()) for k in ("train", "valid", "test")) == 20  # 20 reviews
+
+
+def test_train_and_evaluate_an_lm_over_a_folder_of_files(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    for i in range(30):
+        (folder / f"{i:02d}.txt").write_text(" ".join(words[j] for j in torch.randint(0, 6, (40,), generator=g)))
+    overrides = ["task=lm", f"data.path={folder}", "data.batch_size=4", "data.eval_batch_size=2", "data.bptt=8",
+                 "model.net.hidden_sizes=[16]", "model.net.embedding_dim=8", "callbacks.text_samples=null",
+                 *TINY_TRAINER, "trainer.limit_val_batches=null", "trainer.limit_test_batches=null"]
+    metrics = train(compose_config(overrides, tmp_path))
+    run = load_run(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert run.vocab.itos[:2] == [PAD, UNK] and set(words) < set(run.vocab.itos)
+    evaluated = evaluate(compose_config([f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+                                         "trainer.enable_progress_bar=false"], tmp_path, config_name="eval"))
+    assert evaluated["test/ppl"] == pytest.approx(metrics["test/ppl"], rel=1e-5)
+    assert math.isfinite(evaluated["test/ppl"]) and evaluated["test/ppl"] < len(run.vocab)  # it learned something
