@@ -19,10 +19,17 @@ class KeepThenDecay:
         return self.decay ** max(epoch + 1 - self.keep_epochs, 0)
 
 
-def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: float = 1e-3):
-    """Lightning's `configure_optimizers` from Hydra partials: `optimizer(params=...)`, then
-    `scheduler(optimizer=...)` stepped each epoch. A missing or empty scheduler means a constant lr."""
-    optimizer = (optimizer or (lambda params: torch.optim.SGD(params, lr=default_lr)))(params=module.parameters())
+def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: float = 1e-3, params=None):
+    """Lightning's `configure_optimizers` from Hydra partials: `optimizer(params=...)` over `params` (parameter
+    groups, e.g. one lr per layer) or all of the module's, then `scheduler(optimizer=...)` stepped each epoch;
+    `OneCycleLR` is stepped every batch, peaking at each group's lr over the run's steps. A missing or empty
+    scheduler means a constant lr."""
+    params = module.parameters() if params is None else params
+    optimizer = (optimizer or (lambda params: torch.optim.SGD(params, lr=default_lr)))(params=params)
     if not scheduler:
         return optimizer
+    if getattr(scheduler, "func", None) is torch.optim.lr_scheduler.OneCycleLR:
+        one_cycle = scheduler(optimizer=optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+                              total_steps=int(module.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer=optimizer), "interval": "epoch"}}

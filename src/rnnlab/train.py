@@ -22,6 +22,7 @@ from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDi
 from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint
 from rnnlab.cli import log_to_files, one_line_errors, print_config_tree, set_threads, silence_known_warnings
 from rnnlab.files import FolderLock, atomic_write
+from rnnlab.transfer import copy_encoder, read_lm_encoder, use_encoder
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,17 @@ def tag(logger, tags: list[str]) -> None:
 
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """(datamodule, model, trainer) for a composed run config."""
+    encoder = None
+    if cfg.get("encoder") and cfg.encoder.get("ckpt_path"):  # LM transfer: the LM's vocabulary, sizes, weights
+        encoder = read_lm_encoder(cfg.encoder.ckpt_path)
+        use_encoder(cfg, encoder)
     datamodule = instantiate(cfg.data)
+    if encoder is not None:
+        datamodule.vocab = encoder.vocab
     model_kwargs = datamodule.model_kwargs()
     model = instantiate(cfg.model, **model_kwargs)
+    if encoder is not None:
+        copy_encoder(model.net, encoder)
     if cfg.get("init_from"):
         init_weights(model, cfg.init_from, getattr(datamodule, "vocab", None))
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -216,11 +216,9 @@ class SentimentDataModule(L.LightningDataModule):
         if self.datasets:
             return
         splits = self.read_splits()
-        vocab = build_vocab((self.tokenize(t) for t in splits["train"].texts), self.hparams.min_freq,
-                            self.hparams.max_size)
-        if self.vocab is not None and self.vocab != vocab:
-            raise ValueError("the data's vocabulary differs from the one given (e.g. from a checkpoint)")
-        self.vocab = vocab
+        if self.vocab is None:  # else the vocabulary given (a checkpoint's, or a language model's) is used as is
+            self.vocab = build_vocab((self.tokenize(t) for t in splits["train"].texts), self.hparams.min_freq,
+                                     self.hparams.max_size)
         self.datasets = {name: self.encode(texts, name) for name, texts in splits.items()}
         if len(self.datasets["train"]) == 0:
             raise DataFileError(f"the training split is empty: no text with words in {self.source()}")

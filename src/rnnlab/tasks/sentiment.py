@@ -8,7 +8,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
@@ -48,8 +48,13 @@ class SentimentClassifier(L.LightningModule):
     # pragma: no mutate start (save_hyperparameters reads the constructor's frame, which mutmut would wrap)
     def __init__(self, net: RecurrentClassifier, padding_side: str = "right", loss: str = "ce",
                  pack: bool | str = "auto", pretrained_embeddings: str | None = None, freeze_embeddings: bool = False,
-                 optimizer: Callable | None = None, scheduler: Callable | None = None, vocab=None):
+                 optimizer: Callable | None = None, scheduler: Callable | None = None, vocab=None,
+                 unfreeze: int | None = None, lr_decay_per_layer: float | None = None):
         super().__init__()
+        if unfreeze is not None and unfreeze < 1:
+            raise ValueError(f"model.unfreeze must be >= 1 (epochs per layer) or null, got {unfreeze}")
+        if lr_decay_per_layer is not None and lr_decay_per_layer <= 0:
+            raise ValueError(f"model.lr_decay_per_layer must be > 0 or null, got {lr_decay_per_layer}")
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {LOSSES}, got {loss!r}")
         if pack not in (True, False, "auto"):
@@ -121,5 +126,29 @@ class SentimentClassifier(L.LightningModule):
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """The network's parameters by depth, top first: the head, the recurrent layers from the top down,
+        the embedding."""
+        net = self.net
+        return [list(net.head.parameters()), *([p for direction in layer for p in direction.parameters()]
+                                               for layer in reversed(net.rnn.layers)),
+                list(net.embedding.parameters())]
+
+    def on_train_epoch_start(self) -> None:
+        """Gradual unfreezing: the head alone for the first `unfreeze` epochs, then one more layer from the top
+        every `unfreeze` epochs; frozen layers get no gradient, so no optimizer step changes them."""
+        if not self.hparams.unfreeze:
+            return
+        trainable = 1 + self.current_epoch // self.hparams.unfreeze
+        for depth, group in enumerate(self.layer_groups()):
+            embedding = depth == len(self.layer_groups()) - 1
+            for p in group:
+                p.requires_grad_(depth < trainable and not (embedding and self.hparams.freeze_embeddings))
+
     def configure_optimizers(self):
-        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)
+        params = None
+        if self.hparams.lr_decay_per_layer:  # discriminative learning rates: lr / decay^depth below the head
+            lr = self.hparams.optimizer.keywords["lr"] if self.hparams.optimizer else 1e-3
+            params = [{"params": group, "lr": lr / self.hparams.lr_decay_per_layer ** depth}
+                      for depth, group in enumerate(self.layer_groups())]
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler, params=params)

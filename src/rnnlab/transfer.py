@@ -1,0 +1,91 @@
+"""Language-model transfer to the sentiment classifier (`encoder.ckpt_path=`): the classifier takes the LM's
+vocabulary, its tokenization, its cell and sizes, and the weights of its embedding and recurrent layers."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, open_dict
+from torch import Tensor, nn
+
+from rnnlab.checkpoint import CheckpointError, read_checkpoint
+from rnnlab.data.text import PAD, UNK
+from rnnlab.data.vocab import Vocabulary
+
+TOKENIZATION = ("lower", "strip_html", "strip_punctuation")
+LAYER_WEIGHT = re.compile(r"^net\.rnn\.groups\.(\d+)\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+
+
+@dataclass
+class LMEncoder:
+    """What a classifier takes from a word LM checkpoint."""
+
+    path: str
+    vocab: Vocabulary
+    cell: str
+    embedding_dim: int
+    hidden_size: int
+    num_layers: int
+    tokenization: dict[str, bool]
+    embedding: Tensor  # (vocab, embedding_dim)
+    layers: list[dict[str, Tensor]]  # per layer, bottom first: weight_ih, weight_hh, bias_ih, bias_hh
+
+
+def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
+    """The encoder of the LM checkpoint `path` (read weights-only); one line naming what does not fit."""
+    checkpoint = read_checkpoint(path)
+    extra, where = checkpoint["rnnlab"], f"encoder.ckpt_path={path}"
+    net, data = extra["config"]["model"].get("net", {}), extra["config"].get("data", {})
+    if not str(net.get("_target_", "")).endswith("RNNLM") or "vocab" not in extra:
+        raise CheckpointError(f"{where} is not a word language model checkpoint (its network is "
+                              f"{net.get('_target_')})")
+    missing = [key for key in TOKENIZATION if key not in data]
+    if missing:
+        raise CheckpointError(f"{where}: its data ({data.get('_target_')}) is not tokenized as the classifier's "
+                              "texts; train the LM with data=text_corpus or data=imdb_text")
+    vocab = Vocabulary.from_state_dict(extra["vocab"])
+    if vocab.itos[:2] != [PAD, UNK]:
+        raise CheckpointError(f"{where}: its vocabulary does not start with {PAD}, {UNK} (got {vocab.itos[:2]})")
+    sizes = list(net["hidden_sizes"])
+    if len(set(sizes)) != 1 or not net.get("embedding_dim"):
+        raise CheckpointError(f"{where}: the classifier needs layers of one size and an embedding, the LM has "
+                              f"hidden_sizes {sizes} and embedding_dim {net.get('embedding_dim')}")
+    state = checkpoint["state_dict"]
+    found: dict[tuple[int, int], dict[str, Tensor]] = {}
+    for key, tensor in state.items():
+        if match := LAYER_WEIGHT.match(key):
+            found.setdefault((int(match[1]), int(match[3])), {})[match[2]] = tensor
+    layers = [found[k] for k in sorted(found)]
+    return LMEncoder(str(path), vocab, net["cell"], net["embedding_dim"], sizes[0], len(sizes),
+                     {key: data[key] for key in TOKENIZATION}, state["net.encoder.weight"], layers)
+
+
+def use_encoder(cfg: DictConfig, encoder: LMEncoder) -> None:
+    """Set the classifier's cell and sizes and the data's tokenization to the LM's (in place)."""
+    net = cfg.model.net
+    if net.get("bidirectional"):
+        raise ValueError(f"encoder.ckpt_path={encoder.path}: the LM reads left to right, so the classifier must "
+                         "too (model.net.bidirectional=false)")
+    with open_dict(cfg):
+        net.cell, net.embedding_dim = encoder.cell, encoder.embedding_dim
+        net.hidden_size, net.num_layers = encoder.hidden_size, encoder.num_layers
+        for key, value in encoder.tokenization.items():
+            cfg.data[key] = value
+
+
+@torch.no_grad()
+def copy_encoder(classifier: nn.Module, encoder: LMEncoder) -> None:
+    """The LM's embedding and recurrent weights into `classifier` (a `RecurrentClassifier`), exactly."""
+    if classifier.embedding.weight.shape != encoder.embedding.shape:
+        raise CheckpointError(f"encoder.ckpt_path={encoder.path}: embedding {tuple(encoder.embedding.shape)} does "
+                              f"not fit the classifier's {tuple(classifier.embedding.weight.shape)}")
+    if len(classifier.rnn.layers) != len(encoder.layers):
+        raise CheckpointError(f"encoder.ckpt_path={encoder.path}: {len(encoder.layers)} LM layers for "
+                              f"{len(classifier.rnn.layers)} classifier layers")
+    classifier.embedding.weight.copy_(encoder.embedding)
+    for (forward, *_), weights in zip(classifier.rnn.layers, encoder.layers):
+        for name, tensor in weights.items():
+            getattr(forward, f"{name}_l0").copy_(tensor)

@@ -1,0 +1,113 @@
+"""Language-model transfer to sentiment: the classifier takes the LM's vocabulary, tokenization, cell, sizes and
+weights exactly; what does not fit is one line; gradual unfreezing, discriminative learning rates, one cycle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from rnnlab import CONF_DIR
+from rnnlab.checkpoint import CheckpointError, read_checkpoint
+from rnnlab.train import build, train
+from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
+
+LM_NET = ["model.net.hidden_sizes=[12,12]", "model.net.embedding_dim=8", "model.net.cell=gru"]
+
+
+@pytest.fixture(scope="module")
+def imdb_lm(tmp_path_factory):
+    """A tiny GRU LM over the training reviews of a small aclImdb tree: (its checkpoint, the data folder)."""
+    root = tmp_path_factory.mktemp("transfer")
+    make_imdb_tree(root / "data" / "imdb", per_class=12, extra_words=20)
+    data = [f"paths.data_dir={root / 'data'}", f"paths.cache_dir={root / 'cache'}", "data.download=false"]
+    train(compose_config(["task=lm", "data=imdb_text", *data, "data.split=[0.8,0.1,0.1]", "data.batch_size=2",
+                          "data.eval_batch_size=2", "data.bptt=8", *LM_NET, "callbacks.text_samples=null",
+                          *TINY_TRAINER, "test=false"], root / "lm"))
+    return root / "lm" / "run" / "checkpoints" / "last.ckpt", data
+
+
+def classifier_overrides(imdb_lm, *extra: str) -> list[str]:
+    ckpt, data = imdb_lm
+    return ["task=sentiment", "data=imdb", *data, "model/embeddings=none", "data.batch_size=4",
+            "model.net.bidirectional=false", f"encoder.ckpt_path={ckpt}", "data.lower=false", *TINY_TRAINER,
+            "test=false", "callbacks.trajectories=null", *extra]
+
+
+def test_the_classifier_takes_the_lms_vocabulary_sizes_tokenization_and_weights(imdb_lm, tmp_path):
+    cfg = compose_config(classifier_overrides(imdb_lm), tmp_path)
+    datamodule, model, _ = build(cfg)
+    lm = read_checkpoint(imdb_lm[0])
+    assert datamodule.vocab.itos == lm["rnnlab"]["vocab"]["itos"]
+    assert (cfg.model.net.cell, cfg.model.net.embedding_dim, cfg.model.net.hidden_size, cfg.model.net.num_layers) \
+        == ("gru", 8, 12, 2)
+    assert cfg.data.lower is True  # the LM's tokenization wins over data.lower=false
+    state = lm["state_dict"]
+    assert torch.equal(model.net.embedding.weight, state["net.encoder.weight"])
+    for k, (forward,) in enumerate(model.net.rnn.layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            assert torch.equal(getattr(forward, f"{name}_l0"), state[f"net.rnn.groups.0.{name}_l{k}"])
+
+
+def test_what_does_not_fit_is_refused_in_one_line(imdb_lm, tmp_path, synthetic_ptb):
+    with pytest.raises(ValueError, match="the classifier must too .model.net.bidirectional=false"):
+        build(compose_config(classifier_overrides(imdb_lm, "model.net.bidirectional=true"), tmp_path))
+    ptb_lm = tmp_path / "ptb_lm"
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], ptb_lm))
+    with pytest.raises(CheckpointError, match="not tokenized as the classifier's texts; train the LM with "
+                                              "data=text_corpus or data=imdb_text"):
+        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={ptb_lm}/run/checkpoints/last.ckpt"],
+                             tmp_path))
+    uneven = tmp_path / "uneven"
+    _, data = imdb_lm
+    train(compose_config(["task=lm", "data=imdb_text", *data, "data.split=[0.8,0.1,0.1]", "data.batch_size=2",
+                          "data.bptt=8", "model.net.hidden_sizes=[12,8]", "model.net.embedding_dim=8",
+                          "callbacks.text_samples=null", *TINY_TRAINER, "test=false"], uneven))
+    with pytest.raises(CheckpointError, match=r"layers of one size and an embedding, the LM has hidden_sizes \[12, 8"):
+        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={uneven}/run/checkpoints/last.ckpt"],
+                             tmp_path))
+    sentiment = tmp_path / "sentiment"
+    train(compose_config(classifier_overrides(imdb_lm), sentiment))
+    with pytest.raises(CheckpointError, match="is not a word language model checkpoint"):
+        build(compose_config([*classifier_overrides(imdb_lm),
+                              f"encoder.ckpt_path={sentiment}/run/checkpoints/last.ckpt"], tmp_path))
+
+
+def test_gradual_unfreezing_keeps_frozen_layers_unchanged(imdb_lm, tmp_path):
+    """Epoch 1 trains the head alone, epoch 2 the top recurrent layer too; the bottom layer and the embedding
+    stay the LM's for the three epochs they are frozen."""
+    lm = read_checkpoint(imdb_lm[0])["state_dict"]
+    after = {}
+    for epochs in (1, 2):
+        out = tmp_path / str(epochs)
+        train(compose_config(classifier_overrides(imdb_lm, "model.unfreeze=1", f"trainer.max_epochs={epochs}"), out))
+        after[epochs] = read_checkpoint(out / "run" / "checkpoints" / "last.ckpt")["state_dict"]
+    top, bottom = "net.rnn.layers.1.0.weight_hh_l0", "net.rnn.layers.0.0.weight_hh_l0"
+    assert torch.equal(after[1][top], lm["net.rnn.groups.0.weight_hh_l1"])
+    assert not torch.equal(after[2][top], lm["net.rnn.groups.0.weight_hh_l1"])
+    for epochs in (1, 2):
+        assert torch.equal(after[epochs][bottom], lm["net.rnn.groups.0.weight_hh_l0"])
+        assert torch.equal(after[epochs]["net.embedding.weight"], lm["net.encoder.weight"])
+
+
+def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path):
+    cfg = compose_config(classifier_overrides(imdb_lm, "model.lr_decay_per_layer=2.0", "model.optimizer.lr=0.008",
+                                              "model/scheduler=one_cycle"), tmp_path)
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    optimizer = trainer.optimizers[0]
+    scheduler = trainer.lr_scheduler_configs[0]
+    assert scheduler.interval == "step" and type(scheduler.scheduler).__name__ == "OneCycleLR"
+    assert [g["max_lr"] for g in optimizer.param_groups] == pytest.approx([0.008, 0.004, 0.002, 0.001])
+    assert scheduler.scheduler.total_steps == 4  # the run's steps (limit_train_batches=4, one epoch)
+    heads = [id(p) for p in model.net.head.parameters()]
+    assert [id(p) for p in optimizer.param_groups[0]["params"]] == heads
+
+
+@pytest.mark.parametrize("preset", ["imdb_ulmfit", "mr_ulmfit"])
+def test_ulmfit_presets_compose(preset):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={preset}", "encoder.ckpt_path=lm.ckpt"])
+    assert cfg.model.unfreeze == 1 and cfg.model.lr_decay_per_layer == 2.6
+    assert cfg.model.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
+    assert cfg.model.net.bidirectional is False and cfg.encoder.ckpt_path == "lm.ckpt"
