@@ -82,3 +82,42 @@ def test_train_and_evaluate_an_lm_over_a_folder_of_files(tmp_path):
                                          "trainer.enable_progress_bar=false"], tmp_path, config_name="eval"))
     assert evaluated["test/ppl"] == pytest.approx(metrics["test/ppl"], rel=1e-5)
     assert math.isfinite(evaluated["test/ppl"]) and evaluated["test/ppl"] < len(run.vocab)  # it learned something
+
+
+def test_adaptive_softmax_is_a_distribution_and_one_cluster_of_one_word_is_a_full_softmax():
+    from rnnlab.models.lm import RNNLM, AdaptiveSoftmax
+
+    torch.manual_seed(0)
+    net = RNNLM(50, [16], embedding_dim=8, adaptive_softmax=[10, 30])
+    log_probs, _ = net(torch.randint(0, 50, (3, 7)))
+    assert log_probs.shape == (3, 7, 50)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(3, 7))
+    # cutoff 49: a head of 49 words plus one cluster holding the last word alone, which therefore gets the
+    # cluster's whole probability: a full softmax over the head's 50 output rows
+    decoder = AdaptiveSoftmax(16, 50, [49])
+    h = torch.randn(4, 5, 16)
+    full = torch.log_softmax(h @ decoder.asm.head.weight.T, -1)
+    torch.testing.assert_close(decoder(h), full)
+    targets = torch.randint(0, 50, (4, 5))
+    torch.testing.assert_close(decoder.nll(h, targets), -full.gather(-1, targets[..., None]).mean())
+
+
+def test_an_lm_with_the_adaptive_softmax_trains_and_reports_perplexity_over_every_token(tmp_path):
+    text = tmp_path / "text.txt"
+    g = torch.Generator().manual_seed(0)
+    words = [f"w{i}" for i in range(40)]
+    text.write_text("\n".join(" ".join(words[j] for j in torch.randint(0, 40, (30,), generator=g))
+                              for _ in range(60)))
+    overrides = ["task=lm", f"data.path={text}", "data.batch_size=4", "data.eval_batch_size=1", "data.bptt=8",
+                 "model.net.hidden_sizes=[16]", "model.net.embedding_dim=8", "model.net.adaptive_softmax=[8,20]",
+                 "callbacks.text_samples=null", *TINY_TRAINER, "trainer.limit_test_batches=null"]
+    metrics = train(compose_config(overrides, tmp_path))
+    run = load_run(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    dm = TextCorpusDataModule(path=str(text), split=(0.9, 0.05, 0.05), data_dir=str(tmp_path), cache_dir=None,
+                              seed=1234)
+    dm.setup()
+    stream = dm.corpus.splits["test"]
+    with torch.no_grad():
+        log_probs, _ = run.model.net(stream[None, :-1])
+    nll = -log_probs[0].gather(-1, stream[1:, None]).mean().item()
+    assert metrics["test/ppl"] == pytest.approx(math.exp(nll), rel=1e-4)

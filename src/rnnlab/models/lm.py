@@ -25,6 +25,24 @@ class OneHot(nn.Module):
         return self.eye[ids]
 
 
+class AdaptiveSoftmax(nn.Module):
+    """Hidden `(..., hidden)` -> log-probabilities `(..., vocab)` by the adaptive softmax (Grave et al. 2017;
+    PyTorch's `AdaptiveLogSoftmaxWithLoss`): the ids below `cutoffs[0]` in the head, rarer ones in clusters
+    with smaller projections (`div_value`). Ids must run from most to least frequent, as the vocabularies do.
+    Its outputs are a proper distribution, so they serve wherever logits do; `nll` is the cheap training loss."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, cutoffs: Sequence[int], div_value: float = 4.0):
+        super().__init__()
+        self.asm = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, list(cutoffs), div_value=div_value)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.asm.log_prob(hidden.reshape(-1, hidden.size(-1))).view(*hidden.shape[:-1], -1)
+
+    def nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """Mean NLL of `targets` `(...)` given `hidden` `(..., hidden)`, without the full distribution."""
+        return self.asm(hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)).loss
+
+
 class RNNLM(nn.Module):
     """Ids `(batch, time)` -> next-symbol logits `(batch, time, vocab)` and the carried state.
 
@@ -33,7 +51,8 @@ class RNNLM(nn.Module):
     per sequence. AWD-LSTM adds `word_dropout` (whole words of the embedding matrix) and `weight_drop`
     (DropConnect on the hidden-to-hidden weights). `init_scale`: uniform init in [-init_scale, init_scale] of
     every weight, or with `recurrent_init="pytorch"` of the embedding and decoder only, the recurrent layers
-    keeping PyTorch's (AWD-LSTM's choice).
+    keeping PyTorch's (AWD-LSTM's choice). `adaptive_softmax`: cluster cutoffs (e.g. `[2000, 10000]`) for an
+    `AdaptiveSoftmax` decoder over large vocabularies (then `logits` are its log-probabilities).
     """
 
     def __init__(
@@ -53,6 +72,8 @@ class RNNLM(nn.Module):
         word_dropout: float = 0.0,
         weight_drop: float = 0.0,
         recurrent_init: str = "uniform",
+        adaptive_softmax: Sequence[int] | None = None,
+        adaptive_div_value: float = 4.0,
     ):
         super().__init__()
         if recurrent_init not in INITS:
@@ -68,14 +89,21 @@ class RNNLM(nn.Module):
         self.rnn = RecurrentStack(cell, input_size, hidden_sizes, dropout if layer_dropout is None else layer_dropout,
                                   locked=locked_dropout, weight_drop=weight_drop)
         self.output_dropout = drop(dropout)
-        self.decoder = nn.Linear(self.rnn.output_size, vocab_size)
+        if adaptive_softmax:
+            if tie_weights:
+                raise ValueError("tie_weights needs a full softmax decoder, not adaptive_softmax")
+            self.decoder = AdaptiveSoftmax(self.rnn.output_size, vocab_size, adaptive_softmax, adaptive_div_value)
+        else:
+            self.decoder = nn.Linear(self.rnn.output_size, vocab_size)
         if init_scale is not None:
             initialized = self.parameters() if recurrent_init == "uniform" else \
-                [*self.encoder.parameters(), self.decoder.weight]
+                [*self.encoder.parameters(), *(p for n, p in self.decoder.named_parameters() if "weight" in n)]
             for p in initialized:
                 nn.init.uniform_(p, -init_scale, init_scale)
             if recurrent_init == "pytorch":
-                nn.init.zeros_(self.decoder.bias)
+                for name, p in self.decoder.named_parameters():
+                    if "bias" in name:
+                        nn.init.zeros_(p)
         if recurrent_bias is not None:
             self.rnn.set_bias(recurrent_bias)
         if forget_bias is not None:
@@ -92,12 +120,14 @@ class RNNLM(nn.Module):
         logits, state, _, _ = self.outputs(ids, state)
         return logits, state
 
-    def outputs(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor, Tensor]:
+    def outputs(self, ids: Tensor, state: State | None = None,
+                decode: bool = True) -> tuple[Tensor | None, State, Tensor, Tensor]:
         """`forward` plus the last layer's outputs `(batch, time, hidden)` before and after the output dropout
-        (what activation regularization reads): `(logits, state, hidden, dropped)`."""
+        (what activation regularization and the adaptive softmax's loss read): `(logits, state, hidden,
+        dropped)`; `decode=False` skips the logits (None)."""
         out, state = self.hidden(ids, state)
         dropped = self.output_dropout(out)
-        return self.decoder(dropped), state, out, dropped
+        return self.decoder(dropped) if decode else None, state, out, dropped
 
     def hidden(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """The last recurrent layer's outputs `(batch, time, hidden)` (what the decoder reads) and the state."""

@@ -11,7 +11,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from rnnlab.losses import cross_entropy
-from rnnlab.models.lm import RNNLM
+from rnnlab.models.lm import RNNLM, AdaptiveSoftmax
 from rnnlab.models.recurrent import detach_state, move_state
 from rnnlab.optim import configure_optimizers
 
@@ -76,15 +76,21 @@ class LanguageModel(L.LightningModule):
         inputs, targets = batch
         state = detach_state(self.states.get(stage))
         penalty = torch.zeros((), device=inputs.device)
-        if stage == "train" and (self.hparams.ar or self.hparams.tar):
-            logits, state, hidden, dropped = self.net.outputs(inputs, state)
-            penalty = self.hparams.ar * dropped.pow(2).mean()
-            if hidden.size(1) > 1:
-                penalty = penalty + self.hparams.tar * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
+        regularized = stage == "train" and bool(self.hparams.ar or self.hparams.tar)
+        adaptive = stage == "train" and isinstance(getattr(self.net, "decoder", None), AdaptiveSoftmax)
+        if regularized or adaptive:
+            logits, state, hidden, dropped = self.net.outputs(inputs, state, decode=not adaptive)
+            if regularized:
+                penalty = self.hparams.ar * dropped.pow(2).mean()
+                if hidden.size(1) > 1:
+                    penalty = penalty + self.hparams.tar * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
         else:
             logits, state = self(inputs, state)
         self.states[stage] = state
-        nll = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        if adaptive:  # the clusters a window's targets need, not the whole distribution
+            nll = self.net.decoder.nll(dropped, targets)
+        else:
+            nll = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         self.nll[f"{stage}_nll"].update(nll.detach(), targets.numel())
         return nll, penalty
 
