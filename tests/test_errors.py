@@ -229,3 +229,24 @@ def test_written_files_get_the_users_umask_not_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_save_of_non_finite_weights_names_the_first_five(tmp_path):
+    from rnnlab.checkpoint import AtomicCheckpointIO
+
+    state = {f"w{i}": torch.tensor([float("nan")]) for i in range(7)} | {"ok": torch.ones(2)}
+    with pytest.raises(CheckpointError) as err:
+        AtomicCheckpointIO().save_checkpoint({"state_dict": state}, tmp_path / "x.ckpt")
+    assert str(err.value) == (f"refusing to write {tmp_path / 'x.ckpt'}: non-finite weights in "
+                              "['w0', 'w1', 'w2', 'w3', 'w4']")
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_lightning_reads_any_weights_only_checkpoint_and_rnnlab_needs_its_own_entry(tmp_path):
+    from rnnlab.checkpoint import AtomicCheckpointIO
+
+    path = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, path)
+    assert AtomicCheckpointIO().load_checkpoint(path)["epoch"] == 3  # e.g. a checkpoint of another Lightning run
+    with pytest.raises(CheckpointError, match="no 'rnnlab' entry with the run's config"):
+        read_checkpoint(path)

@@ -378,3 +378,26 @@ def test_the_plot_goes_to_the_checkpoints_run_folder_by_default(mr_checkpoint):
     predict(pcfg(path, text="a fine film", plot=True, plot_path=None), io.StringIO(), err)
     expected = path.parent.parent / "prediction.png"
     assert expected.stat().st_size > 5000 and f"saved {expected}" in err.getvalue()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "naive_gru"])
+def test_pack_true_packs_for_the_fused_cells_only_and_keeps_the_padded_length(cell):
+    """`pack=True` hands the fused layers a PackedSequence (no work past each end; the naive cells read padded
+    batches), `pack=False` the padded tensor; the outputs keep the batch's time axis even when every text
+    is shorter than it."""
+    torch.manual_seed(0)
+    rnn = PaddedRNN(cell, 4, 5, num_layers=2, bidirectional=True)
+    seen = []
+    for layer in rnn.layers:
+        for module in layer:
+            module.register_forward_pre_hook(lambda m, args: seen.append(type(args[0]).__name__))
+    x, lengths = torch.randn(3, 9, 4), torch.tensor([4, 6, 2])  # all shorter than the 9 steps
+    packed_out, packed_final = rnn(x, lengths, pack=True)
+    assert seen == ["Tensor"] * 4 if cell.startswith("naive") else seen == ["PackedSequence"] * 4
+    seen.clear()
+    out, final = rnn(x, lengths, pack=False)
+    assert seen == ["Tensor"] * 4
+    assert packed_out.shape == out.shape == (3, 9, 10)
+    torch.testing.assert_close(packed_out, out)
+    torch.testing.assert_close(packed_final, final)
+    assert PaddedRNN(cell, 4, 5).directions == 1 and len(PaddedRNN(cell, 4, 5).layers) == 1  # the defaults

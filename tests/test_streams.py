@@ -62,3 +62,24 @@ def test_len_announces_the_coming_pass_when_varied():
 
 def test_window_lengths_fixed():
     assert window_lengths(11, 4) == [4, 4, 2]
+
+
+def test_stream_errors_name_the_shape_the_length_and_the_rank():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"^expected a 1-D token stream, got shape \(2, 3\)$"):
+        batchify(torch.zeros(2, 3, dtype=torch.long), 1)
+    with pytest.raises(ValueError, match=r"^a stream of 7 tokens is too short for 4 rows$"):
+        batchify(torch.arange(7), 4)
+    assert batchify(torch.arange(8), 4).shape == (4, 2)  # two tokens a row is enough
+    with pytest.raises(ValueError, match=r"^rank 2 is outside world_size 2$"):
+        shard_rows(torch.arange(100), 2, rank=2, world_size=2)
+    torch.testing.assert_close(shard_rows(torch.arange(12), 2), torch.arange(12).view(2, 6))  # rank 0 of 1
+
+
+def test_varied_windows_are_bptt_long_95_percent_of_the_time_else_half():
+    """AWD-LSTM's draw: around bptt (sd 5) with probability 0.95, around bptt / 2 otherwise."""
+    lengths = torch.tensor(window_lengths(200_001, 70, vary=True, generator=torch.Generator().manual_seed(0)))
+    short = (lengths < 52).float().mean().item()  # 52 is 3.6 sd below 70 and 3.4 sd above 35
+    assert 0.035 < short < 0.065
+    assert abs(lengths[lengths >= 52].float().mean().item() - 69.5) < 0.5  # int() of N(70, 5)
