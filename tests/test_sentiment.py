@@ -401,3 +401,29 @@ def test_pack_true_packs_for_the_fused_cells_only_and_keeps_the_padded_length(ce
     torch.testing.assert_close(packed_out, out)
     torch.testing.assert_close(packed_final, final)
     assert PaddedRNN(cell, 4, 5).directions == 1 and len(PaddedRNN(cell, 4, 5).layers) == 1  # the defaults
+
+
+def test_what_the_classifier_logs_and_where():
+    """Training: the batch's loss per step in the progress bar and its batch-weighted epoch mean; evaluation:
+    each split's loss (synchronized across processes) and accuracy, F1, AUROC, validation's in the bar."""
+    torch.manual_seed(0)
+    module = SentimentClassifier(RecurrentClassifier(20, embedding_dim=4, hidden_size=6, dropout=0.0))
+    logged = []
+    module.log = lambda name, value, **kw: logged.append((name, float(value.detach()), kw))
+    module.log_dict = lambda values, **kw: logged.extend((k, float(v), kw) for k, v in values.items())
+    ids, lengths, labels = torch.randint(2, 20, (3, 5)), torch.tensor([5, 3, 4]), torch.tensor([1, 0, 1])
+    loss = module.training_step((ids, lengths, labels), 0)
+    expected = torch.nn.functional.cross_entropy(module(ids, lengths), labels).item()
+    assert logged == [("train/loss", pytest.approx(expected), {"on_step": True, "on_epoch": False, "prog_bar": True,
+                                                                "batch_size": 3}),
+                      ("train/loss_epoch", pytest.approx(expected), {"on_step": False, "on_epoch": True,
+                                                                      "batch_size": 3})]
+    assert loss.item() == pytest.approx(expected)
+    for stage, step, end in (("val", module.validation_step, module.on_validation_epoch_end),
+                             ("test", module.test_step, module.on_test_epoch_end)):
+        logged.clear()
+        step((ids, lengths, labels), 0)
+        end()
+        assert logged[0] == (f"{stage}/loss", pytest.approx(expected), {"batch_size": 3, "sync_dist": True})
+        assert sorted(name for name, _, _ in logged[1:]) == [f"{stage}/acc", f"{stage}/auroc", f"{stage}/f1"]
+        assert {str(kw) for _, _, kw in logged[1:]} == {str({"prog_bar": True} if stage == "val" else {})}
