@@ -111,3 +111,24 @@ def test_ulmfit_presets_compose(preset):
     assert cfg.model.unfreeze == 1 and cfg.model.lr_decay_per_layer == 2.6
     assert cfg.model.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
     assert cfg.model.net.bidirectional is False and cfg.encoder.ckpt_path == "lm.ckpt"
+
+
+def test_lm_then_transfer_on_the_real_sentence_polarity_files(data_dir, tmp_path):
+    """An LM over the real positive sentences (a document a line), then mr_ulmfit from it on the real data."""
+    lm = tmp_path / "lm"
+    train(compose_config(["task=lm", f"data.path={data_dir / 'rt-polaritydata' / 'rt-polarity.pos'}",
+                          "data.batch_size=8", "data.bptt=16", "model.net.hidden_sizes=[24,24]",
+                          "model.net.embedding_dim=16", "callbacks.text_samples=null", *TINY_TRAINER,
+                          "trainer.limit_train_batches=30", "test=false"], lm))
+    metrics = train(compose_config(["experiment=mr_ulmfit", f"encoder.ckpt_path={lm}/run/checkpoints/last.ckpt",
+                                    *TINY_TRAINER, "trainer.max_epochs=2", "trainer.limit_train_batches=10",
+                                    "callbacks.trajectories=null", "data.batch_size=16"], tmp_path))
+    assert {"test/acc", "test/f1", "test/auroc"} <= set(metrics)
+    source, tuned = (read_checkpoint(path / "run" / "checkpoints" / "last.ckpt") for path in (lm, tmp_path))
+    assert tuned["rnnlab"]["vocab"]["itos"] == source["rnnlab"]["vocab"]["itos"]
+    # two epochs of gradual unfreezing: the head, then the top layer; the embedding and the bottom layer stay
+    assert torch.equal(tuned["state_dict"]["net.embedding.weight"], source["state_dict"]["net.encoder.weight"])
+    assert torch.equal(tuned["state_dict"]["net.rnn.layers.0.0.weight_ih_l0"],
+                       source["state_dict"]["net.rnn.groups.0.weight_ih_l0"])
+    assert not torch.equal(tuned["state_dict"]["net.rnn.layers.1.0.weight_ih_l0"],
+                           source["state_dict"]["net.rnn.groups.0.weight_ih_l1"])
