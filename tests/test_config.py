@@ -14,7 +14,7 @@ def test_presets_exist():
 
 
 DATA_KWARGS = {  # what each task's DataModule.model_kwargs() would add
-    "ptb": {"net": {"vocab_size": 50}}, "charrnn": {"net": {"vocab_size": 50}},
+    "ptb": {"net": {"vocab_size": 50}}, "lm": {"net": {"vocab_size": 30000}}, "charrnn": {"net": {"vocab_size": 50}},
     "sentiment": {"net": {"vocab_size": 50}}, "sine": {"net": {"horizon": 1}},
 }
 

@@ -121,3 +121,13 @@ def test_an_lm_with_the_adaptive_softmax_trains_and_reports_perplexity_over_ever
         log_probs, _ = run.model.net(stream[None, :-1])
     nll = -log_probs[0].gather(-1, stream[1:, None]).mean().item()
     assert metrics["test/ppl"] == pytest.approx(math.exp(nll), rel=1e-4)
+
+
+def test_adaptive_softmax_cutoffs_outside_the_vocabulary_are_one_clear_error():
+    from rnnlab.models.lm import RNNLM
+
+    message = r"^adaptive_softmax cutoffs must increase within 1..49 \(a vocabulary of 50\), got \[2000, 10000\]$"
+    with pytest.raises(ValueError, match=message):
+        RNNLM(50, [8], adaptive_softmax=[2000, 10000])
+    with pytest.raises(ValueError, match="got \\[20, 10\\]"):
+        RNNLM(50, [8], adaptive_softmax=[20, 10])

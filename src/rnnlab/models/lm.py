@@ -90,6 +90,10 @@ class RNNLM(nn.Module):
                                   locked=locked_dropout, weight_drop=weight_drop)
         self.output_dropout = drop(dropout)
         if adaptive_softmax:
+            cutoffs = list(adaptive_softmax)
+            if cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] > vocab_size - 1:
+                raise ValueError(f"adaptive_softmax cutoffs must increase within 1..{vocab_size - 1} (a vocabulary of "
+                                 f"{vocab_size}), got {cutoffs}")
             if tie_weights:
                 raise ValueError("tie_weights needs a full softmax decoder, not adaptive_softmax")
             self.decoder = AdaptiveSoftmax(self.rnn.output_size, vocab_size, adaptive_softmax, adaptive_div_value)
