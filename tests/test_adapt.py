@@ -121,3 +121,14 @@ def test_gradient_statistics_average_the_squared_gradients_of_batched_windows():
         expected = [e + g * g / 2 for e, g in zip(expected, grads)]
     for got, want in zip(gradient_ms(net, text, 10, batches=2, batch_size=4), expected):
         torch.testing.assert_close(got, want)
+
+
+def test_adapted_evaluation_runs_where_the_trainer_says():
+    from rnnlab.evaluate import adapt_device
+
+    assert adapt_device("cpu") == torch.device("cpu") and adapt_device(None) == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert adapt_device("gpu") == torch.device("cuda")
+    else:
+        with pytest.raises(ValueError, match="^trainer.accelerator=gpu, but PyTorch sees no CUDA device$"):
+            adapt_device("gpu")
