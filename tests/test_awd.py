@@ -289,3 +289,17 @@ def test_a_run_stopped_while_averaging_resumes_bit_identical(synthetic_ptb, tmp_
     assert int(a["averaging_state"]["n_averaged"]) == int(b["averaging_state"]["n_averaged"]) == 40
     for key, value in a["current_model_state"].items():
         assert torch.equal(value, b["current_model_state"][key]), key
+
+
+def test_init_from_a_checkpoint_of_another_shape_names_what_does_not_fit(synthetic_ptb, tmp_path):
+    train(compose_config(tiny_lm_overrides(synthetic_ptb, tmp_path, epochs=1), tmp_path / "a"))
+    ckpt = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    wider = [*tiny_lm_overrides(synthetic_ptb, tmp_path, 1), "model.net.hidden_sizes=[20]", f"init_from={ckpt}"]
+    with pytest.raises(CheckpointError) as err:
+        build(compose_config(wider, tmp_path / "b"))
+    assert str(err.value) == (f"init_from={ckpt} does not fit this model: missing [], other shapes "
+                              "['net.rnn.groups.0.weight_ih_l0', 'net.rnn.groups.0.weight_hh_l0', "
+                              "'net.rnn.groups.0.bias_ih_l0']")
+    deeper = [*tiny_lm_overrides(synthetic_ptb, tmp_path, 1), "model.net.hidden_sizes=[12,12]", f"init_from={ckpt}"]
+    with pytest.raises(CheckpointError, match=r"missing \['net.rnn.groups.0.bias_hh_l1', "):
+        build(compose_config(deeper, tmp_path / "c"))
