@@ -349,3 +349,20 @@ def test_a_download_streams_into_a_hidden_part_file_beside_the_target_and_logs_i
     assert [p.name for p in target.parent.iterdir()] == ["words.txt"]
     assert caplog.messages == [f"downloading {url}/words.txt -> {target}",
                                f"{url}/words.txt: sha256 {sha(target)} (no published hash to compare with)"]
+
+
+def test_a_mirror_is_a_folder_for_several_files_and_the_file_itself_for_one():
+    ptb = dl.corpus_files("ptb", url="http://mirror.example/lm//", sha256={"train": "a" * 64})
+    assert [f.url for f in ptb.values()] == [f"http://mirror.example/lm/ptb.{s}.txt" for s in ("train", "valid", "test")
+                                             ]
+    assert ptb["train"].sha256 == "a" * 64 and ptb["valid"].sha256 == dl.CORPORA["ptb"]["valid"].sha256
+    (text,) = dl.corpus_files("tinyshakespeare", url="http://mirror.example/shakespeare.txt", sha256="b" * 64).values()
+    assert (text.url, text.sha256, text.md5, text.path) == ("http://mirror.example/shakespeare.txt", "b" * 64, None,
+                                                            "tinyshakespeare/input.txt")
+    assert dl.corpus_files("ptb") == dl.CORPORA["ptb"]
+    with pytest.raises(KeyError, match="unknown file corpus 'imdb'"):
+        dl.corpus_files("imdb")
+    archive = dl.corpus_archive("mr", url="http://mirror.example/mr.tgz", sha256="c" * 64).archive
+    assert (archive.url, archive.sha256, archive.md5) == ("http://mirror.example/mr.tgz", "c" * 64, None)
+    with pytest.raises(KeyError, match="unknown archive corpus 'ptb'"):
+        dl.corpus_archive("ptb")
