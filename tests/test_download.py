@@ -353,8 +353,8 @@ def test_a_download_streams_into_a_hidden_part_file_beside_the_target_and_logs_i
 
 def test_a_mirror_is_a_folder_for_several_files_and_the_file_itself_for_one():
     ptb = dl.corpus_files("ptb", url="http://mirror.example/lm//", sha256={"train": "a" * 64})
-    assert [f.url for f in ptb.values()] == [f"http://mirror.example/lm/ptb.{s}.txt" for s in ("train", "valid", "test")
-                                             ]
+    expected = [f"http://mirror.example/lm/ptb.{split}.txt" for split in ("train", "valid", "test")]
+    assert [f.url for f in ptb.values()] == expected
     assert ptb["train"].sha256 == "a" * 64 and ptb["valid"].sha256 == dl.CORPORA["ptb"]["valid"].sha256
     (text,) = dl.corpus_files("tinyshakespeare", url="http://mirror.example/shakespeare.txt", sha256="b" * 64).values()
     assert (text.url, text.sha256, text.md5, text.path) == ("http://mirror.example/shakespeare.txt", "b" * 64, None,
