@@ -49,7 +49,7 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
     vocab = datamodule.vocab
     texts = [vocab.decode(ids) for ids in datamodule.datasets["train"].ids]
     model = Word2Vec(texts, vector_size=embedding_dim, window=window, negative=negatives, sg=1, min_count=1,
-                     sample=subsample, epochs=epochs, seed=seed, workers=workers)
+                     sample=subsample, epochs=epochs, seed=seed, workers=workers, shrink_windows=False)
     generator = torch.Generator().manual_seed(seed)
     vectors = (torch.rand(len(vocab), embedding_dim, generator=generator) - 0.5) / embedding_dim
     for i, word in enumerate(vocab.itos):
