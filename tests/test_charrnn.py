@@ -242,8 +242,8 @@ def test_symbols_primes_and_text_by_level():
 
 
 def test_choose_draws_once_per_row_from_the_seeded_generator():
-    """Exactly one `torch.multinomial` draw per row from the caller's generator: a seed fixes the text, and
-    the same seed gives the same ids as drawing from the softmax by hand."""
+    """Draws come from the caller's generator: the same seed gives the same ids as drawing from the tempered
+    softmax by hand."""
     logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
     got = choose(logits, 0.8, generator=torch.Generator().manual_seed(3))
     expected = torch.multinomial(torch.softmax(logits / 0.8, -1), 1, generator=torch.Generator().manual_seed(3))[:, 0]
