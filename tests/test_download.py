@@ -366,3 +366,59 @@ def test_a_mirror_is_a_folder_for_several_files_and_the_file_itself_for_one():
     assert (archive.url, archive.sha256, archive.md5) == ("http://mirror.example/mr.tgz", "c" * 64, None)
     with pytest.raises(KeyError, match="unknown archive corpus 'ptb'"):
         dl.corpus_archive("ptb")
+
+
+def test_without_tarfiles_data_filter_extraction_checks_the_members_itself(tmp_path, monkeypatch):
+    """Pythons before 3.11.4 have no `filter="data"`: extract_safely checks each member, then extracts."""
+    archive = make_archive(tmp_path, "mr", "rt-polaritydata.tar.gz")
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    monkeypatch.delattr(tarfile, "data_filter")
+    dl.extract_safely(archive, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "rt-polaritydata").iterdir()) == ["rt-polarity.neg",
+                                                                                       "rt-polarity.pos"]
+    with pytest.raises(DataFileError, match=r"evil.tar: unsafe member refused \('../escaped.txt'\)"):
+        dl.extract_safely(evil, tmp_path / "out2")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_full_disk_while_extracting_or_renaming_is_named_and_leaves_nothing(tmp_path, monkeypatch, caplog):
+    archive = make_archive(tmp_path, "mr", "rt-polaritydata.tar.gz")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tarfile.TarFile, "extractall", full)
+        with pytest.raises(DataFileError) as err:
+            dl.extract_safely(archive, tmp_path / "x" / "out")
+    assert str(err.value) == f"cannot extract rt-polaritydata.tar.gz into {tmp_path / 'x'}: no space left on the device"
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    archive.rename(data / "rt-polaritydata.tar.gz")
+    with monkeypatch.context() as patch:
+        patch.setattr(dl.os, "replace", full)
+        with pytest.raises(DataFileError) as err:
+            dl.fetch_tree("mr", data, cache, download_missing=False, sha256=sha(data / "rt-polaritydata.tar.gz"))
+    assert str(err.value) == f"cannot write {cache / 'mr' / 'rt-polaritydata'}: no space left on the device"
+    assert [p.name for p in (cache / "mr").iterdir()] == [".extract.lock"]  # no half-extracted folder left
+    with caplog.at_level("INFO", logger="rnnlab.data.download"):
+        tree = dl.fetch_tree("mr", data, cache, download_missing=False, sha256=sha(data / "rt-polaritydata.tar.gz"))
+    assert tree == cache / "mr" / "rt-polaritydata"
+    assert f"extracted {data / 'rt-polaritydata.tar.gz'} into {tree}" in caplog.messages
+
+
+def test_a_missing_archive_with_downloads_disabled_names_where_it_looked(tmp_path):
+    with pytest.raises(DataFileError) as err:
+        dl.fetch_tree("imdb", tmp_path / "data", tmp_path / "cache", download_missing=False)
+    assert str(err.value) == (f"no aclImdb archive in {tmp_path / 'data' / 'imdb'} and downloading is disabled "
+                              "(data.download=false)")
+    downloads = tmp_path / "cache" / "downloads"
+    downloads.mkdir(parents=True)
+    shutil.copy(make_archive(tmp_path, "mr", "rt-polaritydata.tar.gz"), downloads / "rt-polaritydata.tar.gz")
+    tree = dl.fetch_tree("mr", tmp_path / "data", tmp_path / "cache", download_missing=False,
+                         sha256=sha(downloads / "rt-polaritydata.tar.gz"))
+    assert (tree / "rt-polarity.pos").is_file()  # an earlier download in the cache is found
