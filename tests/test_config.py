@@ -118,3 +118,21 @@ def test_debug_modes_compose(mode, tmp_path):
     expected = {"fdr": ("fast_dev_run", True), "overfit": ("overfit_batches", 3), "limit": ("limit_train_batches", 10),
                 "profiler": ("profiler", "simple"), "default": ("max_epochs", 1)}[mode]
     assert cfg.trainer[expected[0]] == expected[1]
+
+
+@pytest.mark.parametrize("name", ["rnnlm", "rnn_classifier", "series_regressor"])
+def test_each_network_config_lists_the_networks_own_defaults(name):
+    """Configs mirror code: every key of `conf/model/net/<name>.yaml` but the data's (`???`) is a constructor
+    argument of its `_target_` with that value as the default."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    cfg = OmegaConf.load(CONF_DIR / "model" / "net" / f"{name}.yaml")
+    signature = inspect.signature(get_class(cfg._target_))
+    for key in cfg:
+        if key == "_target_" or OmegaConf.is_missing(cfg, key):
+            continue
+        value = OmegaConf.to_container(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        default = signature.parameters[key].default
+        assert (list(default) if isinstance(default, tuple) else default) == value, key
