@@ -161,3 +161,33 @@ def test_adapt_grid_runs_the_grid_in_workers_and_lr_0_is_plain(synthetic_ptb, tm
     assert rows[("rms", 0.01, 0.0)] != rows[("plain", 0.0, 0.0)]
     ppls = [float(p) for p in re.findall(r"^\w+ +\S+ +\S+ +\d+ +([\d.]+)", table, re.M)]
     assert ppls == sorted(ppls)  # best first
+
+
+def test_mutation_report_counts_and_classifies_survivors(tmp_path):
+    """A stand-in `mutmut show` on PATH: an equivalent survivor (float's case), a gap, and the kill rate over
+    the non-equivalent mutants."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    diffs = {"m.x_f__mutmut_1": ('x = float("-inf")', 'x = float("-INF")'),
+             "m.x_g__mutmut_2": ("a = b + 1", "a = b - 1")}
+    fake = tmp_path / "bin" / "mutmut"
+    fake.parent.mkdir()
+    fake.write_text("#!" + sys.executable + "\nimport sys\nd = " + repr(diffs) + "\no, n = d[sys.argv[2]]\n"
+                    "print('--- a.py\\n+++ a.py\\n-' + o + '\\n+' + n)\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    results = tmp_path / "results.txt"
+    killed = "".join(f"    m.x_h__mutmut_{i}: killed\n" for i in range(8))
+    results.write_text("    m.x_f__mutmut_1: survived\n    m.x_g__mutmut_2: survived\n" + killed
+                       + "    m.x_h__mutmut_9: timeout\n")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "mutation_report.py"), str(results)], text=True,
+                         capture_output=True, env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == ("mutants 11: killed 8, timed out 1, survived 2, no tests 0, not checked 0; "
+                                          "equivalent (below) 1; killed or timed out 90.0% of the non-equivalent "
+                                          "checked ones")
+    assert "| m.x_f__mutmut_1 | survived | `x = float(\"-inf\")` | `x = float(\"-INF\")` | equivalent: float() reads" \
+        in out.stdout
+    assert "| m.x_g__mutmut_2 | survived | `a = b + 1` | `a = b - 1` | gap |" in out.stdout
