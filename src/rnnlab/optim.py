@@ -21,11 +21,13 @@ class KeepThenDecay:
 
 def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: float = 1e-3, params=None):
     """Lightning's `configure_optimizers` from Hydra partials: `optimizer(params=...)` over `params` (parameter
-    groups, e.g. one lr per layer) or all of the module's, then `scheduler(optimizer=...)` stepped each epoch;
-    `OneCycleLR` is stepped every batch, peaking at each group's lr over the run's steps. A missing or empty
-    scheduler means a constant lr."""
+    groups; a group's `lr_scale` multiplies the optimizer's lr, e.g. one lr per layer) or all of the module's,
+    then `scheduler(optimizer=...)` stepped each epoch; `OneCycleLR` is stepped every batch, peaking at each
+    group's lr over the run's steps. A missing or empty scheduler means a constant lr."""
     params = module.parameters() if params is None else params
     optimizer = (optimizer or (lambda params: torch.optim.SGD(params, lr=default_lr)))(params=params)
+    for group in optimizer.param_groups:
+        group["lr"] *= group.get("lr_scale", 1.0)
     if not scheduler:
         return optimizer
     if getattr(scheduler, "func", None) is torch.optim.lr_scheduler.OneCycleLR:

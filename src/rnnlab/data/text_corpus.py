@@ -21,15 +21,23 @@ from rnnlab.data.text import build_vocab
 EOS = "<eos>"
 
 
+def document_files(path: Path) -> list[Path]:
+    """The files of `path`: itself, or a folder's `.txt` files (sorted, recursive)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return [path]
+    files = sorted(path.rglob("*.txt"))
+    if not files:
+        raise DataFileError(f"{path} holds no .txt file")
+    return files
+
+
 def text_documents(path: Path) -> list[str]:
     """A file is one document per non-empty line; a folder, one document per `.txt` file (sorted, recursive)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
-        if not files:
-            raise DataFileError(f"{path} holds no .txt file")
+    files = document_files(path)
+    if Path(path).expanduser().is_dir():
         return [read_text(f) for f in files]
-    return [line for line in read_text(path).splitlines() if line.strip()]
+    return [line for line in read_text(files[0]).splitlines() if line.strip()]
 
 
 def split_documents(documents: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
@@ -74,8 +82,7 @@ def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: P
         where = Path(path).expanduser()
         if not where.exists():
             raise DataFileError(f"data.path: {where} does not exist")
-        files = sorted(where.rglob("*.txt")) if where.is_dir() else [where]
-        identity = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        identity = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in document_files(where))
 
         def documents() -> list[str]:
             return text_documents(where)

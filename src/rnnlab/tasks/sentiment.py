@@ -140,15 +140,15 @@ class SentimentClassifier(L.LightningModule):
         if not self.hparams.unfreeze:
             return
         trainable = 1 + self.current_epoch // self.hparams.unfreeze
-        for depth, group in enumerate(self.layer_groups()):
-            embedding = depth == len(self.layer_groups()) - 1
+        groups = self.layer_groups()
+        for depth, group in enumerate(groups):
+            embedding = group is groups[-1]
             for p in group:
                 p.requires_grad_(depth < trainable and not (embedding and self.hparams.freeze_embeddings))
 
     def configure_optimizers(self):
         params = None
         if self.hparams.lr_decay_per_layer:  # discriminative learning rates: lr / decay^depth below the head
-            lr = self.hparams.optimizer.keywords["lr"] if self.hparams.optimizer else 1e-3
-            params = [{"params": group, "lr": lr / self.hparams.lr_decay_per_layer ** depth}
+            params = [{"params": group, "lr_scale": self.hparams.lr_decay_per_layer ** -depth}
                       for depth, group in enumerate(self.layer_groups())]
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler, params=params)
