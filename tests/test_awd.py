@@ -7,6 +7,7 @@ import copy
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.callbacks import NTASGD
@@ -303,3 +304,48 @@ def test_init_from_a_checkpoint_of_another_shape_names_what_does_not_fit(synthet
     deeper = [*tiny_lm_overrides(synthetic_ptb, tmp_path, 1), "model.net.hidden_sizes=[12,12]", f"init_from={ckpt}"]
     with pytest.raises(CheckpointError, match=r"missing \['net.rnn.groups.0.bias_hh_l1', "):
         build(compose_config(deeper, tmp_path / "c"))
+
+
+def test_tar_alone_still_regularizes_and_needs_two_steps():
+    """TAR without AR is applied; a window of two steps has one difference, a window of one has none."""
+    torch.manual_seed(0)
+    net = RNNLM(11, [8], embedding_dim=8, dropout=0.0)
+    task = LanguageModel(net, loss_reduction="mean", bptt=5, ar=0.0, tar=3.0)
+    ids = torch.randint(0, 11, (3, 3))
+    two, one = (ids[:, :2], ids[:, 1:]), (ids[:, :1], ids[:, 1:2])
+    hidden, _ = net.hidden(two[0])
+    torch.testing.assert_close(task._step(two, "train")[1], 3.0 * (hidden[:, 1] - hidden[:, 0]).pow(2).mean())
+    task.states.clear()
+    assert task._step(one, "train")[1] == 0
+
+
+def test_the_regularized_step_starts_from_the_carried_state():
+    torch.manual_seed(0)
+    net = RNNLM(11, [8], embedding_dim=8, dropout=0.0)
+    task = LanguageModel(net, loss_reduction="mean", bptt=5, ar=1.0)
+    ids = torch.randint(0, 11, (2, 11))
+    first, second = (ids[:, :5], ids[:, 1:6]), (ids[:, 5:10], ids[:, 6:11])
+    task._step(first, "train")
+    _, state = net(first[0])
+    logits, _ = net(second[0], state)
+    expected = F.cross_entropy(logits.reshape(-1, 11), second[1].reshape(-1))
+    torch.testing.assert_close(task._step(second, "train")[0], expected)
+
+
+def test_training_with_an_adaptive_softmax_never_builds_the_whole_distribution(monkeypatch):
+    """The training loss is the clusters' loss (the same NLL, without the full log-probabilities);
+    evaluation computes the full distribution, so perplexity covers every token."""
+    torch.manual_seed(0)
+    net = RNNLM(50, [8], embedding_dim=8, dropout=0.0, adaptive_softmax=[10, 30])
+    task = LanguageModel(net, loss_reduction="mean", bptt=5)
+    ids = torch.randint(0, 50, (2, 6))
+    batch = (ids[:, :5], ids[:, 1:])
+    full = F.nll_loss(net(batch[0])[0].reshape(-1, 50), batch[1].reshape(-1))
+    calls = []
+    real = net.decoder.asm.log_prob
+    monkeypatch.setattr(net.decoder.asm, "log_prob", lambda h: calls.append(h.shape) or real(h))
+    nll, _ = task._step(batch, "train")
+    assert calls == []
+    torch.testing.assert_close(nll, full)
+    task._step(batch, "val")
+    assert calls == [(10, 8)]

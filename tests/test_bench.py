@@ -172,7 +172,9 @@ def test_mutation_report_counts_and_classifies_survivors(tmp_path):
     import sys
 
     diffs = {"m.x_f__mutmut_1": ('x = float("-inf")', 'x = float("-INF")'),
-             "m.x_g__mutmut_2": ("a = b + 1", "a = b - 1")}
+             "m.x_g__mutmut_2": ("a = b + 1", "a = b - 1"),
+             "m.x_digest_of__mutmut_3": ("while block := f.read(chunk):", "while block := f.read(None):"),
+             "m.x_other__mutmut_4": ("while block := f.read(chunk):", "while block := f.read(None):")}
     fake = tmp_path / "bin" / "mutmut"
     fake.parent.mkdir()
     fake.write_text("#!" + sys.executable + "\nimport sys\nd = " + repr(diffs) + "\no, n = d[sys.argv[2]]\n"
@@ -180,14 +182,19 @@ def test_mutation_report_counts_and_classifies_survivors(tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     results = tmp_path / "results.txt"
     killed = "".join(f"    m.x_h__mutmut_{i}: killed\n" for i in range(8))
-    results.write_text("    m.x_f__mutmut_1: survived\n    m.x_g__mutmut_2: survived\n" + killed
+    results.write_text("    m.x_f__mutmut_1: survived\n    m.x_g__mutmut_2: survived\n    m.x_digest_of__mutmut_3: "
+                       "survived\n    m.x_other__mutmut_4: survived\n" + killed
                        + "    m.x_h__mutmut_9: timeout\n")
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "mutation_report.py"), str(results)], text=True,
                          capture_output=True, env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == ("mutants 11: killed 8, timed out 1, survived 2, no tests 0, not checked 0; "
-                                          "equivalent (below) 1; killed or timed out 90.0% of the non-equivalent "
+    assert out.stdout.splitlines()[0] == ("mutants 13: killed 8, timed out 1, survived 4, no tests 0, not checked 0; "
+                                          "equivalent (below) 2; killed or timed out 81.8% of the non-equivalent "
                                           "checked ones")
     assert "| m.x_f__mutmut_1 | survived | `x = float(\"-inf\")` | `x = float(\"-INF\")` | equivalent: float() reads" \
         in out.stdout
     assert "| m.x_g__mutmut_2 | survived | `a = b + 1` | `a = b - 1` | gap |" in out.stdout
+    assert "| m.x_digest_of__mutmut_3 | survived | `while block := f.read(chunk):` | `while block := f.read(None):` " \
+        "| equivalent: reading the whole file at once gives the same digest |" in out.stdout  # a rule for one function
+    assert "| m.x_other__mutmut_4 | survived | `while block := f.read(chunk):` | `while block := f.read(None):` " \
+        "| gap |" in out.stdout

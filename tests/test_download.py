@@ -275,9 +275,11 @@ def test_an_absolute_member_stays_inside_the_target(tmp_path):
 
 
 def fallback_extract(archive: Path, dest: Path) -> None:
-    """The branch for Pythons without tarfile's data filter."""
-    with tarfile.open(archive) as tar:
-        dl.check_members(tar, dest, archive)
+    """The branch for Pythons without tarfile's data filter (and its FilterError)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delattr(tarfile, "data_filter")
+        patch.delattr(tarfile, "FilterError")
+        dl.extract_safely(archive, dest)
 
 
 def test_corrupt_archive_bytes_are_reported(tmp_path):
@@ -376,13 +378,17 @@ def test_without_tarfiles_data_filter_extraction_checks_the_members_itself(tmp_p
         info = tarfile.TarInfo("../escaped.txt")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
-    monkeypatch.delattr(tarfile, "data_filter")
-    dl.extract_safely(archive, tmp_path / "out")
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    fallback_extract(archive, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "rt-polaritydata").iterdir()) == ["rt-polarity.neg",
                                                                                        "rt-polarity.pos"]
-    with pytest.raises(DataFileError, match=r"evil.tar: unsafe member refused \('../escaped.txt'\)"):
-        dl.extract_safely(evil, tmp_path / "out2")
-    assert not (tmp_path / "escaped.txt").exists()
+    with pytest.raises(DataFileError) as err:
+        fallback_extract(evil, tmp_path / "out2")
+    assert str(err.value) == f"{evil}: unsafe member refused ('../escaped.txt')"
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out2").exists()
+    with pytest.raises(DataFileError, match=r"bad.tar.gz is corrupt or truncated"):
+        fallback_extract(bad, tmp_path / "out3")
 
 
 def test_a_full_disk_while_extracting_or_renaming_is_named_and_leaves_nothing(tmp_path, monkeypatch, caplog):
@@ -422,3 +428,121 @@ def test_a_missing_archive_with_downloads_disabled_names_where_it_looked(tmp_pat
     tree = dl.fetch_tree("mr", tmp_path / "data", tmp_path / "cache", download_missing=False,
                          sha256=sha(downloads / "rt-polaritydata.tar.gz"))
     assert (tree / "rt-polarity.pos").is_file()  # an earlier download in the cache is found
+
+
+def test_a_mirror_folder_name_and_a_two_file_corpus(monkeypatch):
+    """The mirror folder's own name is kept (only its trailing slashes go); two files are already several;
+    a given sha256 replaces the registry's hashes, md5 included."""
+    (train,) = [dl.corpus_files("ptb", url="http://mirror.example/ptbX/")["train"].url]
+    assert train == "http://mirror.example/ptbX/ptb.train.txt"
+    monkeypatch.setitem(dl.CORPORA, "pair", {"a": RemoteFile("pair/a.txt", "http://x/a.txt", md5="1" * 32),
+                                             "b": RemoteFile("pair/b.txt", "http://x/b.txt", md5="2" * 32)})
+    pair = dl.corpus_files("pair", url="http://mirror.example/p", sha256="c" * 64)
+    assert [(f.url, f.sha256, f.md5) for f in pair.values()] == [("http://mirror.example/p/a.txt", "c" * 64, None),
+                                                                 ("http://mirror.example/p/b.txt", "c" * 64, None)]
+
+
+def test_fetch_corpus_downloads_missing_files_from_the_mirror_with_the_given_hashes(server, tmp_path):
+    served, url = server
+    (served / "shakespeare.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    digest = sha(served / "shakespeare.txt")
+    files = dl.fetch_corpus("tinyshakespeare", tmp_path / "data", url=f"{url}/shakespeare.txt", sha256=digest)
+    assert files == {"input": tmp_path / "data" / "tinyshakespeare" / "input.txt"}
+    assert sha(files["input"]) == digest and QuietHandler.requests == ["/shakespeare.txt"]
+    with pytest.raises(DataFileError, match=f"expected sha256 {'0' * 64}"):
+        dl.fetch_corpus("tinyshakespeare", tmp_path / "other", url=f"{url}/shakespeare.txt", sha256="0" * 64)
+
+
+def test_a_server_that_stops_answering_ends_the_download_after_the_timeout(tmp_path):
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel's backlog), never answers
+    try:
+        port = listener.getsockname()[1]
+        with pytest.raises(DataFileError, match=rf"could not download http://127.0.0.1:{port}/x.txt to .*timed out"):
+            dl.download(RemoteFile("x.txt", f"http://127.0.0.1:{port}/x.txt"), tmp_path / "x.txt", timeout=0.5)
+    finally:
+        listener.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_error_while_extracting_is_named_as_a_corrupt_archive(tmp_path, monkeypatch):
+    archive = make_archive(tmp_path, "mr", "rt-polaritydata.tar.gz")
+
+    def unreadable(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", unreadable)
+    with pytest.raises(DataFileError) as err:
+        dl.extract_safely(archive, tmp_path / "out")
+    assert str(err.value) == (f"{archive} is corrupt or truncated ([Errno 5] Input/output error); "
+                              "delete it to download it again")
+
+
+def test_a_failed_write_is_named_by_its_cause():
+    path = Path("/data/ptb.txt")
+    assert str(dl.os_error(OSError(errno.EIO, "Input/output error"), "write", path)) == \
+        "cannot write /data/ptb.txt: Input/output error"
+    assert str(dl.os_error(OSError("quota exceeded"), "write", path)) == "cannot write /data/ptb.txt: quota exceeded"
+    assert str(dl.os_error(OSError(errno.EROFS, "Read-only file system"), "write", path)).endswith(
+        "the folder is read-only (point paths.cache_dir / paths.data_dir at a writable folder)")
+
+
+def test_an_extraction_waits_for_the_one_in_progress_and_uses_its_tree(tmp_path):
+    """A second fetch of the same archive blocks on the extraction lock, then returns the tree the first
+    one made without extracting again (no archive is even needed)."""
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    outcome = {}
+    first = dl.FolderLock(cache / "mr", name=".extract.lock", wait=True)
+
+    def second():
+        try:
+            outcome["tree"] = dl.fetch_tree("mr", data, cache, download_missing=False)
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive() and outcome == {}  # waiting on the lock
+    (cache / "mr" / "rt-polaritydata").mkdir()
+    first.release()
+    thread.join(10)
+    assert outcome == {"tree": cache / "mr" / "rt-polaritydata"}
+
+
+def test_a_crashed_extraction_of_the_same_process_id_is_cleared_first(tmp_path):
+    archive = make_archive(tmp_path, "mr", "rt-polaritydata.tar.gz")
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    shutil.copy(archive, data / "rt-polaritydata.tar.gz")
+    stale = cache / "mr" / f".rt-polaritydata.extract-{dl.os.getpid()}" / "rt-polaritydata"
+    stale.mkdir(parents=True)
+    (stale / "left-over.txt").write_text("from a run that died mid-extraction")
+    tree = dl.fetch_tree("mr", data, cache, sha256=sha(archive))
+    assert sorted(p.name for p in tree.iterdir()) == ["rt-polarity.neg", "rt-polarity.pos"]
+    assert sorted(p.name for p in (cache / "mr").iterdir()) == [".extract.lock", "rt-polaritydata"]
+
+
+def test_an_archive_of_another_tree_or_corrupt_is_named_at_fetch(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    (data / "imdb").mkdir(parents=True)
+    other = make_archive(tmp_path, "mr", "other.tar.gz")
+    shutil.copy(other, data / "imdb" / "aclImdb_v1.tar.gz")
+    with pytest.raises(DataFileError) as err:
+        dl.fetch_tree("imdb", data, cache, sha256=sha(other))
+    assert str(err.value) == f"{data / 'imdb' / 'aclImdb_v1.tar.gz'} holds no aclImdb/ folder: not the expected archive"
+    (data / "imdb" / "aclImdb_v1.tar.gz").write_bytes(b"not an archive at all")
+    with pytest.raises(DataFileError, match=r"aclImdb_v1.tar.gz is corrupt or truncated"):
+        dl.fetch_tree("imdb", data, cache, sha256=sha(data / "imdb" / "aclImdb_v1.tar.gz"))
+    assert sorted(p.name for p in (cache / "imdb").iterdir()) == [".extract.lock"]
+
+
+def test_file_counts_name_the_folder_and_what_was_expected(tmp_path):
+    (tmp_path / "tree" / "train").mkdir(parents=True)
+    (tmp_path / "tree" / "train" / "1.txt").write_text("x")
+    dl.count_files(tmp_path / "tree", {"train": 1})
+    with pytest.raises(DataFileError) as err:
+        dl.count_files(tmp_path / "tree", {"train": 1, "test": 2})
+    assert str(err.value) == (f"{tmp_path / 'tree' / 'test'} holds 0 files after extraction, expected 2: "
+                              "the archive is incomplete or not the expected one")

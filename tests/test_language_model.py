@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -217,5 +218,20 @@ def test_what_each_stage_logs_and_where():
 
 def test_perplexity_of_a_diverging_loss_is_capped_not_an_overflow():
     module = make_module()
-    assert module.epoch_metrics(1000.0) == {"ppl": math.exp(700.0)}
+    assert module.epoch_metrics(1000.0) == {"ppl": math.exp(80.0)}
     assert module.epoch_metrics(2.0) == {"ppl": math.exp(2.0)}
+    logged = {}
+    module.log = lambda name, value, **kw: logged.update({name: value.item()})
+    module._step = lambda batch, stage: (torch.tensor(1000.0), torch.tensor(0.0))
+    module.training_step(batches(1)[0], 0)
+    assert logged == {"train/loss": 1000.0, "train/ppl": pytest.approx(math.exp(80.0), rel=1e-6)}
+
+
+def test_without_an_optimizer_config_the_lm_trains_with_sgd_at_lr_1_and_keeps_its_scheduler():
+    module = make_module()
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 1.0
+    scheduled = make_module(scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2)
+                            ).configure_optimizers()
+    assert isinstance(scheduled["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert scheduled["lr_scheduler"]["interval"] == "epoch"

@@ -2,6 +2,7 @@ import dataclasses
 import io
 import json
 import tarfile
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -139,7 +140,7 @@ def test_reviews_labels_form_and_its_errors(tmp_path):
         read_reviews_labels(reviews, labels)
 
 
-TASK_ARGS = ("padding_side", "loss", "pack")
+TASK_ARGS = ("padding_side", "loss", "pack", "unfreeze", "freeze_embeddings")
 
 
 def model(**kw):
@@ -214,6 +215,9 @@ def test_the_three_losses():
     bce = model(loss="bce")
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
     assert bce.loss(logits, labels).item() == pytest.approx(expected.item())
+    negatives = torch.tensor([0, 0])  # one-hot over both classes even when a batch holds one
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    assert bce.loss(logits, negatives).item() == pytest.approx(expected.item())
     mse = model(loss="mse")
     one = torch.tensor([[0.0], [0.0]])
     assert mse.loss(one, labels).item() == pytest.approx(0.25) and mse.net.head.out_features == 1
@@ -427,3 +431,21 @@ def test_what_the_classifier_logs_and_where():
         assert logged[0] == (f"{stage}/loss", pytest.approx(expected), {"batch_size": 3, "sync_dist": True})
         assert sorted(name for name, _, _ in logged[1:]) == [f"{stage}/acc", f"{stage}/auroc", f"{stage}/f1"]
         assert {str(kw) for _, _, kw in logged[1:]} == {str({"prog_bar": True} if stage == "val" else {})}
+
+
+@pytest.mark.parametrize("freeze_embeddings", [False, True])
+def test_gradual_unfreezing_schedule_by_epoch(freeze_embeddings):
+    """unfreeze=2 over head, top layer, bottom layer, embedding: one more group from the top every two
+    epochs; a frozen embedding stays frozen throughout, the layers above it unaffected."""
+    m = model(num_layers=2, unfreeze=2, freeze_embeddings=freeze_embeddings)
+    groups = m.layer_groups()
+    assert [len(g) for g in groups] == [2, 4, 4, 1] and groups[-1][0] is m.net.embedding.weight
+    trainable = []
+    for epoch in range(8):
+        m._trainer = SimpleNamespace(current_epoch=epoch)  # what current_epoch reads
+        m.on_train_epoch_start()
+        trainable.append([all(p.requires_grad for p in g) for g in groups])
+        assert all(len({p.requires_grad for p in g}) == 1 for g in groups)
+    embedding = not freeze_embeddings
+    assert trainable == [[True, False, False, False]] * 2 + [[True, True, False, False]] * 2 + \
+        [[True, True, True, False]] * 2 + [[True, True, True, embedding]] * 2

@@ -83,3 +83,19 @@ def test_varied_windows_are_bptt_long_95_percent_of_the_time_else_half():
     short = (lengths < 52).float().mean().item()  # 52 is 3.6 sd below 70 and 3.4 sd above 35
     assert 0.035 < short < 0.065
     assert abs(lengths[lengths >= 52].float().mean().item() - 69.5) < 0.5  # int() of N(70, 5)
+    assert abs(lengths[lengths < 52].float().mean().item() - 34.5) < 1.5  # int() of N(35, 5)
+    assert abs(lengths[lengths >= 52][:-1].float().std().item() - 5.0) < 0.25
+    tiny = window_lengths(10_001, 3, vary=True, generator=torch.Generator().manual_seed(0))
+    assert min(tiny[:-1]) == 5 and tiny.count(5) > len(tiny) / 2  # N(3, 5) is mostly below the floor of 5 steps
+
+
+def test_an_epochs_lengths_can_be_asked_for_any_epoch_and_bptt_is_checked():
+    import pytest
+
+    stream = BPTTStream(torch.arange(5000), 2, 20, vary_length=True, seed=1)
+    stream.set_epoch(3)
+    at_three = stream.lengths()
+    stream.set_epoch(0)
+    assert stream.lengths(epoch=3) == at_three and stream.lengths() != at_three
+    with pytest.raises(ValueError, match=r"^bptt must be >= 1, got 0$"):
+        BPTTStream(torch.arange(50), 2, 0)

@@ -40,11 +40,12 @@ def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True) -> dic
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         named = re.search(r"GLOBAL (\S+)", str(e))
-        what = f" ({named.group(1)})" if named else ""
-        raise CheckpointError(
-            f"{path} holds Python objects{what}, not only tensors and plain data; refusing to load it: "
-            "loading it could run code"
-        ) from None
+        if named:
+            raise CheckpointError(f"{path} holds Python objects ({named.group(1)}), not only tensors and plain data; "
+                                  "refusing to load it: loading it could run code") from None
+        why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))  # e.g. a text file: "Unsupported operand 110"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (UnpicklingError: "
+                              f"{why.group(1) if why else e})") from None
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -17,12 +17,10 @@ def choose(logits: Tensor, temperature: float = 1.0, strategy: str = "multinomia
         return logits.argmax(-1)
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        kth = logits.topk(top_k).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, -1)
-    if probs.device.type == "cpu":
-        return torch.multinomial(probs, 1, generator=generator)[:, 0]
-    return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(logits.device)
+    probs = torch.softmax(logits, -1).cpu()  # the seeded generator is a CPU one; no copy on the CPU
+    return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
 
 
 def check_sampling_args(length: int, temperature: float, strategy: str, top_k: int | None) -> None:
@@ -77,10 +75,9 @@ def sample(
     return out
 
 
-def continue_sampling(step: Callable, logits: Tensor, state, length: int, temperature: float = 1.0,
-                      strategy: str = "multinomial", top_k: int | None = None,
-                      generator: torch.Generator | None = None,
-                      on_step: Callable[[Tensor], None] | None = None) -> Tensor:
+def continue_sampling(step: Callable, logits: Tensor, state, length: int, temperature: float, strategy: str,
+                      top_k: int | None, generator: torch.Generator | None,
+                      on_step: Callable[[Tensor], None] | None) -> Tensor:
     """`length` symbols `(batch, length)` drawn from `logits` `(batch, vocab)` and then from
     `step(ids (batch,), state) -> logits, state` after each draw."""
     out = []

@@ -130,7 +130,7 @@ def corpus_archive(name: str, url: str | None = None, sha256: str | None = None)
     return dataclasses.replace(spec, archive=remote)
 
 
-def digest_of(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+def digest_of(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -144,10 +144,8 @@ def sha256_of(path: Path) -> str:
 
 def verify(path: Path, remote: RemoteFile | str, source: str | None = None, name: str | None = None) -> bool:
     """Raise `DataFileError` naming the file and both hashes when `path` does not match; False if no hash is known."""
-    if isinstance(remote, str):
-        remote = RemoteFile(str(path), "", remote)
-    for algorithm in ("sha256", "md5"):
-        expected = getattr(remote, algorithm)
+    hashes = {"sha256": remote} if isinstance(remote, str) else {"sha256": remote.sha256, "md5": remote.md5}
+    for algorithm, expected in hashes.items():
         if expected is None:
             continue
         actual = digest_of(path, algorithm)
@@ -226,9 +224,11 @@ def extract_safely(archive: Path, dest: Path) -> None:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(dest, filter="data")
             else:  # Python < 3.11.4: check the names ourselves
-                check_members(tar, dest, archive)
+                bad = unsafe_members(tar, dest)
+                if bad:
+                    raise DataFileError(f"{archive}: unsafe member refused ({bad[0]!r})")
                 tar.extractall(dest)
-    except getattr(tarfile, "FilterError", DataFileError) as e:
+    except getattr(tarfile, "FilterError", ()) as e:
         raise DataFileError(f"{archive}: unsafe member refused ({e})") from None
     except (tarfile.TarError, EOFError, zlib.error, ValueError) as e:
         raise DataFileError(f"{archive} is corrupt or truncated ({e}); delete it to download it again") from None
@@ -238,18 +238,17 @@ def extract_safely(archive: Path, dest: Path) -> None:
         raise DataFileError(f"{archive} is corrupt or truncated ({e}); delete it to download it again") from None
 
 
-def check_members(tar: tarfile.TarFile, dest: Path, archive: Path) -> None:
-    """Refuse members outside `dest`, links and special files (the check `filter="data"` makes)."""
+def unsafe_members(tar: tarfile.TarFile, dest: Path) -> list[str]:
+    """Names of the members that would land outside `dest`, links and special files (what `filter="data"`
+    refuses)."""
     root = dest.resolve()
-    for member in tar.getmembers():
-        target = (dest / member.name).resolve()
-        if not (target == root or target.is_relative_to(root)) or not (member.isfile() or member.isdir()):
-            raise DataFileError(f"{archive}: unsafe member refused ({member.name!r})")
+    return [member.name for member in tar.getmembers()
+            if not (member.isfile() or member.isdir()) or not (dest / member.name).resolve().is_relative_to(root)]
 
 
 def count_files(tree: Path, expected: dict[str, int]) -> None:
     for sub, count in expected.items():
-        found = sum(1 for p in (tree / sub).glob("*") if p.is_file()) if (tree / sub).is_dir() else 0
+        found = sum(1 for p in (tree / sub).glob("*") if p.is_file())  # a missing folder holds none
         if found != count:
             raise DataFileError(f"{tree / sub} holds {found} files after extraction, expected {count}: "
                                 "the archive is incomplete or not the expected one")

@@ -16,6 +16,8 @@ from rnnlab.models.recurrent import detach_state, move_state
 from rnnlab.optim import configure_optimizers
 
 LOSS_REDUCTIONS = ("sum_time", "mean")
+# Perplexity is reported as exp(min(NLL, this)): a diverged run shows a huge but finite number, in float32 too.
+MAX_LOG_PPL = 80.0
 
 
 class LanguageModel(L.LightningModule):
@@ -97,7 +99,8 @@ class LanguageModel(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         nll, penalty = self._step(batch, "train")
         self.log("train/loss", nll, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/ppl", torch.exp(nll.detach().clamp(max=700.0)), on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/ppl", torch.exp(nll.detach().clamp(max=MAX_LOG_PPL)), on_step=True, on_epoch=False,
+                 prog_bar=True)
         loss, steps = nll + penalty, batch[0].size(1)
         if self.hparams.loss_reduction == "sum_time":
             return loss * steps
@@ -127,7 +130,7 @@ class LanguageModel(L.LightningModule):
 
     def epoch_metrics(self, nll: float) -> dict[str, float]:
         """Metrics derived from the mean NLL per token of a whole split."""
-        return {"ppl": math.exp(min(nll, 700.0))}
+        return {"ppl": math.exp(min(nll, MAX_LOG_PPL))}
 
     def _log_epoch(self, stage: str) -> None:
         metric = self.nll[f"{stage}_nll"]

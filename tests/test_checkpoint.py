@@ -1,0 +1,125 @@
+"""checkpoint.py on its own: reading weights-only, the refusals' messages, weight starts and run rebuilding."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from rnnlab.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    build_model,
+    init_weights,
+    load_run,
+    read_checkpoint,
+    run_folder,
+)
+from rnnlab.data.vocab import Vocabulary
+from tests.test_errors import plant_payload
+
+
+def error_of(path, **kwargs) -> str:
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path, **kwargs)
+    return str(err.value)
+
+
+def test_each_refusal_says_what_the_file_is_not(tmp_path):
+    assert error_of(tmp_path / "none.ckpt") == f"checkpoint {tmp_path / 'none.ckpt'} does not exist"
+    torch.save({"rnnlab": {}}, tmp_path / "no_state.ckpt")
+    assert error_of(tmp_path / "no_state.ckpt") == \
+        f"{tmp_path / 'no_state.ckpt'} is not an rnnlab checkpoint (no 'state_dict' entry)"
+    torch.save([1, 2], tmp_path / "list.ckpt")
+    assert error_of(tmp_path / "list.ckpt") == \
+        f"{tmp_path / 'list.ckpt'} is not an rnnlab checkpoint (no 'state_dict' entry)"
+    torch.save({"state_dict": {}}, tmp_path / "lightning.ckpt")
+    assert read_checkpoint(tmp_path / "lightning.ckpt", require_rnnlab=False) == {"state_dict": {}}
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    assert error_of(tmp_path / "text.ckpt") == \
+        f"{tmp_path / 'text.ckpt'} is not a readable PyTorch checkpoint (UnpicklingError: Unsupported operand 110)"
+
+
+def test_a_payload_is_named_and_refused_even_when_the_environment_forces_unsafe_loading(tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns a default `torch.load` unsafe; an explicit weights_only=True stays."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    plant_payload(tmp_path / "evil.ckpt", tmp_path / "marker")
+    assert error_of(tmp_path / "evil.ckpt") == (
+        f"{tmp_path / 'evil.ckpt'} holds Python objects (io.open), not only tensors and plain data; refusing to "
+        "load it: loading it could run code")
+    assert not (tmp_path / "marker").exists()
+
+
+def test_an_unpickling_error_naming_no_global_is_reported_as_it_is(tmp_path, monkeypatch):
+    torch.save({"state_dict": {}}, tmp_path / "odd.ckpt")
+
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError("Unsupported operand 149")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    assert error_of(tmp_path / "odd.ckpt") == \
+        f"{tmp_path / 'odd.ckpt'} is not a readable PyTorch checkpoint (UnpicklingError: Unsupported operand 149)"
+
+
+def test_lightning_loads_through_the_weights_only_reader_without_requiring_the_run_config(tmp_path):
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, tmp_path / "plain.ckpt")
+    loaded = AtomicCheckpointIO().load_checkpoint(tmp_path / "plain.ckpt")
+    assert loaded["epoch"] == 3 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
+
+
+def test_a_save_lists_the_first_five_non_finite_weights(tmp_path):
+    state = {f"w{i}": torch.tensor([float("nan")]) for i in range(7)}
+    with pytest.raises(CheckpointError) as err:
+        AtomicCheckpointIO().save_checkpoint({"state_dict": state}, tmp_path / "x.ckpt")
+    assert str(err.value) == f"refusing to write {tmp_path / 'x.ckpt'}: non-finite weights in " \
+                             "['w0', 'w1', 'w2', 'w3', 'w4']"
+    assert list(tmp_path.iterdir()) == []
+
+
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+
+def test_init_weights_takes_the_shared_weights_and_names_the_first_three_missing(tmp_path):
+    source = Pair()
+    state = {**source.state_dict(), "extra.weight": torch.zeros(1)}  # e.g. a metric's buffer this model lacks
+    torch.save({"state_dict": state, "rnnlab": {}}, tmp_path / "run.ckpt")
+    target = Pair()
+    init_weights(target, tmp_path / "run.ckpt")
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+    torch.save({"state_dict": {"a.weight": torch.zeros(2, 2)}, "rnnlab": {}}, tmp_path / "part.ckpt")
+    with pytest.raises(CheckpointError) as err:
+        init_weights(Pair(), tmp_path / "part.ckpt")
+    assert str(err.value) == (f"init_from={tmp_path / 'part.ckpt'} does not fit this model: missing "
+                              "['a.bias', 'b.bias', 'b.weight'], other shapes []")
+
+
+def test_a_run_is_rebuilt_from_a_checkpoint_without_model_kwargs_or_vocabulary(tmp_path):
+    net = nn.Linear(3, 2)
+    config = {"model": {"_target_": "torch.nn.Linear", "in_features": 3, "out_features": 2}}
+    torch.save({"state_dict": net.state_dict(), "rnnlab": {"config": config}}, tmp_path / "lin.ckpt")
+    run = load_run(tmp_path / "lin.ckpt")
+    assert run.vocab is None and run.path == tmp_path / "lin.ckpt" and not run.model.training
+    assert torch.equal(run.model.weight, net.weight)
+    vocab = Vocabulary(["<unk>", "a", "b"])
+    torch.save({"state_dict": net.state_dict(), "rnnlab": {"config": config, "vocab": vocab.state_dict(),
+                                                           "model_kwargs": {"bias": True}}}, tmp_path / "v.ckpt")
+    assert load_run(tmp_path / "v.ckpt").vocab == vocab
+
+
+def test_training_time_initializers_are_dropped_when_rebuilding():
+    config = OmegaConf.create({"_target_": "builtins.dict", "pretrained_embeddings": "vectors.pt", "size": 3})
+    assert build_model(config, {"extra": 1}) == {"pretrained_embeddings": None, "size": 3, "extra": 1}
+    assert config.pretrained_embeddings == "vectors.pt"  # the saved config itself is unchanged
+
+
+def test_the_run_folder_of_a_checkpoint(tmp_path):
+    assert run_folder(tmp_path / "run" / "checkpoints" / "best.ckpt") == tmp_path / "run"
+    assert run_folder(tmp_path / "elsewhere" / "model.ckpt") == tmp_path / "elsewhere"
+    assert run_folder(Path("checkpoints") / "x.ckpt") == Path.cwd()
