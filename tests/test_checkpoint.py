@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from rnnlab.checkpoint import (
-    AtomicCheckpointIO,
     CheckpointError,
     build_model,
     init_weights,
@@ -63,21 +62,6 @@ def test_an_unpickling_error_naming_no_global_is_reported_as_it_is(tmp_path, mon
     monkeypatch.setattr(torch, "load", refuse)
     assert error_of(tmp_path / "odd.ckpt") == \
         f"{tmp_path / 'odd.ckpt'} is not a readable PyTorch checkpoint (UnpicklingError: Unsupported operand 149)"
-
-
-def test_lightning_loads_through_the_weights_only_reader_without_requiring_the_run_config(tmp_path):
-    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, tmp_path / "plain.ckpt")
-    loaded = AtomicCheckpointIO().load_checkpoint(tmp_path / "plain.ckpt")
-    assert loaded["epoch"] == 3 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
-
-
-def test_a_save_lists_the_first_five_non_finite_weights(tmp_path):
-    state = {f"w{i}": torch.tensor([float("nan")]) for i in range(7)}
-    with pytest.raises(CheckpointError) as err:
-        AtomicCheckpointIO().save_checkpoint({"state_dict": state}, tmp_path / "x.ckpt")
-    assert str(err.value) == f"refusing to write {tmp_path / 'x.ckpt'}: non-finite weights in " \
-                             "['w0', 'w1', 'w2', 'w3', 'w4']"
-    assert list(tmp_path.iterdir()) == []
 
 
 class Pair(nn.Module):

@@ -218,6 +218,46 @@ def test_a_full_disk_is_named_as_the_cause(tmp_path, monkeypatch):
     assert list((tmp_path / "x").iterdir()) == []
 
 
+def test_a_checkpoint_save_on_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError ("unexpected pos ..."); the save names the file and the
+    cause, removes its temporary file and leaves the last good checkpoint; other errors pass through."""
+    import collections
+    import errno
+
+    from rnnlab import files
+    from rnnlab.checkpoint import AtomicCheckpointIO
+    from rnnlab.cli import one_line_errors
+
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}}, path)
+    good = path.read_bytes()
+
+    def cut_short(obj, tmp):
+        open(tmp, "wb").write(b"PK")  # noqa: SIM115
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(files.torch, "save", cut_short)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: usage(100 << 30, 100 << 30, 4096))
+    with pytest.raises(files.WriteError) as err:
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, path)
+    assert str(err.value) == f"cannot write {path}: no space left on the device (the previous file is unchanged)"
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    with pytest.raises(SystemExit), one_line_errors("train.py"):
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "new.ckpt")
+
+    def read_only(obj, tmp):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files.torch, "save", read_only)
+    with pytest.raises(files.WriteError, match=r"new.ckpt: the folder is read-only$"):
+        files.atomic_torch_save({}, tmp_path / "new.ckpt")
+    monkeypatch.setattr(files.torch, "save", lambda obj, tmp: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="^a bug$"):
+        files.atomic_torch_save({}, tmp_path / "new.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
 def test_written_files_get_the_users_umask_not_0600(tmp_path):
     import os
 

@@ -13,7 +13,7 @@ import torch
 
 from rnnlab.checkpoint import CheckpointError
 from rnnlab.data.download import DataFileError
-from rnnlab.files import FolderLockedError
+from rnnlab.files import FolderLockedError, WriteError
 
 KNOWN_WARNINGS = (
     r".*IterableDataset. has .__len__. defined.*",  # our streams know their exact length
@@ -24,7 +24,7 @@ KNOWN_WARNINGS = (
 
 # Errors a user causes (a bad value, file or checkpoint): one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    CheckpointError, DataFileError, FolderLockedError, FileNotFoundError, ValueError,
+    CheckpointError, DataFileError, FolderLockedError, FileNotFoundError, ValueError, WriteError,
 )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,24 +29,57 @@ def clean_stale_parts(folder: Path, name: str, older_than: float = STALE_PART_SE
             pass
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, a read-only folder); the file it would replace is unchanged."""
+
+
+# How torch.save reports a failed write (it raises RuntimeError, not OSError)
+TORCH_WRITE_FAILURES = re.compile(r"iostream error|unexpected pos|file write failed|failed writing file")
+LOW_SPACE_BYTES = 64 << 20
+
+
+def write_failure(e: BaseException, folder: Path) -> str:
+    """Why a write into `folder` failed, in words."""
+    errno_ = getattr(e, "errno", None)
+    if errno_ in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the folder is read-only"
+    try:
+        low = shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+    except OSError:
+        low = False
+    if errno_ == errno.ENOSPC or low:
+        return "no space left on the device"
+    return getattr(e, "strerror", None) or str(e)
+
+
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """`write(tmp)` to a temporary file beside `path`, then rename it to `path`: never a partial file.
 
-    The file gets the permissions of a plainly created file (the umask), not `mkstemp`'s 0600.
+    The file gets the permissions of a plainly created file (the umask), not `mkstemp`'s 0600. A failed
+    write (a full disk, a read-only folder) is a `WriteError` naming the file and the cause.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_parts(path.parent, path.name)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
-    os.close(fd)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_parts(path.parent, path.name)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
+        os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_name, 0o666 & ~umask)
         write(tmp_name)
         os.replace(tmp_name, path)
+    except (OSError, RuntimeError) as e:
+        if not isinstance(e, OSError) and not TORCH_WRITE_FAILURES.search(str(e)):
+            raise
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)  # first: it may hold the space the check below looks for
+        kept = " (the previous file is unchanged)" if path.exists() else ""
+        raise WriteError(f"cannot write {path}: {write_failure(e, path.parent)}{kept}") from None
     finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
