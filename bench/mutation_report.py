@@ -21,9 +21,9 @@ DEVICE = ("the tensors are on the CPU already, where CI runs (device placement i
           "bench/gpu_checks.py)")
 EQUIVALENT = [
     (None, r"float\(\"-?INF\"\)", None, "float() reads 'inf' in any case"),
-    (None, r"device=None|\.to\(None\)|torch\.arange\([^)]*, \)|torch\.tensor\(\[n\], \)|torch\.zeros\(\(\), \)",
+    (None, r"device=None|\.to\(None\)|torch\.arange\(.*, \)|torch\.tensor\(\[n\], \)|torch\.zeros\(\(\), \)",
      r"device|\.to\(", DEVICE),
-    (None, r"map_location=None", r"map_location=\"cpu\"", DEVICE),
+    (None, r"map_location=None|torch\.load\(path, weights_only=True\)", r"map_location=\"cpu\"", DEVICE),
     (None, r"move_state\(state, None\)", None, DEVICE),
     (None, r"tarfile\.open\(archive, \)", None, "tarfile.open's default mode is 'r:*', the mode it was given"),
     (None, r"top_k <= logits\.size", None, "top_k equal to the vocabulary masks nothing either way"),
@@ -35,6 +35,7 @@ EQUIVALENT = [
      "same random numbers (checked: equal over consecutive calls)"),
     ("load_checkpoint", r"require_rnnlab=None", None, "None and False are both false where the flag is read"),
     ("_run", r"enforce_sorted=None", None, "pack_padded_sequence reads the flag by truth: None sorts, as False"),
+    ("init_weights", r"strict=None", None, "load_state_dict reads the flag by truth: None is lenient, as False"),
     ("digest_of", r"f\.read\(None\)", None, "reading the whole file at once gives the same digest"),
     (None, r"digest_of\(path, \"SHA256\"\)", None, "hashlib.new accepts algorithm names in any case"),
     ("xǁBPTTStreamǁ__init__", r"seed: int = 1,", None,

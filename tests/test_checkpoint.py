@@ -38,6 +38,9 @@ def test_each_refusal_says_what_the_file_is_not(tmp_path):
         f"{tmp_path / 'list.ckpt'} is not an rnnlab checkpoint (no 'state_dict' entry)"
     torch.save({"state_dict": {}}, tmp_path / "lightning.ckpt")
     assert read_checkpoint(tmp_path / "lightning.ckpt", require_rnnlab=False) == {"state_dict": {}}
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "lightning.ckpt").read_bytes()[:300])  # a truncated save
+    assert error_of(tmp_path / "cut.ckpt").startswith(f"{tmp_path / 'cut.ckpt'} is not a readable PyTorch checkpoint "
+                                                      "(RuntimeError: PytorchStreamReader failed reading zip archive")
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
     assert error_of(tmp_path / "text.ckpt") == \
         f"{tmp_path / 'text.ckpt'} is not a readable PyTorch checkpoint (UnpicklingError: Unsupported operand 110)"
@@ -77,11 +80,11 @@ def test_init_weights_takes_the_shared_weights_and_names_the_first_three_missing
     target = Pair()
     init_weights(target, tmp_path / "run.ckpt")
     assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
-    torch.save({"state_dict": {"a.weight": torch.zeros(2, 2)}, "rnnlab": {}}, tmp_path / "part.ckpt")
+    torch.save({"state_dict": {"c.weight": torch.zeros(2, 2)}, "rnnlab": {}}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError) as err:
-        init_weights(Pair(), tmp_path / "part.ckpt")
-    assert str(err.value) == (f"init_from={tmp_path / 'part.ckpt'} does not fit this model: missing "
-                              "['a.bias', 'b.bias', 'b.weight'], other shapes []")
+        init_weights(Pair(), tmp_path / "other.ckpt")
+    assert str(err.value) == (f"init_from={tmp_path / 'other.ckpt'} does not fit this model: missing "
+                              "['a.bias', 'a.weight', 'b.bias'], other shapes []")  # the first three of four
 
 
 def test_a_run_is_rebuilt_from_a_checkpoint_without_model_kwargs_or_vocabulary(tmp_path):

@@ -466,6 +466,19 @@ def test_a_server_that_stops_answering_ends_the_download_after_the_timeout(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_download_gives_up_on_a_silent_server_after_a_minute_by_default(tmp_path, monkeypatch):
+    asked = []
+
+    def no_server(url, timeout):
+        asked.append((url, timeout))
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", no_server)
+    with pytest.raises(DataFileError, match="could not download http://x/a.txt to .*a.txt: connection refused"):
+        dl.download(RemoteFile("a.txt", "http://x/a.txt"), tmp_path / "a.txt")
+    assert asked == [("http://x/a.txt", 60.0)]
+
+
 def test_a_read_error_while_extracting_is_named_as_a_corrupt_archive(tmp_path, monkeypatch):
     archive = make_archive(tmp_path, "mr", "rt-polaritydata.tar.gz")
 
