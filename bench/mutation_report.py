@@ -20,6 +20,8 @@ import sys
 DEVICE = ("the tensors are on the CPU already, where CI runs (device placement is checked on a GPU by "
           "bench/gpu_checks.py)")
 EQUIVALENT = [
+    ("loss", r"labels\.to\(None\)", None,
+     "mse_loss promotes the integer labels to the input's float type: the same loss and gradient (checked)"),
     (None, r"float\(\"-?INF\"\)", None, "float() reads 'inf' in any case"),
     (None, r"device=None|\.to\(None\)|torch\.arange\(.*, \)|torch\.tensor\(\[n\], \)|torch\.zeros\(\(\), \)",
      r"device|\.to\(", DEVICE),

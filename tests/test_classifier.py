@@ -54,6 +54,8 @@ def test_packing_happens_only_when_asked_and_changes_no_output(monkeypatch):
     assert len(calls) == 2  # one per direction
     out, final = net.encode(ids, lengths)
     assert len(calls) == 2 and out.shape == (2, 4, 6) and final.shape == (2, 6)
+    torch.testing.assert_close(net.rnn(net.embedding(ids), lengths)[0], out)  # the layers on their own
+    assert len(calls) == 2
 
 
 def test_bidirectional_prefixes_are_read_in_batches_within_the_position_cap(monkeypatch):
