@@ -104,11 +104,11 @@ def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path):
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == heads
 
 
-@pytest.mark.parametrize("preset", ["imdb_ulmfit", "mr_ulmfit"])
-def test_ulmfit_presets_compose(preset):
+@pytest.mark.parametrize(("preset", "unfreeze"), [("imdb_ulmfit", 1), ("mr_ulmfit", None)])
+def test_ulmfit_presets_compose(preset, unfreeze):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", "encoder.ckpt_path=lm.ckpt"])
-    assert cfg.model.unfreeze == 1 and cfg.model.lr_decay_per_layer == 2.6
+    assert cfg.model.unfreeze == unfreeze and cfg.model.lr_decay_per_layer == 2.6
     assert cfg.model.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
     assert cfg.model.net.bidirectional is False and cfg.encoder.ckpt_path == "lm.ckpt"
 
@@ -121,7 +121,8 @@ def test_lm_then_transfer_on_the_real_sentence_polarity_files(data_dir, tmp_path
                           "model.net.embedding_dim=16", "callbacks.text_samples=null", *TINY_TRAINER,
                           "trainer.limit_train_batches=30", "test=false"], lm))
     metrics = train(compose_config(["experiment=mr_ulmfit", f"encoder.ckpt_path={lm}/run/checkpoints/last.ckpt",
-                                    *TINY_TRAINER, "trainer.max_epochs=2", "trainer.limit_train_batches=10",
+                                    "model.unfreeze=1", *TINY_TRAINER, "trainer.max_epochs=2",
+                                    "trainer.limit_train_batches=10",
                                     "callbacks.trajectories=null", "data.batch_size=16"], tmp_path))
     assert {"test/acc", "test/f1", "test/auroc"} <= set(metrics)
     source, tuned = (read_checkpoint(path / "run" / "checkpoints" / "last.ckpt") for path in (lm, tmp_path))
