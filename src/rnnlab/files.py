@@ -38,16 +38,16 @@ TORCH_WRITE_FAILURES = re.compile(r"iostream error|unexpected pos|file write fai
 LOW_SPACE_BYTES = 64 << 20
 
 
-def write_failure(e: BaseException, folder: Path) -> str:
-    """Why a write into `folder` failed, in words."""
-    errno_ = getattr(e, "errno", None)
-    if errno_ in (errno.EROFS, errno.EACCES, errno.EPERM):
+def write_failure(e: BaseException, folder: Path | None = None) -> str:
+    """Why a write failed, in words: from its errno, or (given the `folder`) from the free space left there."""
+    code = getattr(e, "errno", None)
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "the folder is read-only"
     try:
-        low = shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+        low = folder is not None and shutil.disk_usage(folder).free < LOW_SPACE_BYTES
     except OSError:
         low = False
-    if errno_ == errno.ENOSPC or low:
+    if code == errno.ENOSPC or low:
         return "no space left on the device"
     return getattr(e, "strerror", None) or str(e)
 

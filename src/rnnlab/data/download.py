@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnnlab.files import FolderLock
+from rnnlab.files import FolderLock, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +160,9 @@ def verify(path: Path, remote: RemoteFile | str, source: str | None = None, name
 
 def os_error(e: OSError, action: str, path: Path) -> DataFileError:
     """One line naming the real cause of a failed write."""
+    why = write_failure(e)
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        why = "the folder is read-only (point paths.cache_dir / paths.data_dir at a writable folder)"
-    elif e.errno == errno.ENOSPC:
-        why = "no space left on the device"
-    else:
-        why = e.strerror or str(e)
+        why += " (point paths.cache_dir / paths.data_dir at a writable folder)"
     return DataFileError(f"cannot {action} {path}: {why}")
 
 

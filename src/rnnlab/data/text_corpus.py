@@ -34,10 +34,10 @@ def document_files(path: Path) -> list[Path]:
 
 def text_documents(path: Path) -> list[str]:
     """A file is one document per non-empty line; a folder, one document per `.txt` file (sorted, recursive)."""
-    files = document_files(path)
-    if Path(path).expanduser().is_dir():
-        return [read_text(f) for f in files]
-    return [line for line in read_text(files[0]).splitlines() if line.strip()]
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return [read_text(f) for f in document_files(path)]
+    return [line for line in read_text(path).splitlines() if line.strip()]
 
 
 def split_documents(documents: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
