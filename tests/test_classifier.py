@@ -21,7 +21,7 @@ def test_the_defaults_make_a_one_layer_lstm_128_reading_left_to_right():
     assert (deep.rnn.directions, deep.rnn.dropout.p, len(deep.rnn.layers)) == (2, 0.3, 2)
     with pytest.raises(ValueError) as err:
         RecurrentClassifier(30, pooling="attention")
-    assert str(err.value) == "model.net.pooling must be one of ('last', 'mean', 'max'), got 'attention'"
+    assert str(err.value) == "model.net.pooling must be one of ('last', 'mean', 'max', 'concat'), got 'attention'"
 
 
 def test_the_padding_row_is_zero_and_learns_nothing():
@@ -72,3 +72,18 @@ def test_bidirectional_prefixes_are_read_in_batches_within_the_position_cap(monk
     del rows[:]
     torch.testing.assert_close(net.prefix_logits(ids, lengths, max_positions=12), expected)
     assert rows == [2, 2]
+
+
+def test_concat_pooling_is_last_max_and_mean_side_by_side():
+    torch.manual_seed(0)
+    net = RecurrentClassifier(10, embedding_dim=4, hidden_size=3, bidirectional=True, pooling="concat").eval()
+    assert tuple(net.head.weight.shape) == (2, 18)
+    ids, lengths = torch.tensor([[3, 4, 0], [5, 2, 1]]), torch.tensor([2, 3])
+    out, final = net.encode(ids, lengths)
+    rep = net.pool(out, final, lengths)
+    assert rep.shape == (2, 18)
+    torch.testing.assert_close(rep[:, :6], final)
+    torch.testing.assert_close(rep[0, 6:12], out[0, :2].max(0).values)
+    torch.testing.assert_close(rep[0, 12:], out[0, :2].mean(0))
+    torch.testing.assert_close(rep[1, 6:], torch.cat([out[1].max(0).values, out[1].mean(0)]))
+    torch.testing.assert_close(net(ids, lengths), net.head(rep))

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from rnnlab.models.padded import PaddedRNN, valid_mask
 
-POOLINGS = ("last", "mean", "max")
+POOLINGS = ("last", "mean", "max", "concat")
 
 
 class RecurrentClassifier(nn.Module):
@@ -15,7 +15,8 @@ class RecurrentClassifier(nn.Module):
 
     A `PaddedRNN` reads each text within its length (the backward direction from the text's real end),
     so padding never changes an output. The text's representation is the final state of each
-    direction (`pooling="last"`) or the mean/max of the outputs over the valid steps.
+    direction (`pooling="last"`), the mean/max of the outputs over the valid steps, or all three side by side
+    (`pooling="concat"`, ULMFiT's concat pooling).
     """
 
     def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 128, hidden_size: int = 128,
@@ -29,7 +30,7 @@ class RecurrentClassifier(nn.Module):
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.rnn = PaddedRNN(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.rnn.output_size, num_outputs)
+        self.head = nn.Linear(self.rnn.output_size * (3 if pooling == "concat" else 1), num_outputs)
 
     @property
     def bidirectional(self) -> bool:
@@ -41,13 +42,15 @@ class RecurrentClassifier(nn.Module):
         return self.rnn(self.embedding_dropout(self.embedding(ids)), lengths, pack)
 
     def pool(self, out: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
-        """The text's representation `(batch, directions * hidden)`."""
+        """The text's representation `(batch, directions * hidden)`, `(batch, 3 * directions * hidden)` for concat."""
         if self.pooling == "last":
             return final
         mask = valid_mask(lengths.to(out.device), out.size(1)).unsqueeze(-1)
+        mean = (out * mask).sum(1) / lengths[:, None].to(out.dtype)
         if self.pooling == "mean":
-            return (out * mask).sum(1) / lengths[:, None].to(out.dtype)
-        return out.masked_fill(~mask, float("-inf")).max(1).values
+            return mean
+        max_ = out.masked_fill(~mask, float("-inf")).max(1).values
+        return max_ if self.pooling == "max" else torch.cat([final, max_, mean], 1)
 
     def forward(self, ids: Tensor, lengths: Tensor, pack: bool = False) -> Tensor:
         out, final = self.encode(ids, lengths, pack)
@@ -69,8 +72,7 @@ class RecurrentClassifier(nn.Module):
                 logits.append(self(ids[:end].expand(len(chunk), end), chunk))
             return torch.cat(logits)
         out, _ = self.encode(ids[None], torch.tensor([n], device=ids.device))
-        if self.pooling == "mean":
-            out = out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]
-        elif self.pooling == "max":
-            out = out.cummax(1).values
+        mean = out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]
+        max_ = out.cummax(1).values
+        out = {"last": out, "mean": mean, "max": max_, "concat": torch.cat([out, max_, mean], 2)}[self.pooling]
         return self.head(out)[0][lengths - 1]
