@@ -152,7 +152,8 @@ def model(**kw):
 
 
 @pytest.mark.parametrize("kw", [{}, {"bidirectional": True}, {"pooling": "mean"}, {"pooling": "max"},
-                                {"pooling": "concat", "bidirectional": True}, {"cell": "gru", "num_layers": 2}, {"padding_side": "left"}, {"pack": True},
+                                {"pooling": "concat", "bidirectional": True}, {"cell": "gru", "num_layers": 2},
+                                {"padding_side": "left"}, {"pack": True},
                                 {"pack": True, "pooling": "mean"}, {"pack": False, "padding_side": "left"}])
 def test_padding_never_changes_the_prediction(kw):
     m = model(**kw)
@@ -165,7 +166,8 @@ def test_padding_never_changes_the_prediction(kw):
 
 
 @pytest.mark.parametrize("kw", [{}, {"pooling": "mean"}, {"pooling": "max"}, {"pooling": "concat"},
-                                {"bidirectional": True}, {"pooling": "concat", "bidirectional": True}, {"loss": "mse"}, {"loss": "bce"}])
+                                {"bidirectional": True}, {"pooling": "concat", "bidirectional": True}, {"loss": "mse"},
+                                {"loss": "bce"}])
 def test_trajectory_has_one_value_per_word_and_ends_at_the_prediction(kw):
     m = model(**kw)
     ids = torch.tensor([4, 9, 2, 7, 5])
