@@ -4,8 +4,9 @@ Both train the same model (built from the same config) on the same BPTT batches 
 optimizer and clipping; rounds alternate, and so does the order inside a round (Lightning first in
 odd rounds, plain first in even ones), so that drift in machine load hits both. Timing excludes the
 first `--warmup` batches of each round. Beside each round, GEMMs of the decoder's shape (forward and
-both backward products) are timed (the fastest of five timings): the matmul-bound ceiling is the tokens/s the step would reach if all
-of its FLOPs ran at that rate, and each throughput is reported as a fraction of it.
+both backward products) are timed (the fastest of five timings): the matmul-bound ceiling is the tokens/s
+the step would reach if all of its FLOPs ran at that rate, and each throughput is reported as a fraction
+of it.
 
     python bench/ptb_throughput.py [--batches 300] [--rounds 3] [hydra overrides ...]
 """
@@ -25,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from rnnlab import CONF_DIR
-from rnnlab.cli import silence_known_warnings
+from rnnlab.cli import keep_freed_memory, silence_known_warnings
 from rnnlab.models.recurrent import detach_state
 from rnnlab.train import build
 
@@ -128,6 +129,7 @@ def main() -> None:
     run_dir = fresh_run_dir("ptb_throughput")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={run_dir}", *timing_overrides(args.batches), *overrides])
+    keep_freed_memory(cfg.keep_freed_memory)  # as train.py does: both loops run under the same process setting
     results: dict[str, list[float]] = {"lightning": [], "plain": []}
     fractions: dict[str, list[float]] = {"lightning": [], "plain": []}
     rows = cfg.data.batch_size * cfg.data.bptt

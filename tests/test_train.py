@@ -191,6 +191,40 @@ def test_threads_setting_sets_the_intra_op_threads(synthetic_ptb, tmp_path):
         torch.set_num_threads(before)
 
 
+class FakeLibc:
+    """Stands in for `ctypes.CDLL("libc.so.6")`: records `mallopt` calls and answers `answer`."""
+
+    def __init__(self, answer: int = 1):
+        self.calls, self.answer = [], answer
+
+    def mallopt(self, option: int, value: int) -> int:
+        self.calls.append((option, value))
+        return self.answer
+
+
+def test_keep_freed_memory_sets_glibcs_thresholds_once_per_process_setting(monkeypatch, synthetic_ptb, tmp_path):
+    import platform
+
+    from rnnlab import cli
+
+    assert cli.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")  # the real libc on this machine
+    libc = FakeLibc()
+    monkeypatch.setattr(cli.ctypes, "CDLL", lambda name: libc if name == "libc.so.6" else None)
+    assert cli.keep_freed_memory() is True
+    assert libc.calls == [(-3, 32 << 20), (-1, 1 << 30), (-2, 256 << 20)]  # mmap, trim thresholds, top pad
+    assert cli.keep_freed_memory(False) is False and len(libc.calls) == 3
+    libc.answer = 0  # glibc refused a value
+    assert cli.keep_freed_memory() is False
+    monkeypatch.setattr(cli.ctypes, "CDLL", lambda name: (_ for _ in ()).throw(OSError("no libc.so.6")))
+    assert cli.keep_freed_memory() is False  # another C library: nothing to set
+    asked = []
+    monkeypatch.setattr("rnnlab.train.keep_freed_memory", asked.append)
+    for i, setting in enumerate(([], ["keep_freed_memory=false"])):
+        train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false", *setting],
+                             tmp_path / str(i)))
+    assert asked == [True, False]
+
+
 def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tmp_path):
     args = [*synthetic_overrides(synthetic_ptb), "trainer.max_steps=5", "trainer.max_epochs=10",
             "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", "logger=csv", "test=false",

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rnnlab import CONF_DIR
 from rnnlab.adapt import cache_nll, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
-from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
+from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.tasks.language_model import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ SPLITS = ("test", "valid")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     set_threads(cfg.get("threads"))
+    keep_freed_memory(cfg.get("keep_freed_memory", True))
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     silence_known_warnings()

@@ -20,7 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
 from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint
-from rnnlab.cli import log_to_files, one_line_errors, print_config_tree, set_threads, silence_known_warnings
+from rnnlab.cli import (
+    keep_freed_memory,
+    log_to_files,
+    one_line_errors,
+    print_config_tree,
+    set_threads,
+    silence_known_warnings,
+)
 from rnnlab.files import FolderLock, atomic_write
 from rnnlab.transfer import copy_encoder, read_lm_encoder, use_encoder
 
@@ -138,6 +145,7 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured task in its own run folder; returns the final metrics."""
     set_threads(cfg.get("threads"))
+    keep_freed_memory(cfg.get("keep_freed_memory", True))
     silence_known_warnings()
     out = Path(cfg.paths.output_dir)
     lock = FolderLock(out) if rank_zero_only.rank == 0 else None
