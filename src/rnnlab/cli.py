@@ -65,8 +65,8 @@ KEEP_FREED_MEMORY = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 1 << 30), 
 def keep_freed_memory(enabled: bool = True) -> bool:
     """Keep freed blocks of up to 32 MB in the heap for the next allocation (glibc only), instead of unmapping
     them and faulting fresh pages in again: a CPU training step allocates the same large tensors every step (a
-    `ptb_small` step's 16 MB logits and gradients), and those page faults cost ~18% of its time. Returns whether
-    it was applied (False when disabled or not on glibc)."""
+    `ptb_small` step's 16 MB logits and gradients; it trains 1.15x faster without those page faults). Returns
+    whether it was applied (False when disabled or not on glibc)."""
     if not enabled:
         return False
     try:
