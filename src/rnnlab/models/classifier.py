@@ -46,11 +46,11 @@ class RecurrentClassifier(nn.Module):
         if self.pooling == "last":
             return final
         mask = valid_mask(lengths.to(out.device), out.size(1)).unsqueeze(-1)
-        mean = (out * mask).sum(1) / lengths[:, None].to(out.dtype)
-        if self.pooling == "mean":
-            return mean
-        max_ = out.masked_fill(~mask, float("-inf")).max(1).values
-        return max_ if self.pooling == "max" else torch.cat([final, max_, mean], 1)
+        pooled = {"mean": lambda: (out * mask).sum(1) / lengths[:, None].to(out.dtype),
+                  "max": lambda: out.masked_fill(~mask, float("-inf")).max(1).values}
+        if self.pooling in pooled:
+            return pooled[self.pooling]()
+        return torch.cat([final, pooled["max"](), pooled["mean"]()], 1)
 
     def forward(self, ids: Tensor, lengths: Tensor, pack: bool = False) -> Tensor:
         out, final = self.encode(ids, lengths, pack)
@@ -72,7 +72,10 @@ class RecurrentClassifier(nn.Module):
                 logits.append(self(ids[:end].expand(len(chunk), end), chunk))
             return torch.cat(logits)
         out, _ = self.encode(ids[None], torch.tensor([n], device=ids.device))
-        mean = out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]
-        max_ = out.cummax(1).values
-        out = {"last": out, "mean": mean, "max": max_, "concat": torch.cat([out, max_, mean], 2)}[self.pooling]
+        running = {"last": lambda: out, "max": lambda: out.cummax(1).values,
+                   "mean": lambda: out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]}
+        if self.pooling in running:
+            out = running[self.pooling]()
+        else:
+            out = torch.cat([out, running["max"](), running["mean"]()], 2)
         return self.head(out)[0][lengths - 1]
