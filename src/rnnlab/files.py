@@ -36,12 +36,13 @@ class WriteError(OSError):
 # How torch.save reports a failed write (it raises RuntimeError, not OSError)
 TORCH_WRITE_FAILURES = re.compile(r"iostream error|unexpected pos|file write failed|failed writing file")
 LOW_SPACE_BYTES = 64 << 20
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)  # what a write into a read-only folder raises
 
 
 def write_failure(e: BaseException, folder: Path | None = None) -> str:
     """Why a write failed, in words: from its errno, or (given the `folder`) from the free space left there."""
     code = getattr(e, "errno", None)
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if code in READ_ONLY_ERRNOS:
         return "the folder is read-only"
     try:
         low = folder is not None and shutil.disk_usage(folder).free < LOW_SPACE_BYTES

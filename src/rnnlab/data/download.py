@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnnlab.files import FolderLock, write_failure
+from rnnlab.files import READ_ONLY_ERRNOS, FolderLock, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def verify(path: Path, remote: RemoteFile | str, source: str | None = None, name
 def os_error(e: OSError, action: str, path: Path) -> DataFileError:
     """One line naming the real cause of a failed write."""
     why = write_failure(e)
-    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if e.errno in READ_ONLY_ERRNOS:
         why += " (point paths.cache_dir / paths.data_dir at a writable folder)"
     return DataFileError(f"cannot {action} {path}: {why}")
 
@@ -230,7 +230,7 @@ def extract_safely(archive: Path, dest: Path) -> None:
     except (tarfile.TarError, EOFError, zlib.error, ValueError) as e:
         raise DataFileError(f"{archive} is corrupt or truncated ({e}); delete it to download it again") from None
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
+        if e.errno in (errno.ENOSPC, *READ_ONLY_ERRNOS):
             raise os_error(e, f"extract {archive.name} into", dest.parent) from None
         raise DataFileError(f"{archive} is corrupt or truncated ({e}); delete it to download it again") from None
 
