@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from rnnlab.models.padded import PaddedRNN, valid_mask
 
 POOLINGS = ("last", "mean", "max", "concat")
+CONCAT = ("last", "max", "mean")  # what pooling="concat" puts side by side
 
 
 class RecurrentClassifier(nn.Module):
@@ -26,11 +27,12 @@ class RecurrentClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"model.net.pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling, self.num_outputs = pooling, num_outputs
+        self.parts = CONCAT if pooling == "concat" else (pooling,)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.rnn = PaddedRNN(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.rnn.output_size * (3 if pooling == "concat" else 1), num_outputs)
+        self.head = nn.Linear(self.rnn.output_size * len(self.parts), num_outputs)
 
     @property
     def bidirectional(self) -> bool:
@@ -46,11 +48,9 @@ class RecurrentClassifier(nn.Module):
         if self.pooling == "last":
             return final
         mask = valid_mask(lengths.to(out.device), out.size(1)).unsqueeze(-1)
-        pooled = {"mean": lambda: (out * mask).sum(1) / lengths[:, None].to(out.dtype),
+        pooled = {"last": lambda: final, "mean": lambda: (out * mask).sum(1) / lengths[:, None].to(out.dtype),
                   "max": lambda: out.masked_fill(~mask, float("-inf")).max(1).values}
-        if self.pooling in pooled:
-            return pooled[self.pooling]()
-        return torch.cat([final, pooled["max"](), pooled["mean"]()], 1)
+        return torch.cat([pooled[part]() for part in self.parts], 1)
 
     def forward(self, ids: Tensor, lengths: Tensor, pack: bool = False) -> Tensor:
         out, final = self.encode(ids, lengths, pack)
@@ -74,8 +74,4 @@ class RecurrentClassifier(nn.Module):
         out, _ = self.encode(ids[None], torch.tensor([n], device=ids.device))
         running = {"last": lambda: out, "max": lambda: out.cummax(1).values,
                    "mean": lambda: out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]}
-        if self.pooling in running:
-            out = running[self.pooling]()
-        else:
-            out = torch.cat([out, running["max"](), running["mean"]()], 2)
-        return self.head(out)[0][lengths - 1]
+        return self.head(torch.cat([running[part]() for part in self.parts], 2))[0][lengths - 1]
