@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from rnnlab.checkpoint import read_checkpoint
 from tests.conftest import ROOT, make_imdb_tree, run_script, synthetic_overrides
 
 
@@ -87,6 +88,31 @@ def test_mr_folds_reports_each_fold_and_the_mean(tmp_path):
     folds = [float(a) for a in re.findall(r"fold \d: test accuracy ([\d.]+)", result.stdout)]
     mean = float(re.search(r"2 fold\(s\): mean test accuracy ([\d.]+)", result.stdout).group(1))
     assert len(folds) == 2 and mean == pytest.approx(sum(folds) / 2, abs=1e-4)
+
+
+def test_mr_folds_fine_tunes_an_lm_on_each_folds_training_sentences_first(tmp_path):
+    folder = tmp_path / "data" / "rt-polaritydata"
+    folder.mkdir(parents=True)
+    (folder / "rt-polarity.pos").write_text("a superb moving film\nwonderful acting\n" * 20)
+    (folder / "rt-polarity.neg").write_text("a dull boring mess\nawful acting\n" * 20)
+    data = [f"paths.data_dir={tmp_path / 'data'}", "logger=none", "trainer.max_epochs=1"]
+    first = run_script("train.py", "task=lm", f"data.path={folder / 'rt-polarity.pos'}", "model.net.hidden_sizes=[8]",
+                       "model.net.embedding_dim=8", "data.batch_size=2", "data.eval_batch_size=2", "data.bptt=4",
+                       "callbacks.text_samples=null",
+                       "test=false", *data, f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = run_script("bench/mr_folds.py", "experiment=mr_ulmfit", "data.batch_size=8", *data, "--folds", "4",
+                        "--only", "1", "--lm", "task=lm", "data=mr_text", "data.batch_size=2", "data.eval_batch_size=2",
+                        "data.bptt=4",
+                        f"init_from={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}", "callbacks.text_samples=null",
+                        *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"fold 1: LM test perplexity [\d.]+ \(\d+ s\)", result.stdout)
+    assert re.search(r"fold 1: test accuracy [\d.]+", result.stdout)
+    lm, = tmp_path.glob("outputs/bench/mr_folds/*/1/lm/checkpoints/best.ckpt")
+    classifier = read_checkpoint(lm.parents[2] / "checkpoints" / "last.ckpt")["rnnlab"]["config"]
+    assert classifier["encoder"]["ckpt_path"] == str(lm.relative_to(tmp_path))  # the fold's own LM
+    assert read_checkpoint(lm)["rnnlab"]["config"]["data"]["fold"] == 1
 
 
 def test_summarize_run_reads_the_csv_log(synthetic_ptb, tmp_path):

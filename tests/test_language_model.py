@@ -21,6 +21,22 @@ def test_stack_groups_equal_sizes_into_fused_modules():
     assert out.shape == (2, 5, 16) and state[0].shape == (3, 2, 32) and state[1].shape == (1, 2, 16)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "naive_lstm"])
+def test_weights_saved_under_another_grouping_load_layer_by_layer(cell):
+    """Locked dropout gives every layer its own module, fused runs share one: either state loads into the other,
+    layer k into layer k, and the network computes the same."""
+    torch.manual_seed(0)
+    fused, per_layer = RecurrentStack(cell, 4, [6, 6, 3]), RecurrentStack(cell, 4, [6, 6, 3], locked=True)
+    assert len(fused.groups) == 2 and len(per_layer.groups) == 3
+    x = torch.randn(2, 5, 4)
+    for source, target in ((fused, per_layer), (per_layer, fused)):
+        target.load_state_dict(source.state_dict())
+        assert torch.equal(source.eval()(x)[0], target.eval()(x)[0])
+    assert torch.equal(per_layer.state_dict()["groups.1.weight_hh_l0"], fused.state_dict()["groups.0.weight_hh_l1"])
+    with pytest.raises(RuntimeError, match="Missing key"):  # another number of layers is not renamed
+        RecurrentStack(cell, 4, [6, 6, 6, 3], locked=True).load_state_dict(fused.state_dict())
+
+
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru", "lstm"])
 def test_carried_state_equals_one_long_window(cell):
     """Two windows with the state carried give exactly the outputs of one window of both."""

@@ -1,5 +1,6 @@
 """Word LMs over any documents: a text file, a folder of .txt files, IMDB's training reviews (never its test
-reviews), tokenized as the sentiment data is, with the vocabulary stored in the checkpoint."""
+reviews), the sentence-polarity sentences outside the classifier's test part, tokenized as the sentiment data
+is, with the vocabulary stored in the checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from rnnlab.checkpoint import load_run
 from rnnlab.data.download import DataFileError
 from rnnlab.data.lm_datamodule import TextCorpusDataModule
-from rnnlab.data.text import PAD, UNK, tokenize
+from rnnlab.data.sentiment import SentimentDataModule
+from rnnlab.data.text import PAD, UNK, build_vocab, tokenize
 from rnnlab.data.text_corpus import EOS, document_corpus, split_documents, text_documents
 from rnnlab.evaluate import evaluate
 from rnnlab.train import train
@@ -63,6 +65,26 @@ def test_imdb_text_reads_only_the_training_reviews(tmp_path):
     assert "testonlyword" not in dm.vocab and "wonderful" in dm.vocab and "<br" not in dm.vocab
     eos = dm.vocab.stoi[EOS]
     assert sum(int((dm.corpus.splits[k] == eos).sum()) for k in ("train", "valid", "test")) == 20  # 20 reviews
+
+
+@pytest.mark.parametrize("folds", [None, 5])
+def test_mr_text_reads_the_classifiers_training_and_validation_sentences_never_its_test_part(tmp_path, folds):
+    folder = tmp_path / "data" / "rt-polaritydata"
+    folder.mkdir(parents=True)
+    (folder / "rt-polarity.pos").write_text("".join(f"a fine film p{i}\n" for i in range(30)))
+    (folder / "rt-polarity.neg").write_text("".join(f"a dull film n{i}\n" for i in range(30)))
+    where = {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache"), "download": False, "seed": 7}
+    classifier = SentimentDataModule("mr", split=(0.6, 0.2, 0.2), folds=folds, fold=2, **where).read_splits()
+    dm = TextCorpusDataModule(source="mr", split=(0.8, 0.1, 0.1), sentiment_split=(0.6, 0.2, 0.2), folds=folds,
+                              fold=2, **where)
+    every_word = [f"{w}{i}" for w in "pn" for i in range(30)] + ["a", "fine", "dull", "film"] + [EOS]
+    dm.vocab = build_vocab([every_word])  # a vocabulary given (as from a checkpoint) that could decode any sentence
+    dm.setup()
+    read = {w for ids in dm.corpus.splits.values() for w in dm.vocab.decode(ids.tolist())}
+    tags = {name: {text.split()[-1] for text in part.texts} for name, part in classifier.items()}
+    assert len(tags["test"]) == 12 and not tags["test"] & read  # the test part: never read
+    assert tags["train"] | tags["valid"] <= read  # everything else: read, in one of the LM's splits
+    assert sum(int((ids == dm.vocab.stoi[EOS]).sum()) for ids in dm.corpus.splits.values()) == 48
 
 
 def test_train_and_evaluate_an_lm_over_a_folder_of_files(tmp_path):

@@ -1,5 +1,6 @@
 """Language-model transfer to sentiment: the classifier takes the LM's vocabulary, tokenization, cell, sizes and
-weights exactly; what does not fit is one line; gradual unfreezing, discriminative learning rates, one cycle."""
+weights exactly; what does not fit is one line; gradual unfreezing, discriminative learning rates, one cycle;
+an LM fine-tuned on new text (init_from=) keeps its architecture, tokenization and vocabulary."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from hydra import compose, initialize_config_dir
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import CheckpointError, read_checkpoint
+from rnnlab.data.text import UNK
+from rnnlab.data.text_corpus import EOS
 from rnnlab.train import build, train
 from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
 
@@ -54,7 +57,7 @@ def test_what_does_not_fit_is_refused_in_one_line(imdb_lm, tmp_path, synthetic_p
         build(compose_config(classifier_overrides(imdb_lm, "model.net.bidirectional=true"), tmp_path))
     ptb_lm = tmp_path / "ptb_lm"
     train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], ptb_lm))
-    with pytest.raises(CheckpointError, match="not tokenized as the classifier's texts; train the LM with "
+    with pytest.raises(CheckpointError, match="not tokenized as the sentiment texts; train the LM with "
                                               "data=text_corpus or data=imdb_text"):
         build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={ptb_lm}/run/checkpoints/last.ckpt"],
                              tmp_path))
@@ -104,6 +107,33 @@ def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path):
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == heads
 
 
+def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabulary_and_weights(imdb_lm, tmp_path):
+    ckpt, _ = imdb_lm
+    lm = read_checkpoint(ckpt)
+    text = tmp_path / "new.txt"
+    text.write_text("A wonderful film zzznever\nan awful film\nwonderful acting\nawful\n" * 2)
+    cfg = compose_config(["task=lm", f"data.path={text}", f"init_from={ckpt}", "data.split=[0.5,0.25,0.25]",
+                          "model.net.cell=lstm", "model.net.hidden_sizes=[30]", "data.lower=false",
+                          "data.batch_size=1", "data.eval_batch_size=1", "data.bptt=3", "callbacks.text_samples=null",
+                          *TINY_TRAINER], tmp_path)
+    datamodule, model, trainer = build(cfg)
+    assert (cfg.model.net.cell, list(cfg.model.net.hidden_sizes), cfg.model.net.embedding_dim) == ("gru", [12, 12], 8)
+    assert cfg.data.lower is True  # the checkpoint's tokenization wins over data.lower=false
+    assert datamodule.vocab.itos == lm["rnnlab"]["vocab"]["itos"]
+    words = [w for split in datamodule.corpus.splits.values() for w in datamodule.vocab.decode(split.tolist())]
+    assert "zzznever" not in words and UNK in words and words.count(EOS) == 8  # outside the LM's words: <unk>
+    assert all(torch.equal(tensor, lm["state_dict"][name]) for name, tensor in model.state_dict().items())
+    trainer.fit(model, datamodule=datamodule)
+    tuned = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert tuned["rnnlab"]["vocab"] == lm["rnnlab"]["vocab"]
+    assert not torch.equal(tuned["state_dict"]["net.encoder.weight"], lm["state_dict"]["net.encoder.weight"])
+    with pytest.raises(CheckpointError, match=r"^init_from=.*last.ckpt is not a word language model checkpoint"):
+        sentiment = tmp_path / "sentiment"
+        train(compose_config(classifier_overrides(imdb_lm), sentiment))
+        build(compose_config(["task=lm", f"data.path={text}", f"init_from={sentiment}/run/checkpoints/last.ckpt"],
+                             tmp_path))
+
+
 @pytest.mark.parametrize("preset", ["imdb_ulmfit", "mr_ulmfit"])
 def test_ulmfit_presets_compose(preset):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -114,13 +144,24 @@ def test_ulmfit_presets_compose(preset):
     assert cfg.model.net.bidirectional is False and cfg.encoder.ckpt_path == "lm.ckpt"
 
 
+def test_mr_lm_preset_composes():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mr_lm", "init_from=lm.ckpt", "data.folds=10", "data.fold=3"])
+    assert (cfg.task_name, cfg.data.source, cfg.data.folds, cfg.data.fold) == ("lm", "mr", 10, 3)
+    assert cfg.init_from == "lm.ckpt" and cfg.model.optimizer.lr == 10.0
+    assert cfg.model.ar == 2.0 and cfg.model.net.weight_drop == 0.2  # imdb_lm's regularizers
+
+
 def test_lm_then_transfer_on_the_real_sentence_polarity_files(data_dir, tmp_path):
-    """An LM over the real positive sentences (a document a line), then mr_ulmfit from it on the real data."""
-    lm = tmp_path / "lm"
+    """An LM over the real positive sentences (a document a line), fine-tuned on the training sentences of fold 3
+    (experiment=mr_lm), then mr_ulmfit from it on the real data."""
+    first, lm = tmp_path / "first", tmp_path / "lm"
     train(compose_config(["task=lm", f"data.path={data_dir / 'rt-polaritydata' / 'rt-polarity.pos'}",
                           "data.batch_size=8", "data.bptt=16", "model.net.hidden_sizes=[24,24]",
                           "model.net.embedding_dim=16", "callbacks.text_samples=null", *TINY_TRAINER,
-                          "trainer.limit_train_batches=30", "test=false"], lm))
+                          "trainer.limit_train_batches=30", "test=false"], first))
+    train(compose_config(["experiment=mr_lm", f"init_from={first}/run/checkpoints/last.ckpt", "data.folds=10",
+                          "data.fold=3", "callbacks.text_samples=null", *TINY_TRAINER, "test=false"], lm))
     metrics = train(compose_config(["experiment=mr_ulmfit", f"encoder.ckpt_path={lm}/run/checkpoints/last.ckpt",
                                     "model.unfreeze=1", *TINY_TRAINER, "trainer.max_epochs=2",
                                     "trainer.limit_train_batches=10",
@@ -133,4 +174,4 @@ def test_lm_then_transfer_on_the_real_sentence_polarity_files(data_dir, tmp_path
     assert torch.equal(tuned["state_dict"]["net.rnn.layers.0.0.weight_ih_l0"],
                        source["state_dict"]["net.rnn.groups.0.weight_ih_l0"])
     assert not torch.equal(tuned["state_dict"]["net.rnn.layers.1.0.weight_ih_l0"],
-                           source["state_dict"]["net.rnn.groups.0.weight_ih_l1"])
+                           source["state_dict"]["net.rnn.groups.1.weight_ih_l0"])  # mr_lm: a module a layer

@@ -83,13 +83,17 @@ def init_weights(model: L.LightningModule, path: str | os.PathLike, vocab: Vocab
     if vocab is not None and saved is not None and Vocabulary.from_state_dict(saved) != vocab:
         raise CheckpointError(f"init_from={path}: its vocabulary ({len(saved['itos'])} symbols) is not this "
                               f"data's ({len(vocab)} symbols)")
+    state = checkpoint["state_dict"]
+    for name, module in model.named_modules():  # recurrent layers saved under another grouping (RecurrentStack)
+        if hasattr(module, "relayout"):
+            module.relayout(state, f"{name}." if name else "")
     own = model.state_dict()
-    missing = sorted(set(own) - set(checkpoint["state_dict"]))
-    mismatched = [k for k, t in checkpoint["state_dict"].items() if k in own and own[k].shape != t.shape]
+    missing = sorted(set(own) - set(state))
+    mismatched = [k for k, t in state.items() if k in own and own[k].shape != t.shape]
     if missing or mismatched:
         raise CheckpointError(f"init_from={path} does not fit this model: missing {missing[:3]}, "
                               f"other shapes {mismatched[:3]}")
-    model.load_state_dict(checkpoint["state_dict"], strict=False)
+    model.load_state_dict(state, strict=False)
 
 
 def run_folder(ckpt_path: str | os.PathLike) -> Path:

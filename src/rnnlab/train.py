@@ -29,7 +29,7 @@ from rnnlab.cli import (
     silence_known_warnings,
 )
 from rnnlab.files import FolderLock, atomic_write
-from rnnlab.transfer import copy_encoder, read_lm_encoder, use_encoder
+from rnnlab.transfer import copy_encoder, read_lm_encoder, use_encoder, use_lm_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,16 @@ def tag(logger, tags: list[str]) -> None:
 
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """(datamodule, model, trainer) for a composed run config."""
-    encoder = None
+    encoder = vocab = None
     if cfg.get("encoder") and cfg.encoder.get("ckpt_path"):  # LM transfer: the LM's vocabulary, sizes, weights
         encoder = read_lm_encoder(cfg.encoder.ckpt_path)
         use_encoder(cfg, encoder)
+        vocab = encoder.vocab
+    elif cfg.get("init_from") and str(cfg.data.get("_target_")).endswith("TextCorpusDataModule"):
+        vocab = use_lm_checkpoint(cfg, cfg.init_from)  # an LM fine-tuned on new text: its vocabulary and sizes
     datamodule = instantiate(cfg.data)
-    if encoder is not None:
-        datamodule.vocab = encoder.vocab
+    if vocab is not None:
+        datamodule.vocab = vocab
     model_kwargs = datamodule.model_kwargs()
     model = instantiate(cfg.model, **model_kwargs)
     if encoder is not None:

@@ -16,6 +16,7 @@ from rnnlab.data.text import PAD, UNK
 from rnnlab.data.vocab import Vocabulary
 
 TOKENIZATION = ("lower", "strip_html", "strip_punctuation")
+ARCHITECTURE = ("cell", "hidden_sizes", "embedding_dim", "tie_weights", "adaptive_softmax", "adaptive_div_value")
 LAYER_WEIGHT = re.compile(r"^net\.rnn\.groups\.(\d+)\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 
 
@@ -34,21 +35,42 @@ class LMEncoder:
     layers: list[dict[str, Tensor]]  # per layer, bottom first: weight_ih, weight_hh, bias_ih, bias_hh
 
 
-def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
-    """The encoder of the LM checkpoint `path` (read weights-only); one line naming what does not fit."""
+def read_document_lm(path: str | os.PathLike, where: str) -> tuple[dict, dict, dict, Vocabulary]:
+    """A word LM checkpoint over documents (read weights-only): its contents, network and data configs, and
+    vocabulary; one line naming `where` (the setting) when it is not one."""
     checkpoint = read_checkpoint(path)
-    extra, where = checkpoint["rnnlab"], f"encoder.ckpt_path={path}"
+    extra = checkpoint["rnnlab"]
     net, data = extra["config"]["model"].get("net", {}), extra["config"].get("data", {})
     if not str(net.get("_target_", "")).endswith("RNNLM") or "vocab" not in extra:
         raise CheckpointError(f"{where} is not a word language model checkpoint (its network is "
                               f"{net.get('_target_')})")
     missing = [key for key in TOKENIZATION if key not in data]
     if missing:
-        raise CheckpointError(f"{where}: its data ({data.get('_target_')}) is not tokenized as the classifier's "
+        raise CheckpointError(f"{where}: its data ({data.get('_target_')}) is not tokenized as the sentiment "
                               "texts; train the LM with data=text_corpus or data=imdb_text")
     vocab = Vocabulary.from_state_dict(extra["vocab"])
     if vocab.itos[:2] != [PAD, UNK]:
         raise CheckpointError(f"{where}: its vocabulary does not start with {PAD}, {UNK} (got {vocab.itos[:2]})")
+    return checkpoint, net, data, vocab
+
+
+def use_lm_checkpoint(cfg: DictConfig, path: str | os.PathLike) -> Vocabulary:
+    """LM fine-tuning on new text (`init_from=` a document LM, ULMFiT's second stage): set the network's
+    architecture and the data's tokenization to the checkpoint's (in place) and return its vocabulary, which
+    the new text is read with (words outside it are `<unk>`), so that every weight fits."""
+    _, net, data, vocab = read_document_lm(path, f"init_from={path}")
+    with open_dict(cfg):
+        for key in ARCHITECTURE:
+            cfg.model.net[key] = net.get(key)
+        for key in TOKENIZATION:
+            cfg.data[key] = data[key]
+    return vocab
+
+
+def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
+    """The encoder of the LM checkpoint `path` (read weights-only); one line naming what does not fit."""
+    where = f"encoder.ckpt_path={path}"
+    checkpoint, net, data, vocab = read_document_lm(path, where)
     sizes = list(net["hidden_sizes"])
     if len(set(sizes)) != 1 or not net.get("embedding_dim"):
         raise CheckpointError(f"{where}: the classifier needs layers of one size and an embedding, the LM has "

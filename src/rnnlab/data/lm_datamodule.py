@@ -120,13 +120,18 @@ class TextFilesDataModule(LMDataModule):
 
 
 class TextCorpusDataModule(LMDataModule):
-    """Words of plain documents: IMDB's training reviews (`source="imdb"`) or `path`, a text file (a document
-    a line) or a folder of `.txt` files (a document each), tokenized as the sentiment data tokenizes
-    (`lower`, `strip_html`, `strip_punctuation`); whole documents split by `split`; `<eos>` after each."""
+    """Words of plain documents: IMDB's training reviews (`source="imdb"`), the sentence-polarity sentences
+    outside the classifier's test part (`source="mr"`, with its `folds`, `fold`, `sentiment_split`) or `path`, a
+    text file (a document a line) or a folder of `.txt` files (a document each), tokenized as the sentiment data
+    tokenizes (`lower`, `strip_html`, `strip_punctuation`); whole documents split by `split`; `<eos>` after each.
+
+    A vocabulary set on `vocab` before `setup` (a checkpoint's, to fine-tune its LM on this text) is used
+    as is; else it is built from the training documents."""
 
     def __init__(self, source: str = "files", path: str | None = None, split=(0.9, 0.05, 0.05), lower: bool = True,
                  strip_html: bool = True, strip_punctuation: bool = True, min_freq: int = 1,
-                 max_size: int | None = None, **kwargs):
+                 max_size: int | None = None, folds: int | None = None, fold: int = 0,
+                 sentiment_split=(0.8, 0.1, 0.1), **kwargs):
         super().__init__(**kwargs)
 
     def tokenize(self, text: str) -> list[str]:
@@ -137,7 +142,7 @@ class TextCorpusDataModule(LMDataModule):
         h = self.hparams
         return load_text_corpus(h.source, h.path, self.data_dir, self.cache_dir, self.tokenize,
                                 (h.lower, h.strip_html, h.strip_punctuation), h.split, h.seed, h.min_freq,
-                                h.max_size, h.download)
+                                h.max_size, h.download, self.vocab, h.folds, h.fold, h.sentiment_split)
 
 
 class CharDataModule(LMDataModule):

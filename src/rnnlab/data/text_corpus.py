@@ -1,9 +1,11 @@
-"""Word-level LM corpora from plain documents: a text file, a folder of `.txt` files, IMDB's training reviews.
+"""Word-level LM corpora from plain documents: a text file, a folder of `.txt` files, IMDB's training reviews,
+the sentence-polarity sentences outside the classifier's test part.
 
 Documents are tokenized exactly as the sentiment classifier tokenizes its texts (`data/text.py`), each
 followed by `<eos>`; whole documents go to train/valid/test (a seeded shuffle, then the fractions), and the
 vocabulary (PAD = 0, UNK = 1, `<eos>`, words by training frequency) is the training documents' own, so a
-classifier can take the LM's vocabulary and weights as they are.
+classifier can take the LM's vocabulary and weights as they are; or, to fine-tune an LM on new text, the
+vocabulary given (its checkpoint's), words outside it read as `<unk>`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import torch
 
 from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, read_text
 from rnnlab.data.download import DataFileError, fetch_tree
-from rnnlab.data.sentiment import read_acl_imdb
+from rnnlab.data.sentiment import SentimentDataModule, read_acl_imdb
 from rnnlab.data.text import build_vocab
+from rnnlab.data.vocab import Vocabulary
 
 EOS = "<eos>"
 
@@ -58,20 +61,28 @@ def split_documents(documents: Sequence[str], fractions: Sequence[float], seed: 
 
 
 def document_corpus(splits: dict[str, list[str]], tokenize: Callable[[str], list[str]], min_freq: int = 1,
-                    max_size: int | None = None) -> TokenCorpus:
-    """Each split's documents as one id stream, `<eos>` after every document; the vocabulary from training."""
+                    max_size: int | None = None, vocab: Vocabulary | None = None) -> TokenCorpus:
+    """Each split's documents as one id stream, `<eos>` after every document; the vocabulary from training,
+    or `vocab` (words outside it become its unknown symbol)."""
     tokens = {name: [[*tokenize(doc), EOS] for doc in docs] for name, docs in splits.items()}
-    vocab = build_vocab(tokens["train"], min_freq, max_size)
-    if EOS not in vocab:
-        raise DataFileError("the training documents are empty")
+    if vocab is None:
+        vocab = build_vocab(tokens["train"], min_freq, max_size)
+        if EOS not in vocab:
+            raise DataFileError("the training documents are empty")
+    elif EOS not in vocab or vocab.unk is None:
+        raise ValueError(f"the vocabulary given has no {EOS} or no unknown symbol: not a document LM's")
     return TokenCorpus(vocab, {name: torch.tensor([i for doc in docs for i in vocab.encode(doc)], dtype=torch.long)
                                for name, docs in tokens.items()})
 
 
 def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: Path | None,
                      tokenize: Callable[[str], list[str]], options: tuple, split: Sequence[float], seed: int,
-                     min_freq: int = 1, max_size: int | None = None, download: bool = True) -> TokenCorpus:
-    """`source="imdb"`: IMDB's 25,000 training reviews (never the test reviews); `source="files"`: `path`."""
+                     min_freq: int = 1, max_size: int | None = None, download: bool = True,
+                     vocab: Vocabulary | None = None, folds: int | None = None, fold: int = 0,
+                     sentiment_split: Sequence[float] = (0.8, 0.1, 0.1)) -> TokenCorpus:
+    """`source="imdb"`: IMDB's 25,000 training reviews (never the test reviews); `source="mr"`: the
+    sentence-polarity sentences that `data=mr` (with the same `folds`, `fold`, `sentiment_split` and seed) trains
+    and validates on, never its test part; `source="files"`: `path`."""
     if source == "imdb":
         def documents() -> list[str]:
             return read_acl_imdb(fetch_tree("imdb", data_dir, cache_dir, download), "train").texts
@@ -86,9 +97,18 @@ def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: P
 
         def documents() -> list[str]:
             return text_documents(where)
+    elif source == "mr":
+        classifier = SentimentDataModule("mr", str(data_dir), str(cache_dir or data_dir), download,
+                                         split=tuple(sentiment_split), folds=folds, fold=fold, seed=seed)
+        identity = ("mr-not-test", folds, fold if folds else None, tuple(sentiment_split))
+
+        def documents() -> list[str]:
+            parts = classifier.read_splits()
+            return parts["train"].texts + parts["valid"].texts
     else:
-        raise ValueError(f"data.source must be 'imdb' or 'files', got {source!r}")
-    key = cache_key(identity, options, tuple(split), seed, min_freq, max_size)
+        raise ValueError(f"data.source must be 'imdb', 'mr' or 'files', got {source!r}")
+    given = (vocab.itos, vocab.unk) if vocab is not None else None
+    key = cache_key(identity, options, tuple(split), seed, min_freq, max_size, given)
     return cached_corpus(cache_dir, f"text-{source}", key,
                          lambda: document_corpus(split_documents(documents(), split, seed), tokenize, min_freq,
-                                                 max_size))
+                                                 max_size, vocab))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from itertools import groupby
+from itertools import accumulate, groupby
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from rnnlab.models.cells import cell_kind, recurrent_layer
 from rnnlab.models.regularization import LockedDropout, weight_dropped
 
 State = list  # one entry per fused group: a Tensor (RNN, GRU) or an (h, c) tuple (LSTM)
+LAYER_PARAMETER = re.compile(r"^groups\.(\d+)\.((?:weight|bias)_(?:ih|hh))_l(\d+)$")
 
 
 def detach_state(state):
@@ -59,10 +61,36 @@ class RecurrentStack(nn.Module):
             self.groups.append(recurrent_layer(cell, size_in, size, n, dropout))
             size_in = size
         self.dropout = LockedDropout(dropout) if locked else nn.Dropout(dropout)
+        self.register_load_state_dict_pre_hook(lambda module, state, prefix, *_: module.relayout(state, prefix))
 
     @property
     def output_size(self) -> int:
         return self.hidden_sizes[-1]
+
+    def relayout(self, state: dict, prefix: str = "") -> None:
+        """Rename, in place, the layer weights of `state` saved under another grouping of the same layers
+        (locked dropout gives every layer its own module; otherwise equal sizes share one) to this one's:
+        layer k's weights load into layer k. A state that does not fit layer by layer is left as it is."""
+        found = {}
+        for key in state:
+            if key.startswith(prefix) and (match := LAYER_PARAMETER.match(key[len(prefix):])):
+                found[key] = (int(match[1]), match[2], int(match[3]))
+        sizes = [1 + max((layer for g, _, layer in found.values() if g == group), default=-1)
+                 for group in range(1 + max((g for g, _, _ in found.values()), default=-1))]
+        own = [(group, k) for group, rnn in enumerate(self.groups) for k in range(rnn.num_layers)]
+        if sum(sizes) != len(own) or sizes == [rnn.num_layers for rnn in self.groups]:
+            return
+        starts = [0, *accumulate(sizes)]
+        renamed = {}
+        for key, (group, name, layer) in found.items():
+            to_group, to_layer = own[starts[group] + layer]
+            renamed[key] = f"groups.{to_group}.{name}_l{to_layer}"
+        params = dict(self.named_parameters())
+        if any(renamed[key] not in params or params[renamed[key]].shape != state[key].shape for key in found):
+            return
+        moved = {key: state.pop(key) for key in found}
+        for key, name in renamed.items():
+            state[prefix + name] = moved[key]
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         state = state if state is not None else [None] * len(self.groups)
