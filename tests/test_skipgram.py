@@ -56,6 +56,27 @@ def test_vectors_load_into_the_sentiment_model_by_word(tmp_path):
     assert load_vectors_into(nn.Embedding(len(target), 4), target, path) == 2
 
 
+def test_words_without_a_vector_can_start_on_the_vectors_scale(tmp_path):
+    source = build_vocab([[f"w{i}" for i in range(50)]])
+    torch.manual_seed(0)
+    vectors = torch.randn(len(source), 8) * 0.2
+    path = save_vectors(source, vectors, tmp_path / "vectors.pt")
+    target = build_vocab([[f"w{i}" for i in range(25)] + [f"new{i}" for i in range(3000)]])
+    kept, scaled = (nn.Embedding(len(target), 8, padding_idx=0) for _ in range(2))
+    scaled.load_state_dict(kept.state_dict())
+    assert load_vectors_into(kept, target, path) == load_vectors_into(scaled, target, path, missing="scaled") == 25
+    shared = [target.stoi[f"w{i}"] for i in range(25)]
+    new = torch.tensor([target.stoi[f"new{i}"] for i in range(3000)])
+    assert torch.equal(scaled.weight[shared], vectors[[source.stoi[f"w{i}"] for i in range(25)]])
+    assert torch.equal(kept.weight[shared], scaled.weight[shared])
+    expected = vectors[[source.stoi[f"w{i}"] for i in range(25)]].std()
+    assert scaled.weight[new].std().item() == pytest.approx(expected.item(), rel=0.05)
+    assert kept.weight[new].std().item() == pytest.approx(1.0, rel=0.05)  # nn.Embedding's N(0, 1), kept
+    assert not scaled.weight[0].any()  # <pad> stays zero
+    with pytest.raises(ValueError, match=r"model.missing_vectors must be one of \('keep', 'scaled'\), got 'zero'"):
+        load_vectors_into(kept, target, path, missing="zero")
+
+
 def test_no_pairs_is_a_clear_error():
     with pytest.raises(ValueError, match="no skip-gram pairs: 2 text"):
         SkipGramPairs([[2], [0, 3]], vocab_size=4)

@@ -16,8 +16,17 @@ def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path) -> Path:
     return Path(path)
 
 
-def load_vectors_into(embedding: nn.Embedding, vocab: Vocabulary, path: str | Path) -> int:
-    """Copy the vectors of `path` into `embedding` for the words both share; returns how many."""
+MISSING = ("keep", "scaled")
+
+
+def load_vectors_into(embedding: nn.Embedding, vocab: Vocabulary, path: str | Path, missing: str = "keep") -> int:
+    """Copy the vectors of `path` into `embedding` for the words both share; returns how many.
+
+    The other words (`<unk>` included, `<pad>` never) keep the embedding's initialization (`missing="keep"`) or
+    are drawn again from N(0, s^2), s the standard deviation of the vectors copied (`"scaled"`: every row on
+    the vectors' scale, as Kim 2014 draws the words word2vec lacks)."""
+    if missing not in MISSING:
+        raise ValueError(f"model.missing_vectors must be one of {MISSING}, got {missing!r}")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved["vectors"].size(1) != embedding.embedding_dim:
         raise ValueError(f"{path}: vectors of size {saved['vectors'].size(1)}, but model.net.embedding_dim is "
@@ -27,5 +36,12 @@ def load_vectors_into(embedding: nn.Embedding, vocab: Vocabulary, path: str | Pa
     if found:
         ours, theirs = map(torch.tensor, zip(*found))
         with torch.no_grad():
-            embedding.weight[ours] = saved["vectors"][theirs].to(embedding.weight.dtype)
+            copied = saved["vectors"][theirs].to(embedding.weight.dtype)
+            if missing == "scaled":
+                others = torch.ones(len(vocab), dtype=torch.bool)
+                others[ours] = False
+                if embedding.padding_idx is not None:
+                    others[embedding.padding_idx] = False
+                embedding.weight[others] = torch.randn_like(embedding.weight[others]) * copied.std()
+            embedding.weight[ours] = copied
     return len(found)

@@ -49,7 +49,7 @@ class SentimentClassifier(L.LightningModule):
     def __init__(self, net: RecurrentClassifier, padding_side: str = "right", loss: str = "ce",
                  pack: bool | str = "auto", pretrained_embeddings: str | None = None, freeze_embeddings: bool = False,
                  optimizer: Callable | None = None, scheduler: Callable | None = None, vocab=None,
-                 unfreeze: int | None = None, lr_decay_per_layer: float | None = None):
+                 unfreeze: int | None = None, lr_decay_per_layer: float | None = None, missing_vectors: str = "keep"):
         super().__init__()
         if unfreeze is not None and unfreeze < 1:
             raise ValueError(f"model.unfreeze must be >= 1 (epochs per layer) or null, got {unfreeze}")
@@ -65,7 +65,7 @@ class SentimentClassifier(L.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["net", "vocab"])
         self.net = net
         if pretrained_embeddings and vocab is not None:  # at training time; a checkpoint already holds them
-            found = load_vectors_into(net.embedding, vocab, pretrained_embeddings)
+            found = load_vectors_into(net.embedding, vocab, pretrained_embeddings, missing_vectors)
             log.info("initialized %d of %d word vectors from %s", found, len(vocab), pretrained_embeddings)
         net.embedding.weight.requires_grad_(not freeze_embeddings)
         metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()})
