@@ -5,7 +5,8 @@
 
 With `--lm OVERRIDES`, every fold first fine-tunes a language model (`train.py OVERRIDES`, on that fold's
 training and validation sentences only: `data.folds`/`data.fold` are passed to it too), and the classifier
-starts from its best checkpoint (`encoder.ckpt_path`).
+starts from its best checkpoint (`encoder.ckpt_path`). `--lm` takes every argument after it: put the
+classifier's overrides first.
 """
 
 from __future__ import annotations

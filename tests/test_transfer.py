@@ -127,9 +127,9 @@ def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabu
     tuned = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert tuned["rnnlab"]["vocab"] == lm["rnnlab"]["vocab"]
     assert not torch.equal(tuned["state_dict"]["net.encoder.weight"], lm["state_dict"]["net.encoder.weight"])
+    sentiment = tmp_path / "sentiment"
+    train(compose_config(classifier_overrides(imdb_lm), sentiment))
     with pytest.raises(CheckpointError, match=r"^init_from=.*last.ckpt is not a word language model checkpoint"):
-        sentiment = tmp_path / "sentiment"
-        train(compose_config(classifier_overrides(imdb_lm), sentiment))
         build(compose_config(["task=lm", f"data.path={text}", f"init_from={sentiment}/run/checkpoints/last.ckpt"],
                              tmp_path))
 

@@ -61,7 +61,8 @@ def use_lm_checkpoint(cfg: DictConfig, path: str | os.PathLike) -> Vocabulary:
     _, net, data, vocab = read_document_lm(path, f"init_from={path}")
     with open_dict(cfg):
         for key in ARCHITECTURE:
-            cfg.model.net[key] = net.get(key)
+            if key in net:
+                cfg.model.net[key] = net[key]
         for key in TOKENIZATION:
             cfg.data[key] = data[key]
     return vocab
