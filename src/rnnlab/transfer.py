@@ -4,7 +4,6 @@ vocabulary, its tokenization, its cell and sizes, and the weights of its embeddi
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 import torch
@@ -14,10 +13,11 @@ from torch import Tensor, nn
 from rnnlab.checkpoint import CheckpointError, read_checkpoint
 from rnnlab.data.text import PAD, UNK
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.models.recurrent import LAYER_PARAMETER
 
 TOKENIZATION = ("lower", "strip_html", "strip_punctuation")
 ARCHITECTURE = ("cell", "hidden_sizes", "embedding_dim", "tie_weights", "adaptive_softmax", "adaptive_div_value")
-LAYER_WEIGHT = re.compile(r"^net\.rnn\.groups\.(\d+)\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+LM_LAYERS = "net.rnn."  # where an RNNLM's RecurrentStack sits in the LM's state dict
 
 
 @dataclass
@@ -79,7 +79,7 @@ def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
     state = checkpoint["state_dict"]
     found: dict[tuple[int, int], dict[str, Tensor]] = {}
     for key, tensor in state.items():
-        if match := LAYER_WEIGHT.match(key):
+        if key.startswith(LM_LAYERS) and (match := LAYER_PARAMETER.match(key[len(LM_LAYERS):])):
             found.setdefault((int(match[1]), int(match[3])), {})[match[2]] = tensor
     layers = [found[k] for k in sorted(found)]
     return LMEncoder(str(path), vocab, net["cell"], net["embedding_dim"], sizes[0], len(sizes),
