@@ -16,6 +16,7 @@ import statistics
 import time
 
 from hydra import compose, initialize_config_dir
+from ptb_throughput import fresh_run_dir  # bench/ is on sys.path when run as a script
 
 from rnnlab import CONF_DIR
 from rnnlab.train import train
@@ -29,7 +30,7 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     overrides = overrides or ["experiment=mr_lstm"]
     accuracies = []
-    run_dir = f"outputs/bench/mr_folds/{time.strftime('%Y-%m-%d_%H-%M-%S')}"  # fresh: never resume an older fold
+    run_dir = fresh_run_dir("mr_folds")  # never an older run's folds, nor those of a run started in the same second
     folds = args.only if args.only is not None else range(args.folds)
     quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
