@@ -107,7 +107,8 @@ def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path):
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == heads
 
 
-def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabulary_and_weights(imdb_lm, tmp_path):
+def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabulary_and_weights(imdb_lm, tmp_path,
+                                                                                               monkeypatch):
     ckpt, _ = imdb_lm
     lm = read_checkpoint(ckpt)
     text = tmp_path / "new.txt"
@@ -116,7 +117,17 @@ def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabu
                           "model.net.cell=lstm", "model.net.hidden_sizes=[30]", "data.lower=false",
                           "data.batch_size=1", "data.eval_batch_size=1", "data.bptt=3", "callbacks.text_samples=null",
                           *TINY_TRAINER], tmp_path)
+    reads = []
+
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return read_checkpoint(path, *args, **kwargs)
+
+    monkeypatch.setattr("rnnlab.transfer.read_checkpoint", counted)
+    monkeypatch.setattr("rnnlab.checkpoint.read_checkpoint", counted)
     datamodule, model, trainer = build(cfg)
+    monkeypatch.undo()
+    assert reads == [str(ckpt)]  # architecture, vocabulary and weights from one read
     assert (cfg.model.net.cell, list(cfg.model.net.hidden_sizes), cfg.model.net.embedding_dim) == ("gru", [12, 12], 8)
     assert cfg.data.lower is True  # the checkpoint's tokenization wins over data.lower=false
     assert datamodule.vocab.itos == lm["rnnlab"]["vocab"]["itos"]

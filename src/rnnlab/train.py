@@ -95,13 +95,13 @@ def tag(logger, tags: list[str]) -> None:
 
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """(datamodule, model, trainer) for a composed run config."""
-    encoder = vocab = None
+    encoder = vocab = init_checkpoint = None
     if cfg.get("encoder") and cfg.encoder.get("ckpt_path"):  # LM transfer: the LM's vocabulary, sizes, weights
         encoder = read_lm_encoder(cfg.encoder.ckpt_path)
         use_encoder(cfg, encoder)
         vocab = encoder.vocab
     elif cfg.get("init_from") and str(cfg.data.get("_target_")).endswith("TextCorpusDataModule"):
-        vocab = use_lm_checkpoint(cfg, cfg.init_from)  # an LM fine-tuned on new text: its vocabulary and sizes
+        vocab, init_checkpoint = use_lm_checkpoint(cfg, cfg.init_from)  # LM on new text: its vocabulary, sizes
     datamodule = instantiate(cfg.data)
     if vocab is not None:
         datamodule.vocab = vocab
@@ -110,7 +110,7 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     if encoder is not None:
         copy_encoder(model.net, encoder)
     if cfg.get("init_from"):
-        init_weights(model, cfg.init_from, getattr(datamodule, "vocab", None))
+        init_weights(model, cfg.init_from, getattr(datamodule, "vocab", None), init_checkpoint)
     config = OmegaConf.to_container(cfg, resolve=True)
     saved_kwargs = {k: v for k, v in model_kwargs.items() if k != "vocab"}  # the vocabulary is saved on its own
     loggers = instantiate_all(cfg.get("logger"))

@@ -54,18 +54,19 @@ def read_document_lm(path: str | os.PathLike, where: str) -> tuple[dict, dict, d
     return checkpoint, net, data, vocab
 
 
-def use_lm_checkpoint(cfg: DictConfig, path: str | os.PathLike) -> Vocabulary:
+def use_lm_checkpoint(cfg: DictConfig, path: str | os.PathLike) -> tuple[Vocabulary, dict]:
     """LM fine-tuning on new text (`init_from=` a document LM, ULMFiT's second stage): set the network's
-    architecture and the data's tokenization to the checkpoint's (in place) and return its vocabulary, which
-    the new text is read with (words outside it are `<unk>`), so that every weight fits."""
-    _, net, data, vocab = read_document_lm(path, f"init_from={path}")
+    architecture and the data's tokenization to the checkpoint's (in place); return its vocabulary, which
+    the new text is read with (words outside it are `<unk>`), so that every weight fits, and the checkpoint
+    (for `checkpoint.init_weights`, so that it is read once)."""
+    checkpoint, net, data, vocab = read_document_lm(path, f"init_from={path}")
     with open_dict(cfg):
         for key in ARCHITECTURE:
             if key in net:
                 cfg.model.net[key] = net[key]
         for key in TOKENIZATION:
             cfg.data[key] = data[key]
-    return vocab
+    return vocab, checkpoint
 
 
 def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
