@@ -1,16 +1,23 @@
+import re
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rnnlab import CONF_DIR
-from tests.conftest import compose_config
+from tests.conftest import ROOT, compose_config
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 def test_presets_exist():
     assert {"ptb_notebook", "ptb_small", "ptb_medium", "ptb_large"} <= set(PRESETS)
+
+
+def test_the_readme_lists_every_preset():
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `experiment` |"))
+    assert sorted(re.findall(r"`(\w+)`", row.split("|")[2])) == PRESETS
 
 
 DATA_KWARGS = {  # what each task's DataModule.model_kwargs() would add
