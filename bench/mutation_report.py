@@ -23,6 +23,12 @@ EQUIVALENT = [
     ("loss", r"labels\.to\(None\)", None,
      "mse_loss promotes the integer labels to the input's float type: the same loss and gradient (checked)"),
     (None, r"float\(\"-?INF\"\)", None, "float() reads 'inf' in any case"),
+    ("pool", r"lengths\[:, None\]\.to\(None\)", None,
+     "dividing the float sum by the integer lengths promotes them: the same float mean"),
+    ("pool", r"self\.pooling == \"(XXlastXX|LAST)\"", None,
+     "'last' pooling then takes the general path, whose 'last' part is the final state itself: the same output"),
+    ("read_document_lm", r"net\.get\(\"_target_\", (None|\"XXXX\"|)\)", None,
+     "a network without a _target_ is refused either way: 'None', 'XXXX' and '' do not end with 'RNNLM'"),
     (None, r"device=None|\.to\(None\)|torch\.arange\(.*, \)|torch\.tensor\(\[n\], \)|torch\.zeros\(\(\), \)",
      r"device|\.to\(", DEVICE),
     (None, r"map_location=None|torch\.load\(path, weights_only=True\)", r"map_location=\"cpu\"", DEVICE),
@@ -50,6 +56,7 @@ EQUIVALENT = [
 ]
 # functions whose -1 axis is the last of a 2-D tensor, so +1 names the same axis
 TWO_D = {"x_choose": "logits are (batch, vocab)", "prob_positive": "logits are (rows, 2)",
+         "xǁFusedCrossEntropyǁforward": "logits are (rows, vocab)",
          "xǁPaddedRNNǁforward": "the concatenated states are (batch, hidden)"}
 
 

@@ -4,9 +4,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from rnnlab.models.lm import RNNLM
 from rnnlab.models.recurrent import RecurrentStack
+from rnnlab.models.regularization import LockedDropout
 from rnnlab.optim import KeepThenDecay
 from rnnlab.tasks.language_model import LanguageModel
 
@@ -35,6 +37,33 @@ def test_weights_saved_under_another_grouping_load_layer_by_layer(cell):
     assert torch.equal(per_layer.state_dict()["groups.1.weight_hh_l0"], fused.state_dict()["groups.0.weight_hh_l1"])
     with pytest.raises(RuntimeError, match="Missing key"):  # another number of layers is not renamed
         RecurrentStack(cell, 4, [6, 6, 6, 3], locked=True).load_state_dict(fused.state_dict())
+
+
+def test_a_network_loads_its_other_groupings_weights_through_load_state_dict():
+    """The renaming runs for a stack inside a network too (its keys under `rnn.`)."""
+    torch.manual_seed(0)
+    fused = RNNLM(50, [6, 6], "lstm", embedding_dim=4)
+    per_layer = RNNLM(50, [6, 6], "lstm", embedding_dim=4, locked_dropout=True)
+    per_layer.load_state_dict(fused.state_dict())
+    ids = torch.randint(0, 50, (2, 5))
+    assert torch.equal(fused.eval()(ids)[0], per_layer.eval()(ids)[0])
+
+
+def test_stack_dropout_runs_between_layers_only():
+    stack = RecurrentStack("lstm", 4, [6, 6, 3], dropout=0.5)
+    assert type(stack.dropout) is nn.Dropout and stack.groups[0].dropout == 0.5 and stack.groups[1].dropout == 0.0
+    assert type(RecurrentStack("lstm", 4, [6, 3], dropout=0.5, locked=True).dropout) is LockedDropout
+    calls = []
+    stack.dropout.register_forward_hook(lambda *_: calls.append(1))
+    stack(torch.randn(2, 5, 4))
+    assert len(calls) == 1  # between the two modules, never on the stack's input
+
+
+def test_stack_refusals():
+    with pytest.raises(ValueError, match=r"^hidden_sizes must name at least one layer$"):
+        RecurrentStack("lstm", 4, [])
+    with pytest.raises(ValueError, match=r"^weight_drop must be in \[0, 1\), got 1.0$"):
+        RecurrentStack("lstm", 4, [6], weight_drop=1.0)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru", "lstm"])

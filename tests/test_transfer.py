@@ -4,15 +4,20 @@ an LM fine-tuned on new text (init_from=) keeps its architecture, tokenization a
 
 from __future__ import annotations
 
+import copy
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import CheckpointError, read_checkpoint
-from rnnlab.data.text import UNK
+from rnnlab.data.text import PAD, UNK
 from rnnlab.data.text_corpus import EOS
 from rnnlab.train import build, train
+from rnnlab.transfer import read_lm_encoder
 from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
 
 LM_NET = ["model.net.hidden_sizes=[12,12]", "model.net.embedding_dim=8", "model.net.cell=gru"]
@@ -52,28 +57,72 @@ def test_the_classifier_takes_the_lms_vocabulary_sizes_tokenization_and_weights(
             assert torch.equal(getattr(forward, f"{name}_l0"), state[f"net.rnn.groups.0.{name}_l{k}"])
 
 
+def refusal(error: type[Exception], path, message: str):
+    """`pytest.raises` for exactly `encoder.ckpt_path=<path><message>`."""
+    return pytest.raises(error, match=f"^{re.escape(f'encoder.ckpt_path={path}{message}')}$")
+
+
 def test_what_does_not_fit_is_refused_in_one_line(imdb_lm, tmp_path, synthetic_ptb):
-    with pytest.raises(ValueError, match="the classifier must too .model.net.bidirectional=false"):
+    with refusal(ValueError, imdb_lm[0], ": the LM reads left to right, so the classifier must too "
+                                         "(model.net.bidirectional=false)"):
         build(compose_config(classifier_overrides(imdb_lm, "model.net.bidirectional=true"), tmp_path))
     ptb_lm = tmp_path / "ptb_lm"
     train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], ptb_lm))
-    with pytest.raises(CheckpointError, match="not tokenized as the sentiment texts; train the LM with "
-                                              "data=text_corpus or data=imdb_text"):
-        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={ptb_lm}/run/checkpoints/last.ckpt"],
-                             tmp_path))
+    ptb_ckpt = ptb_lm / "run" / "checkpoints" / "last.ckpt"
+    with refusal(CheckpointError, ptb_ckpt, ": its data (rnnlab.data.lm_datamodule.TextFilesDataModule) is not "
+                                            "tokenized as the sentiment texts; train the LM with data=text_corpus or "
+                                            "data=imdb_text"):
+        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={ptb_ckpt}"], tmp_path))
     uneven = tmp_path / "uneven"
     _, data = imdb_lm
     train(compose_config(["task=lm", "data=imdb_text", *data, "data.split=[0.8,0.1,0.1]", "data.batch_size=2",
                           "data.bptt=8", "model.net.hidden_sizes=[12,8]", "model.net.embedding_dim=8",
                           "callbacks.text_samples=null", *TINY_TRAINER, "test=false"], uneven))
-    with pytest.raises(CheckpointError, match=r"layers of one size and an embedding, the LM has hidden_sizes \[12, 8"):
-        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={uneven}/run/checkpoints/last.ckpt"],
-                             tmp_path))
+    uneven_ckpt = uneven / "run" / "checkpoints" / "last.ckpt"
+    with refusal(CheckpointError, uneven_ckpt, ": the classifier needs layers of one size and an embedding, the LM "
+                                               "has hidden_sizes [12, 8] and embedding_dim 8"):
+        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={uneven_ckpt}"], tmp_path))
     sentiment = tmp_path / "sentiment"
     train(compose_config(classifier_overrides(imdb_lm), sentiment))
-    with pytest.raises(CheckpointError, match="is not a word language model checkpoint"):
-        build(compose_config([*classifier_overrides(imdb_lm),
-                              f"encoder.ckpt_path={sentiment}/run/checkpoints/last.ckpt"], tmp_path))
+    sentiment_ckpt = sentiment / "run" / "checkpoints" / "last.ckpt"
+    with refusal(CheckpointError, sentiment_ckpt, " is not a word language model checkpoint (its network is "
+                                                  "rnnlab.models.classifier.RecurrentClassifier)"):
+        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={sentiment_ckpt}"], tmp_path))
+
+
+def test_lm_checkpoints_without_their_network_data_or_special_words_are_refused(imdb_lm, tmp_path):
+    lm = read_checkpoint(imdb_lm[0])
+
+    def variant(name: str, change) -> Path:
+        checkpoint = copy.deepcopy(lm)
+        change(checkpoint)
+        torch.save(checkpoint, tmp_path / name)
+        return tmp_path / name
+
+    def swap_first_words(checkpoint):
+        itos = checkpoint["rnnlab"]["vocab"]["itos"]
+        itos[0], itos[2] = itos[2], itos[0]
+
+    def keep_one_layer(checkpoint):
+        checkpoint["rnnlab"]["config"]["model"]["net"]["hidden_sizes"] = [12]
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("net.rnn.") and k.endswith("_l1")]:
+            del state[key]
+
+    one_layer = read_lm_encoder(variant("one_layer.ckpt", keep_one_layer))
+    assert (one_layer.hidden_size, one_layer.num_layers, len(one_layer.layers)) == (12, 1, 1)
+    third = lm["rnnlab"]["vocab"]["itos"][2]
+    for path, message in (
+        (variant("no_net.ckpt", lambda c: c["rnnlab"]["config"]["model"].pop("net")),
+         " is not a word language model checkpoint (its network is None)"),
+        (variant("no_data.ckpt", lambda c: c["rnnlab"]["config"].pop("data")),
+         ": its data (None) is not tokenized as the sentiment texts; train the LM with data=text_corpus or "
+         "data=imdb_text"),
+        (variant("swapped.ckpt", swap_first_words),
+         f": its vocabulary does not start with {PAD}, {UNK} (got [{third!r}, {UNK!r}])"),
+    ):
+        with refusal(CheckpointError, path, message):
+            read_lm_encoder(path)
 
 
 def test_gradual_unfreezing_keeps_frozen_layers_unchanged(imdb_lm, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from itertools import accumulate, groupby
+from itertools import groupby
 
 import torch
 from torch import Tensor, nn
@@ -67,24 +67,22 @@ class RecurrentStack(nn.Module):
     def output_size(self) -> int:
         return self.hidden_sizes[-1]
 
-    def relayout(self, state: dict, prefix: str = "") -> None:
-        """Rename, in place, the layer weights of `state` saved under another grouping of the same layers
-        (locked dropout gives every layer its own module; otherwise equal sizes share one) to this one's:
-        layer k's weights load into layer k. A state that does not fit layer by layer is left as it is."""
+    def relayout(self, state: dict, prefix: str) -> None:
+        """Rename, in place, the layer weights of `state` (under `prefix`) saved under another grouping of the
+        same layers (locked dropout gives every layer its own module; otherwise equal sizes share one) to this
+        one's: the k-th saved layer, bottom first, loads into layer k. A state that does not fit layer by layer
+        is left as it is."""
         found = {}
         for key in state:
             if key.startswith(prefix) and (match := LAYER_PARAMETER.match(key[len(prefix):])):
                 found[key] = (int(match[1]), match[2], int(match[3]))
-        sizes = [1 + max((layer for g, _, layer in found.values() if g == group), default=-1)
-                 for group in range(1 + max((g for g, _, _ in found.values()), default=-1))]
+        saved = sorted({(group, layer) for group, _, layer in found.values()})
         own = [(group, k) for group, rnn in enumerate(self.groups) for k in range(rnn.num_layers)]
-        if sum(sizes) != len(own) or sizes == [rnn.num_layers for rnn in self.groups]:
+        if len(saved) != len(own) or saved == own:
             return
-        starts = [0, *accumulate(sizes)]
-        renamed = {}
-        for key, (group, name, layer) in found.items():
-            to_group, to_layer = own[starts[group] + layer]
-            renamed[key] = f"groups.{to_group}.{name}_l{to_layer}"
+        to = dict(zip(saved, own))
+        renamed = {key: f"groups.{to[group, layer][0]}.{name}_l{to[group, layer][1]}"
+                   for key, (group, name, layer) in found.items()}
         params = dict(self.named_parameters())
         if any(renamed[key] not in params or params[renamed[key]].shape != state[key].shape for key in found):
             return
