@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules (streams, resumable loaders, the LM task's BPTT and state carry,
 # sampling, downloads and extraction, padded recurrent layers, the sentiment model's padding and pooling,
-# checkpoints) against the fast unit tests: `[tool.mutmut]` in pyproject.toml says which.
+# checkpoints, LM transfer, the fused loss, optimizers, recurrent stacks) against the fast unit tests:
+# `[tool.mutmut]` in pyproject.toml says which.
 # Not part of CI (it runs the tests once per mutant). Needs `pip install -e ".[mutation]"`.
 #     bash bench/mutation.sh            # then: mutation-report.md, mutmut show <mutant>
 #     mutmut run <mutant names>          # re-run some (after new tests: rm mutants/mutmut-stats.json first)

@@ -32,7 +32,7 @@ EQUIVALENT = [
     (None, r"device=None|\.to\(None\)|torch\.arange\(.*, \)|torch\.tensor\(\[n\], \)|torch\.zeros\(\(\), \)",
      r"device|\.to\(", DEVICE),
     (None, r"map_location=None|torch\.load\(path, weights_only=True\)", r"map_location=\"cpu\"", DEVICE),
-    (None, r"move_state\(state, None\)", None, DEVICE),
+    (None, r"move_state\((state|s), None\)", None, DEVICE),
     (None, r"tarfile\.open\(archive, \)", None, "tarfile.open's default mode is 'r:*', the mode it was given"),
     (None, r"top_k <= logits\.size", None, "top_k equal to the vocabulary masks nothing either way"),
     (None, r"strategy: str = \"(XXmultinomialXX|MULTINOMIAL)\"", None,

@@ -87,8 +87,8 @@ def init_weights(model: L.LightningModule, path: str | os.PathLike, vocab: Vocab
                               f"data's ({len(vocab)} symbols)")
     state = checkpoint["state_dict"]
     for name, module in model.named_modules():  # recurrent layers saved under another grouping (RecurrentStack)
-        if hasattr(module, "relayout"):
-            module.relayout(state, f"{name}." if name else "")
+        if hasattr(module, "relayout"):  # a submodule: the LightningModule holds the networks
+            module.relayout(state, f"{name}.")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     mismatched = [k for k, t in state.items() if k in own and own[k].shape != t.shape]
