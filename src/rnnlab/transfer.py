@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from rnnlab.checkpoint import CheckpointError, read_checkpoint
 from rnnlab.data.text import PAD, UNK
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.models.recurrent import LAYER_PARAMETER
+from rnnlab.models.recurrent import layer_parameters
 
 TOKENIZATION = ("lower", "strip_html", "strip_punctuation")
 ARCHITECTURE = ("cell", "hidden_sizes", "embedding_dim", "tie_weights", "adaptive_softmax", "adaptive_div_value")
@@ -79,9 +79,8 @@ def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
                               f"hidden_sizes {sizes} and embedding_dim {net.get('embedding_dim')}")
     state = checkpoint["state_dict"]
     found: dict[tuple[int, int], dict[str, Tensor]] = {}
-    for key, tensor in state.items():
-        if key.startswith(LM_LAYERS) and (match := LAYER_PARAMETER.match(key[len(LM_LAYERS):])):
-            found.setdefault((int(match[1]), int(match[3])), {})[match[2]] = tensor
+    for key, (group, name, layer) in layer_parameters(state, LM_LAYERS).items():
+        found.setdefault((group, layer), {})[name] = state[key]
     layers = [found[k] for k in sorted(found)]
     return LMEncoder(str(path), vocab, net["cell"], net["embedding_dim"], sizes[0], len(sizes),
                      {key: data[key] for key in TOKENIZATION}, state["net.encoder.weight"], layers)

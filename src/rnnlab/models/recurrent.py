@@ -16,6 +16,13 @@ State = list  # one entry per fused group: a Tensor (RNN, GRU) or an (h, c) tupl
 LAYER_PARAMETER = re.compile(r"^groups\.(\d+)\.((?:weight|bias)_(?:ih|hh))_l(\d+)$")
 
 
+def layer_parameters(state: dict, prefix: str) -> dict[str, tuple[int, str, int]]:
+    """The recurrent-layer weights of a state dict whose `RecurrentStack` sits under `prefix`:
+    key -> (group, name, layer in the group), e.g. `rnn.groups.1.weight_hh_l0` -> (1, "weight_hh", 0)."""
+    return {key: (int(match[1]), match[2], int(match[3])) for key in state
+            if key.startswith(prefix) and (match := LAYER_PARAMETER.match(key[len(prefix):]))}
+
+
 def detach_state(state):
     """The same state cut from the autograd graph (truncated BPTT)."""
     if state is None:
@@ -72,10 +79,7 @@ class RecurrentStack(nn.Module):
         same layers (locked dropout gives every layer its own module; otherwise equal sizes share one) to this
         one's: the k-th saved layer, bottom first, loads into layer k. A state that does not fit layer by layer
         is left as it is."""
-        found = {}
-        for key in state:
-            if key.startswith(prefix) and (match := LAYER_PARAMETER.match(key[len(prefix):])):
-                found[key] = (int(match[1]), match[2], int(match[3]))
+        found = layer_parameters(state, prefix)
         saved = sorted({(group, layer) for group, _, layer in found.values()})
         own = [(group, k) for group, rnn in enumerate(self.groups) for k in range(rnn.num_layers)]
         if len(saved) != len(own) or saved == own:
