@@ -42,6 +42,14 @@ def classifier_overrides(imdb_lm, *extra: str) -> list[str]:
             "test=false", "callbacks.trajectories=null", *extra]
 
 
+@pytest.fixture(scope="module")
+def classifier_ckpt(imdb_lm, tmp_path_factory):
+    """A checkpoint of a classifier trained from `imdb_lm`: a word LM checkpoint it is not."""
+    out = tmp_path_factory.mktemp("classifier")
+    train(compose_config(classifier_overrides(imdb_lm), out))
+    return out / "run" / "checkpoints" / "last.ckpt"
+
+
 def test_the_classifier_takes_the_lms_vocabulary_sizes_tokenization_and_weights(imdb_lm, tmp_path):
     cfg = compose_config(classifier_overrides(imdb_lm), tmp_path)
     datamodule, model, _ = build(cfg)
@@ -62,7 +70,7 @@ def refusal(error: type[Exception], path, message: str):
     return pytest.raises(error, match=f"^{re.escape(f'encoder.ckpt_path={path}{message}')}$")
 
 
-def test_what_does_not_fit_is_refused_in_one_line(imdb_lm, tmp_path, synthetic_ptb):
+def test_what_does_not_fit_is_refused_in_one_line(imdb_lm, classifier_ckpt, tmp_path, synthetic_ptb):
     with refusal(ValueError, imdb_lm[0], ": the LM reads left to right, so the classifier must too "
                                          "(model.net.bidirectional=false)"):
         build(compose_config(classifier_overrides(imdb_lm, "model.net.bidirectional=true"), tmp_path))
@@ -82,12 +90,9 @@ def test_what_does_not_fit_is_refused_in_one_line(imdb_lm, tmp_path, synthetic_p
     with refusal(CheckpointError, uneven_ckpt, ": the classifier needs layers of one size and an embedding, the LM "
                                                "has hidden_sizes [12, 8] and embedding_dim 8"):
         build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={uneven_ckpt}"], tmp_path))
-    sentiment = tmp_path / "sentiment"
-    train(compose_config(classifier_overrides(imdb_lm), sentiment))
-    sentiment_ckpt = sentiment / "run" / "checkpoints" / "last.ckpt"
-    with refusal(CheckpointError, sentiment_ckpt, " is not a word language model checkpoint (its network is "
-                                                  "rnnlab.models.classifier.RecurrentClassifier)"):
-        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={sentiment_ckpt}"], tmp_path))
+    with refusal(CheckpointError, classifier_ckpt, " is not a word language model checkpoint (its network is "
+                                                   "rnnlab.models.classifier.RecurrentClassifier)"):
+        build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={classifier_ckpt}"], tmp_path))
 
 
 def test_lm_checkpoints_without_their_network_data_or_special_words_are_refused(imdb_lm, tmp_path):
@@ -156,8 +161,8 @@ def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path):
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == heads
 
 
-def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabulary_and_weights(imdb_lm, tmp_path,
-                                                                                               monkeypatch):
+def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabulary_and_weights(
+        imdb_lm, classifier_ckpt, tmp_path, monkeypatch):
     ckpt, _ = imdb_lm
     lm = read_checkpoint(ckpt)
     text = tmp_path / "new.txt"
@@ -187,11 +192,8 @@ def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabu
     tuned = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert tuned["rnnlab"]["vocab"] == lm["rnnlab"]["vocab"]
     assert not torch.equal(tuned["state_dict"]["net.encoder.weight"], lm["state_dict"]["net.encoder.weight"])
-    sentiment = tmp_path / "sentiment"
-    train(compose_config(classifier_overrides(imdb_lm), sentiment))
     with pytest.raises(CheckpointError, match=r"^init_from=.*last.ckpt is not a word language model checkpoint"):
-        build(compose_config(["task=lm", f"data.path={text}", f"init_from={sentiment}/run/checkpoints/last.ckpt"],
-                             tmp_path))
+        build(compose_config(["task=lm", f"data.path={text}", f"init_from={classifier_ckpt}"], tmp_path))
 
 
 @pytest.mark.parametrize("preset", ["imdb_ulmfit", "mr_ulmfit"])
