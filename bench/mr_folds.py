@@ -2,11 +2,16 @@
 
     python bench/mr_folds.py [experiment=mr_lstm] [hydra overrides ...] [--folds 10] [--only 0 1 2]
     python bench/mr_folds.py experiment=mr_ulmfit --lm experiment=mr_lm init_from=<LM>/checkpoints/best.ckpt
+    python bench/mr_folds.py experiment=mr_ulmfit encoder.ckpt_path=<backward LM> --ensemble-with <forward run>
 
 With `--lm OVERRIDES`, every fold first fine-tunes a language model (`train.py OVERRIDES`, on that fold's
 training and validation sentences only: `data.folds`/`data.fold` are passed to it too), and the classifier
 starts from its best checkpoint (`encoder.ckpt_path`). `--lm` takes every argument after it: put the
 classifier's overrides first.
+
+With `--ensemble-with DIR [DIR ...]` (earlier runs of this script: `outputs/bench/mr_folds/<time>`), every fold's
+classifier is also averaged with that fold's classifier from those runs (`eval.py ensemble=`), e.g. a backward
+classifier (an LM trained with `data.reverse=true`) with the forward ones: ULMFiT's forward + backward pair.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from ptb_throughput import fresh_run_dir  # bench/ is on sys.path when run as a script
 
 from rnnlab import CONF_DIR
+from rnnlab.evaluate import evaluate
 from rnnlab.train import train
 
 
@@ -27,9 +34,11 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--only", type=int, nargs="*", help="run only these folds")
     parser.add_argument("--lm", nargs="+", metavar="OVERRIDE", help="fine-tune this LM on each fold first")
+    parser.add_argument("--ensemble-with", nargs="+", metavar="DIR", type=Path, default=[],
+                        help="average each fold's classifier with the same fold's from these earlier runs")
     args, overrides = parser.parse_known_args()
     overrides = overrides or ["experiment=mr_lstm"]
-    accuracies = []
+    accuracies, ensembled = [], []
     run_dir = fresh_run_dir("mr_folds")  # never an older run's folds, nor those of a run started in the same second
     folds = args.only if args.only is not None else range(args.folds)
     quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -42,6 +51,11 @@ def main() -> None:
         lm_configs = {fold: fold_config(fold, f"{run_dir}/{fold}/lm", args.lm) for fold in folds} if args.lm else {}
         configs = {fold: fold_config(fold, f"{run_dir}/{fold}", overrides + (
             [f"encoder.ckpt_path={run_dir}/{fold}/lm/checkpoints/best.ckpt"] if args.lm else [])) for fold in folds}
+        threads = [o for o in overrides if o.startswith("threads=")]
+        eval_configs = {fold: compose("eval", overrides=[f"ckpt_path={run_dir}/{fold}/checkpoints/best.ckpt",
+                                                         f"ensemble=[{','.join(partners(args.ensemble_with, fold))}]",
+                                                         *threads])
+                        for fold in folds} if args.ensemble_with else {}
     for fold, cfg in configs.items():
         start = time.perf_counter()
         if fold in lm_configs:
@@ -51,8 +65,26 @@ def main() -> None:
         metrics = train(cfg)
         accuracies.append(metrics["test/acc"])
         print(f"fold {fold}: test accuracy {metrics['test/acc']:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-    print(f"{len(accuracies)} fold(s): mean test accuracy {statistics.mean(accuracies):.4f} ± {spread:.4f}")
+        if fold in eval_configs:
+            ensembled.append(evaluate(eval_configs[fold])["test/acc"])
+            print(f"fold {fold}: ensemble test accuracy {ensembled[-1]:.4f}", flush=True)
+    print(f"{len(accuracies)} fold(s): mean test accuracy {summary(accuracies)}")
+    if ensembled:
+        print(f"{len(ensembled)} fold(s): mean ensemble test accuracy {summary(ensembled)}")
+
+
+def summary(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def partners(runs: list[Path], fold: int) -> list[str]:
+    """The best checkpoint of `fold` in every earlier run that holds it (a run may hold some folds only)."""
+    found = [run / str(fold) / "checkpoints" / "best.ckpt" for run in runs]
+    found = [str(path) for path in found if path.is_file()]
+    if not found:
+        raise SystemExit(f"--ensemble-with: no run of {[str(r) for r in runs]} has fold {fold}")
+    return found
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def main() -> None:
 
     if args.ckpt:
         from rnnlab.checkpoint import load_run
-        from rnnlab.predict import Predictor
+        from rnnlab.predictor import Predictor
 
         predictor = Predictor(load_run(args.ckpt))
         text = "the acting was superb but the plot was a mess"

@@ -90,6 +90,29 @@ def test_mr_folds_reports_each_fold_and_the_mean(tmp_path):
     assert len(folds) == 2 and mean == pytest.approx(sum(folds) / 2, abs=1e-4)
 
 
+def test_mr_folds_averages_each_fold_with_the_same_fold_of_earlier_runs(tmp_path):
+    folder = tmp_path / "data" / "rt-polaritydata"
+    folder.mkdir(parents=True)
+    (folder / "rt-polarity.pos").write_text("a superb moving film\nwonderful acting\n" * 20)
+    (folder / "rt-polarity.neg").write_text("a dull boring mess\nawful acting\n" * 20)
+    tiny = ["task=sentiment", "model/embeddings=none", f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=1",
+            "model.net.hidden_size=8", "model.net.embedding_dim=8", "logger=none", "--folds", "4"]
+    first = run_script("bench/mr_folds.py", *tiny, "--only", "0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (earlier,) = tmp_path.glob("outputs/bench/mr_folds/*")
+    result = run_script("bench/mr_folds.py", *tiny, "data.reverse=true", "--only", "0", "--ensemble-with",
+                        str(earlier), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (later,) = set(tmp_path.glob("outputs/bench/mr_folds/*")) - {earlier}
+    assert read_checkpoint(later / "0" / "checkpoints" / "best.ckpt")["rnnlab"]["config"]["data"]["reverse"] is True
+    assert re.search(r"member1 +\S+/0/checkpoints/best.ckpt +acc [\d.]+", result.stdout)
+    ensembled = float(re.search(r"fold 0: ensemble test accuracy ([\d.]+)", result.stdout).group(1))
+    assert f"1 fold(s): mean ensemble test accuracy {ensembled:.4f} ± 0.0000" in result.stdout
+    missing = run_script("bench/mr_folds.py", *tiny, "--only", "1", "--ensemble-with", str(earlier), cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.strip().endswith(f"--ensemble-with: no run of "
+                                                                      f"{[str(earlier)]} has fold 1")
+
+
 def test_mr_folds_fine_tunes_an_lm_on_each_folds_training_sentences_first(tmp_path):
     folder = tmp_path / "data" / "rt-polaritydata"
     folder.mkdir(parents=True)

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -242,6 +243,65 @@ def test_smoke_train_on_real_sentence_polarity(mr_checkpoint):
     assert metrics["test/auroc"] > 0.6 and metrics["test/acc"] > 0.53 and 0 < metrics["test/f1"] < 1
 
 
+@pytest.fixture(scope="module")
+def mr_backward_checkpoint(tmp_path_factory):
+    """The same classifier as `mr_checkpoint`, reading every sentence last word first (`data.reverse=true`)."""
+    tmp_path = tmp_path_factory.mktemp("mr_backward")
+    cfg = compose_config(["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "data.reverse=true",
+                          "trainer.limit_train_batches=null", "model.optimizer.lr=0.003", "test=false",
+                          "trainer.limit_val_batches=null", "model.net.hidden_size=32"], tmp_path)
+    train(cfg)
+    return tmp_path / "run" / "checkpoints" / "best.ckpt"
+
+
+def test_a_backward_classifier_reads_the_same_words_last_first(mr_backward_checkpoint, tmp_path):
+    from rnnlab.predictor import Predictor
+
+    texts = ["the acting was superb but the plot was a mess", "x y z a b"]
+    data = {"dataset": "mr", "data_dir": str(tmp_path), "cache_dir": str(tmp_path), "download": False,
+            "max_len": 3, "truncate_keep": "end"}
+    forward, backward = SentimentDataModule(**data), SentimentDataModule(**data, reverse=True)
+    vocab = build_vocab([tokenize(t) for t in texts])
+    labelled = SimpleNamespace(texts=texts, labels=[1, 0])
+    for datamodule in (forward, backward):
+        datamodule.vocab = vocab
+    ahead, behind = forward.encode(labelled, "test").ids, backward.encode(labelled, "test").ids
+    assert [ids[::-1] for ids in ahead] == behind and vocab.decode(behind[1]) == ["b", "a", "z"]  # cut, then reversed
+    predictor = Predictor(load_run(mr_backward_checkpoint))
+    assert predictor.words("The plot was a mess!") == (["mess", "a", "was", "plot", "the"], False)
+
+
+def test_eval_averages_a_forward_and_a_backward_classifier(mr_checkpoint, mr_backward_checkpoint, tmp_path):
+    from rnnlab.evaluate import evaluate
+    from rnnlab.predictor import Predictor
+
+    forward, metrics = mr_checkpoint
+    eval_cfg = compose_config([f"ckpt_path={forward}", f"ensemble=[{mr_backward_checkpoint}]", "threads=1"],
+                              tmp_path, config_name="eval")
+    ensembled = evaluate(eval_cfg)
+    assert ensembled["test/acc_member0"] == pytest.approx(metrics["test/acc"], abs=1e-6)  # as train.py's test
+    run = load_run(forward)
+    test = instantiate(run.config.data, data_dir=eval_cfg.paths.data_dir, cache_dir=tmp_path).read_splits()["test"]
+    probs = [torch.tensor(Predictor(load_run(path)).many(test.texts)) for path in (forward, mr_backward_checkpoint)]
+    assert not torch.equal(probs[0], probs[1])
+    labels = torch.tensor(test.labels)
+    assert ensembled["test/acc_member1"] == pytest.approx(((probs[1] >= 0.5) == labels).double().mean().item())
+    mean = (probs[0] + probs[1]) / 2
+    assert ensembled["test/acc"] == pytest.approx(((mean >= 0.5) == labels).double().mean().item())
+    positive, negative = mean[labels == 1], mean[labels == 0]
+    auroc = ((positive[:, None] > negative[None]).double() + 0.5 * (positive[:, None] == negative[None])).mean()
+    assert len(test.texts) == 1066 and ensembled["test/auroc"] == pytest.approx(auroc.item(), abs=1e-5)
+
+    other = read_checkpoint(mr_backward_checkpoint)
+    other["rnnlab"]["config"]["data"]["seed"] += 1  # another shuffle: other test sentences
+    torch.save(other, tmp_path / "other.ckpt")
+    eval_cfg = compose_config([f"ckpt_path={forward}", f"ensemble=[{tmp_path / 'other.ckpt'}]"], tmp_path,
+                              config_name="eval")
+    with pytest.raises(ValueError, match=r"^ensemble: .*other.ckpt reads other test texts than .*best.ckpt \(their "
+                                         r"data configs must agree on the dataset, split, folds, fold and seed\)$"):
+        evaluate(eval_cfg)
+
+
 def pcfg(path, **kw):
     return OmegaConf.create({"ckpt_path": str(path), "text": None, "text_file": None, "input": None, "output": None,
                              "plot": False,
@@ -297,7 +357,7 @@ def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
 
 def test_long_text_is_truncated_with_a_warning(tmp_path):
     from rnnlab.checkpoint import TrainedRun
-    from rnnlab.predict import Predictor
+    from rnnlab.predictor import Predictor
 
     data = OmegaConf.create({"lower": True, "strip_html": True, "strip_punctuation": True, "max_len": 3,
                              "truncate_keep": "end", "padding_side": "right"})

@@ -65,6 +65,38 @@ def test_the_classifier_takes_the_lms_vocabulary_sizes_tokenization_and_weights(
             assert torch.equal(getattr(forward, f"{name}_l0"), state[f"net.rnn.groups.0.{name}_l{k}"])
 
 
+def documents(stream: torch.Tensor, vocab) -> list[list[str]]:
+    words = vocab.decode(stream.tolist())
+    ends = [i for i, w in enumerate(words) if w == EOS]
+    return [words[start + 1 if start >= 0 else 0:end] for start, end in zip([-1, *ends], ends)]
+
+
+def test_a_backward_lm_reads_each_document_last_word_first_and_so_does_its_classifier(imdb_lm, tmp_path):
+    ckpt, data = imdb_lm
+    lm = ["task=lm", "data=imdb_text", *data, "data.split=[0.8,0.1,0.1]", "data.batch_size=2", "data.bptt=8",
+          "data.eval_batch_size=2", *LM_NET, "callbacks.text_samples=null", *TINY_TRAINER, "test=false"]
+    forward, _, _ = build(compose_config(lm, tmp_path / "forward"))
+    backward_cfg = compose_config([*lm, "data.reverse=true"], tmp_path / "backward")
+    backward, model, trainer = build(backward_cfg)
+    trainer.fit(model, datamodule=backward)
+    assert backward.vocab.itos == forward.vocab.itos
+    for split, stream in forward.corpus.splits.items():
+        ahead = documents(stream, forward.vocab)
+        assert [doc[::-1] for doc in ahead] == documents(backward.corpus.splits[split], backward.vocab)
+        assert len(ahead) > 1 and ahead != [doc[::-1] for doc in ahead]
+
+    backward_ckpt = tmp_path / "backward" / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_config(classifier_overrides((backward_ckpt, data), "data.reverse=false"), tmp_path)
+    build(cfg)
+    assert cfg.data.reverse is True  # the LM's reading order wins
+    older = read_checkpoint(ckpt)
+    del older["rnnlab"]["config"]["data"]["reverse"]  # a checkpoint from before data.reverse: it read forward
+    torch.save(older, tmp_path / "older.ckpt")
+    cfg = compose_config(classifier_overrides((tmp_path / "older.ckpt", data), "data.reverse=true"), tmp_path)
+    build(cfg)
+    assert cfg.data.reverse is False
+
+
 def refusal(error: type[Exception], path, message: str):
     """`pytest.raises` for exactly `encoder.ckpt_path=<path><message>`."""
     return pytest.raises(error, match=f"^{re.escape(f'encoder.ckpt_path={path}{message}')}$")

@@ -11,11 +11,13 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
 
 from rnnlab import CONF_DIR
 from rnnlab.adapt import cache_nll, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
+from rnnlab.predictor import ensemble
 from rnnlab.tasks.language_model import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             overrides["test_batch_size"] = cfg.batch_size
     if cfg.get("eval_bptt"):
         overrides["eval_bptt"] = cfg.eval_bptt
+    if cfg.get("ensemble"):
+        return evaluate_ensemble(cfg, run, overrides)
     datamodule = instantiate(run.config.data, **overrides)
     datamodule.vocab = run.vocab
     if cfg.get("adapt"):
@@ -46,6 +50,31 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     results = run_split(run.model, datamodule=datamodule)
     metrics = dict(results[0]) if results else {}
     log.info("%s: %s", cfg.ckpt_path, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
+    return metrics
+
+
+def evaluate_ensemble(cfg: DictConfig, run: TrainedRun, overrides: dict) -> dict[str, float]:
+    """Sentiment classifiers averaged (`ensemble=[more checkpoints]`, e.g. ULMFiT's forward and backward pair):
+    accuracy, F1 and AUROC of the mean P(positive) on the split's texts, which every member must read the same,
+    and each member's accuracy."""
+    runs = [run] + [load_run(path) for path in cfg.ensemble]
+    splits = [instantiate(member.config.data, **overrides).read_splits()[cfg.split] for member in runs]
+    for member, texts in zip(runs[1:], splits[1:]):
+        if texts.texts != splits[0].texts or list(texts.labels) != list(splits[0].labels):
+            raise ValueError(f"ensemble: {member.path} reads other {cfg.split} texts than {run.path} (their data "
+                             "configs must agree on the dataset, split, folds, fold and seed)")
+    result = ensemble(runs, splits[0].texts, list(splits[0].labels), cfg.get("batch_size") or 256)
+    metrics = {f"{cfg.split}/acc_member{i}": binary_accuracy(p, result.labels).item()
+               for i, p in enumerate(result.members)}
+    mean = result.mean
+    metrics |= {f"{cfg.split}/acc": binary_accuracy(mean, result.labels).item(),
+                f"{cfg.split}/f1": binary_f1_score(mean, result.labels).item(),
+                f"{cfg.split}/auroc": binary_auroc(mean, result.labels).item()}
+    for i, member in enumerate(runs):
+        print(f"member{i}  {member.path}  acc {metrics[f'{cfg.split}/acc_member{i}']:.4f}")
+    print(f"ensemble of {len(runs)} over {len(mean)} {cfg.split} texts: acc {metrics[f'{cfg.split}/acc']:.4f}, "
+          f"f1 {metrics[f'{cfg.split}/f1']:.4f}, auroc {metrics[f'{cfg.split}/auroc']:.4f}"
+          + (f" ({result.dropped} texts without words left out)" if result.dropped else ""))
     return metrics
 
 

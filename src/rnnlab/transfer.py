@@ -16,6 +16,7 @@ from rnnlab.data.vocab import Vocabulary
 from rnnlab.models.recurrent import layer_parameters
 
 TOKENIZATION = ("lower", "strip_html", "strip_punctuation")
+READING = {"reverse": False}  # how the LM reads its texts; checkpoints older than the setting read forward
 ARCHITECTURE = ("cell", "hidden_sizes", "embedding_dim", "tie_weights", "adaptive_softmax", "adaptive_div_value")
 LM_LAYERS = "net.rnn."  # where an RNNLM's RecurrentStack sits in the LM's state dict
 
@@ -54,6 +55,11 @@ def read_document_lm(path: str | os.PathLike, where: str) -> tuple[dict, dict, d
     return checkpoint, net, data, vocab
 
 
+def tokenization(data: dict) -> dict[str, bool]:
+    """How an LM's data config turns text into its word stream: what the classifier must do the same way."""
+    return {key: data[key] for key in TOKENIZATION} | {key: data.get(key, default) for key, default in READING.items()}
+
+
 def use_lm_checkpoint(cfg: DictConfig, path: str | os.PathLike) -> tuple[Vocabulary, dict]:
     """LM fine-tuning on new text (`init_from=` a document LM, ULMFiT's second stage): set the network's
     architecture and the data's tokenization to the checkpoint's (in place); return its vocabulary, which
@@ -64,8 +70,8 @@ def use_lm_checkpoint(cfg: DictConfig, path: str | os.PathLike) -> tuple[Vocabul
         for key in ARCHITECTURE:
             if key in net:
                 cfg.model.net[key] = net[key]
-        for key in TOKENIZATION:
-            cfg.data[key] = data[key]
+        for key, value in tokenization(data).items():
+            cfg.data[key] = value
     return vocab, checkpoint
 
 
@@ -83,7 +89,7 @@ def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
         found.setdefault((group, layer), {})[name] = state[key]
     layers = [found[k] for k in sorted(found)]
     return LMEncoder(str(path), vocab, net["cell"], net["embedding_dim"], sizes[0], len(sizes),
-                     {key: data[key] for key in TOKENIZATION}, state["net.encoder.weight"], layers)
+                     tokenization(data), state["net.encoder.weight"], layers)
 
 
 def use_encoder(cfg: DictConfig, encoder: LMEncoder) -> None:

@@ -11,7 +11,7 @@ from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
 from rnnlab.data.ptb import load_ptb, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
 from rnnlab.data.streams import BPTTStream
-from rnnlab.data.text import tokenize
+from rnnlab.data.text import read_order, tokenize
 from rnnlab.data.text_corpus import load_text_corpus
 from rnnlab.data.vocab import Vocabulary
 
@@ -124,6 +124,8 @@ class TextCorpusDataModule(LMDataModule):
     outside the classifier's test part (`source="mr"`, with its `folds`, `fold`, `sentiment_split`) or `path`, a
     text file (a document a line) or a folder of `.txt` files (a document each), tokenized as the sentiment data
     tokenizes (`lower`, `strip_html`, `strip_punctuation`); whole documents split by `split`; `<eos>` after each.
+    `reverse=True` reads every document from its last word to its first (a backward LM, for ULMFiT's
+    forward + backward pair).
 
     A vocabulary set on `vocab` before `setup` (a checkpoint's, to fine-tune its LM on this text) is used
     as is; else it is built from the training documents."""
@@ -131,17 +133,17 @@ class TextCorpusDataModule(LMDataModule):
     def __init__(self, source: str = "files", path: str | None = None, split=(0.9, 0.05, 0.05), lower: bool = True,
                  strip_html: bool = True, strip_punctuation: bool = True, min_freq: int = 1,
                  max_size: int | None = None, folds: int | None = None, fold: int = 0,
-                 sentiment_split=(0.8, 0.1, 0.1), **kwargs):
+                 sentiment_split=(0.8, 0.1, 0.1), reverse: bool = False, **kwargs):
         super().__init__(**kwargs)
 
     def tokenize(self, text: str) -> list[str]:
         h = self.hparams
-        return tokenize(text, h.lower, h.strip_html, h.strip_punctuation)
+        return read_order(tokenize(text, h.lower, h.strip_html, h.strip_punctuation), h.reverse)
 
     def load_corpus(self) -> TokenCorpus:
         h = self.hparams
         return load_text_corpus(h.source, h.path, self.data_dir, self.cache_dir, self.tokenize,
-                                (h.lower, h.strip_html, h.strip_punctuation), h.split, h.seed, h.min_freq,
+                                (h.lower, h.strip_html, h.strip_punctuation, h.reverse), h.split, h.seed, h.min_freq,
                                 h.max_size, h.download, self.vocab, h.folds, h.fold, h.sentiment_split)
 
 

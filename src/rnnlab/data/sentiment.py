@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from rnnlab.data.download import DataFileError, fetch_tree
 from rnnlab.data.loaders import ResumableLoader, process_rank
-from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
+from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, read_order, tokenize, truncate
 from rnnlab.data.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class SentimentDataModule(L.LightningDataModule):
         url: str | None = None, sha256: str | None = None,
         imdb_layout: str = "acl", reviews_file: str | None = None, labels_file: str | None = None,
         split: Sequence[float] = (0.8, 0.1, 0.1), folds: int | None = None, fold: int = 0,
-        lower: bool = True, strip_html: bool = True, strip_punctuation: bool = True,
+        lower: bool = True, strip_html: bool = True, strip_punctuation: bool = True, reverse: bool = False,
         min_freq: int = 1, max_size: int | None = None, max_len: int | None = None, truncate_keep: str = "start",
         batching: str = "bucket", padding_side: str = "right", batch_size: int = 64, eval_batch_size: int = 256,
         chunk_batches: int = 100, seed: int = 0,
@@ -206,7 +206,7 @@ class SentimentDataModule(L.LightningDataModule):
                 dropped += 1
                 continue
             truncated += h.max_len is not None and len(tokens) > h.max_len
-            ids.append(truncate(tokens, h.max_len, h.truncate_keep))
+            ids.append(read_order(truncate(tokens, h.max_len, h.truncate_keep), h.reverse))
             labels.append(label)
         if dropped or truncated:
             log.info("%s: dropped %d empty text(s), truncated %d to max_len=%s", split, dropped, truncated, h.max_len)

@@ -43,6 +43,11 @@ def truncate(ids: list[int], max_len: int | None, keep: str = "start") -> list[i
     return ids[:max_len] if keep == "start" else ids[-max_len:]
 
 
+def read_order(words: list, reverse: bool = False) -> list:
+    """`words` in the order a model reads them: as written, or last word first (`reverse`, a backward model)."""
+    return words[::-1] if reverse else words
+
+
 def pad_batch(sequences: Sequence[Sequence[int]], side: str = "right", length: int | None = None) -> Tensor:
     """Ids `(batch, length)` padded with 0 on `side`; `length` defaults to the longest sequence."""
     if side not in ("left", "right"):
