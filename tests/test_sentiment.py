@@ -302,6 +302,21 @@ def test_eval_averages_a_forward_and_a_backward_classifier(mr_checkpoint, mr_bac
         evaluate(eval_cfg)
 
 
+def test_predict_averages_an_ensemble_over_a_file_of_texts(mr_checkpoint, mr_backward_checkpoint, tmp_path):
+    forward, _ = mr_checkpoint
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("a fine film with a weak end\n!!!\nboring and bad but the cast is superb\n")
+    pair = predict(pcfg(forward, input=str(reviews), ensemble=[str(mr_backward_checkpoint)]), io.StringIO(),
+                   io.StringIO())
+    alone = [predict(pcfg(path, input=str(reviews)), io.StringIO(), io.StringIO())
+             for path in (forward, mr_backward_checkpoint)]
+    assert pair[1] is None and alone[0][0] != alone[1][0]
+    for i in (0, 2):
+        assert pair[i] == pytest.approx((alone[0][i] + alone[1][i]) / 2, abs=1e-7)
+    with pytest.raises(ValueError, match=r"^ensemble= averages batch predictions: give the texts as input=FILE"):
+        predict(pcfg(forward, text="fine", ensemble=[str(mr_backward_checkpoint)]), io.StringIO(), io.StringIO())
+
+
 def pcfg(path, **kw):
     return OmegaConf.create({"ckpt_path": str(path), "text": None, "text_file": None, "input": None, "output": None,
                              "plot": False,

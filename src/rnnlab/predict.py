@@ -14,7 +14,7 @@ from rnnlab.checkpoint import load_run, run_folder
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot
-from rnnlab.predictor import Prediction, Predictor
+from rnnlab.predictor import Prediction, Predictor, averaged
 
 
 def plot_trajectory(pred: Prediction, path: Path) -> Path:
@@ -56,7 +56,11 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
         cfg = OmegaConf.merge(cfg, {"text": path.read_text(encoding="utf-8", errors="replace"), "text_file": None})
     onnx = OnnxModel(cfg.onnx_path, "sentiment_classifier", cfg.get("threads")) \
         if backend(cfg) == "onnxruntime" else None
-    predictor = Predictor(load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device)), onnx)
+    device = resolve_device(cfg.device)
+    predictor = Predictor(load_run(cfg.ckpt_path, map_location=device), onnx)
+    members = [Predictor(load_run(path, map_location=device)) for path in cfg.get("ensemble") or []]
+    if members and cfg.text is not None:
+        raise ValueError("ensemble= averages batch predictions: give the texts as input=FILE (a text a line)")
     label = lambda p: "positive" if p >= cfg.threshold else "negative"  # noqa: E731
     if cfg.text is not None:
         pred = predictor.one(str(cfg.text), cfg.trajectory_points)
@@ -78,7 +82,7 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     if not path.is_file():
         raise ValueError(f"input file {path} does not exist")
     texts = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    probs = predictor.many(texts, cfg.batch_size)
+    probs = averaged([member.many(texts, cfg.batch_size) for member in [predictor, *members]])
     empty = sum(p is None for p in probs)
     if empty:
         err.write(f"warning: {empty} line(s) of {path} have no words; their prediction is null\n")

@@ -80,23 +80,26 @@ class Predictor:
         return probs
 
 
+def averaged(members: list[list[float | None]]) -> list[float | None]:
+    """Each text's P(positive) averaged over the members (None where a member read no words)."""
+    return [None if None in probs else sum(probs) / len(probs) for probs in zip(*members)]
+
+
 @dataclass
 class EnsembleResult:
     """Each member's and the averaged P(positive) of a split's texts, with their labels."""
 
     members: list[torch.Tensor]  # per checkpoint, (texts,)
+    mean: torch.Tensor           # (texts,)
     labels: torch.Tensor         # (texts,)
     dropped: int                 # texts with no words for some member: left out, as the classifier's test leaves them
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return torch.stack(self.members).mean(0)
 
 
 def ensemble(runs: list[TrainedRun], texts: list[str], labels: list[int], batch_size: int = 256) -> EnsembleResult:
     """P(positive) of `texts` from every classifier in `runs`, each reading them as its own data config says
     (tokenization, vocabulary, `reverse`), and their mean."""
     probs = [Predictor(run).many(texts, batch_size) for run in runs]
-    kept = [i for i in range(len(texts)) if all(p[i] is not None for p in probs)]
-    return EnsembleResult([torch.tensor([p[i] for i in kept]) for p in probs],
+    mean = averaged(probs)
+    kept = [i for i, p in enumerate(mean) if p is not None]
+    return EnsembleResult([torch.tensor([p[i] for i in kept]) for p in probs], torch.tensor([mean[i] for i in kept]),
                           torch.tensor([labels[i] for i in kept]), len(texts) - len(kept))
