@@ -57,7 +57,10 @@ def evaluate_ensemble(cfg: DictConfig, run: TrainedRun, overrides: dict) -> dict
     """Sentiment classifiers averaged (`ensemble=[more checkpoints]`, e.g. ULMFiT's forward and backward pair):
     accuracy, F1 and AUROC of the mean P(positive) on the split's texts, which every member must read the same,
     and each member's accuracy."""
+    device = adapt_device(cfg.trainer.get("accelerator"))
     runs = [run] + [load_run(path) for path in cfg.ensemble]
+    for member in runs:
+        member.model.to(device)
     splits = [instantiate(member.config.data, **overrides).read_splits()[cfg.split] for member in runs]
     for member, texts in zip(runs[1:], splits[1:]):
         if texts.texts != splits[0].texts or list(texts.labels) != list(splits[0].labels):
@@ -79,7 +82,7 @@ def evaluate_ensemble(cfg: DictConfig, run: TrainedRun, overrides: dict) -> dict
 
 
 def adapt_device(accelerator: str | None) -> torch.device:
-    """Where adapted evaluation runs: the GPU with `trainer=gpu`, else the CPU."""
+    """Where adapted (or ensemble) evaluation runs: the GPU with `trainer=gpu`, else the CPU."""
     if accelerator in ("gpu", "cuda"):
         if not torch.cuda.is_available():
             raise ValueError("trainer.accelerator=gpu, but PyTorch sees no CUDA device")
