@@ -56,11 +56,11 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
         cfg = OmegaConf.merge(cfg, {"text": path.read_text(encoding="utf-8", errors="replace"), "text_file": None})
     onnx = OnnxModel(cfg.onnx_path, "sentiment_classifier", cfg.get("threads")) \
         if backend(cfg) == "onnxruntime" else None
+    if cfg.get("ensemble") and cfg.text is not None:
+        raise ValueError("ensemble= averages batch predictions: give the texts as input=FILE (a text a line)")
     device = resolve_device(cfg.device)
     predictor = Predictor(load_run(cfg.ckpt_path, map_location=device), onnx)
     members = [Predictor(load_run(path, map_location=device)) for path in cfg.get("ensemble") or []]
-    if members and cfg.text is not None:
-        raise ValueError("ensemble= averages batch predictions: give the texts as input=FILE (a text a line)")
     label = lambda p: "positive" if p >= cfg.threshold else "negative"  # noqa: E731
     if cfg.text is not None:
         pred = predictor.one(str(cfg.text), cfg.trajectory_points)
