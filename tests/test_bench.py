@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import pytest
 
@@ -75,11 +76,17 @@ def test_precision_speed_times_each_variant(synthetic_ptb, tmp_path):
     assert re.search(r"32-true +median +\d+ tokens/s +x1.00 vs 32-true", result.stdout)
 
 
-def test_mr_folds_reports_each_fold_and_the_mean(tmp_path):
+def tiny_sentence_polarity(tmp_path: Path) -> Path:
+    """A learnable `rt-polaritydata` folder under `tmp_path/data`: 40 positive and 40 negative sentences."""
     folder = tmp_path / "data" / "rt-polaritydata"
     folder.mkdir(parents=True)
     (folder / "rt-polarity.pos").write_text("a superb moving film\nwonderful acting\n" * 20)
     (folder / "rt-polarity.neg").write_text("a dull boring mess\nawful acting\n" * 20)
+    return folder
+
+
+def test_mr_folds_reports_each_fold_and_the_mean(tmp_path):
+    tiny_sentence_polarity(tmp_path)
     result = run_script("bench/mr_folds.py", "task=sentiment", "model/embeddings=none",
                         f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=2", "model.net.hidden_size=8",
                         "model.net.embedding_dim=8", "logger=none", "trainer.enable_progress_bar=false", "--folds", "4",
@@ -91,10 +98,7 @@ def test_mr_folds_reports_each_fold_and_the_mean(tmp_path):
 
 
 def test_mr_folds_averages_each_fold_with_the_same_fold_of_earlier_runs(tmp_path):
-    folder = tmp_path / "data" / "rt-polaritydata"
-    folder.mkdir(parents=True)
-    (folder / "rt-polarity.pos").write_text("a superb moving film\nwonderful acting\n" * 20)
-    (folder / "rt-polarity.neg").write_text("a dull boring mess\nawful acting\n" * 20)
+    tiny_sentence_polarity(tmp_path)
     tiny = ["task=sentiment", "model/embeddings=none", f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=1",
             "model.net.hidden_size=8", "model.net.embedding_dim=8", "logger=none", "--folds", "4"]
     first = run_script("bench/mr_folds.py", *tiny, "--only", "0", cwd=tmp_path)
@@ -114,10 +118,7 @@ def test_mr_folds_averages_each_fold_with_the_same_fold_of_earlier_runs(tmp_path
 
 
 def test_mr_folds_fine_tunes_an_lm_on_each_folds_training_sentences_first(tmp_path):
-    folder = tmp_path / "data" / "rt-polaritydata"
-    folder.mkdir(parents=True)
-    (folder / "rt-polarity.pos").write_text("a superb moving film\nwonderful acting\n" * 20)
-    (folder / "rt-polarity.neg").write_text("a dull boring mess\nawful acting\n" * 20)
+    folder = tiny_sentence_polarity(tmp_path)
     data = [f"paths.data_dir={tmp_path / 'data'}", "logger=none", "trainer.max_epochs=1"]
     first = run_script("train.py", "task=lm", f"data.path={folder / 'rt-polarity.pos'}", "model.net.hidden_sizes=[8]",
                        "model.net.embedding_dim=8", "data.batch_size=2", "data.eval_batch_size=2", "data.bptt=4",

@@ -226,13 +226,14 @@ def test_the_three_losses():
     assert mse.loss(one, labels).item() == pytest.approx(0.25) and mse.net.head.out_features == 1
 
 
+MR_SMALL = ["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "trainer.limit_train_batches=null",
+            "model.optimizer.lr=0.003", "trainer.limit_val_batches=null", "model.net.hidden_size=32"]
+
+
 @pytest.fixture(scope="module")
 def mr_checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("mr")
-    cfg = compose_config(["task=sentiment", "model/embeddings=none", *TINY_TRAINER,
-                          "trainer.limit_train_batches=null", "model.optimizer.lr=0.003",
-                          "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
-                          "model.net.hidden_size=32"], tmp_path)
+    cfg = compose_config([*MR_SMALL, "trainer.limit_test_batches=null"], tmp_path)
     return tmp_path / "run" / "checkpoints" / "best.ckpt", train(cfg)
 
 
@@ -247,10 +248,7 @@ def test_smoke_train_on_real_sentence_polarity(mr_checkpoint):
 def mr_backward_checkpoint(tmp_path_factory):
     """The same classifier as `mr_checkpoint`, reading every sentence last word first (`data.reverse=true`)."""
     tmp_path = tmp_path_factory.mktemp("mr_backward")
-    cfg = compose_config(["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "data.reverse=true",
-                          "trainer.limit_train_batches=null", "model.optimizer.lr=0.003", "test=false",
-                          "trainer.limit_val_batches=null", "model.net.hidden_size=32"], tmp_path)
-    train(cfg)
+    train(compose_config([*MR_SMALL, "data.reverse=true", "test=false"], tmp_path))
     return tmp_path / "run" / "checkpoints" / "best.ckpt"
 
 
