@@ -1,5 +1,4 @@
 import random
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -153,49 +152,3 @@ def test_gensim_skipgram_writes_the_same_format_repeatably_and_learns_cooccurren
     other = v[vocab.encode(["good"])[0]] @ v[vocab.encode(["awful"])[0]]
     assert same > other + 0.2  # words of one group end up closer
     assert first["vectors"][vocab.encode(["never"])[0]].abs().max() < 0.1  # unseen: a small random vector
-
-
-def test_gensim_negatives_count_the_words_subsampling_keeps_as_the_torch_trainer_does(tmp_path):
-    """noise="kept": P(negative w) is proportional to (count_w x keep_w)^0.75, the distribution rnnlab's trainer
-    draws from its subsampled pairs; noise="raw" is gensim's own table, and gives gensim's own vectors."""
-    from types import SimpleNamespace
-
-    import numpy as np
-    from gensim.models import Word2Vec
-
-    from rnnlab.data.vocab import Vocabulary
-    from rnnlab.pretrain_embeddings import noise_table, pretrain_gensim
-
-    rng = random.Random(1)
-    words = [f"w{i}" for i in range(40)]
-    texts = [[rng.choice(words[: rng.randint(2, 40)]) for _ in range(30)] for _ in range(200)]  # skewed counts
-    settings = dict(vector_size=8, window=3, negative=5, sg=1, min_count=1, sample=1e-2, epochs=2, seed=1,
-                    workers=1, shrink_windows=False)
-    model = Word2Vec(**settings)
-    model.build_vocab(texts)
-    table = noise_table(model).astype(np.float64)
-    drawn = np.diff(table, prepend=0.0) / table[-1]
-    counts = Counter(w for t in texts for w in t)
-    total = sum(counts.values())
-    expected = []
-    for word in model.wv.index_to_key:  # word2vec's keep probability, the same rule as SkipGramPairs'
-        ratio = 1e-2 * total / counts[word]
-        expected.append((counts[word] * min(1.0, ratio**0.5 + ratio)) ** 0.75)
-    expected = np.array(expected) / sum(expected)
-    assert np.abs(drawn - expected).max() < 1e-6
-    assert drawn[0] / drawn[-1] < (counts[model.wv.index_to_key[0]] / counts[model.wv.index_to_key[-1]]) ** 0.75
-    model.sample = 0.0  # nothing subsampled: the table is gensim's own
-    model.build_vocab(texts)
-    assert np.array_equal(noise_table(model), model.cum_table)
-
-    vocab = Vocabulary(["<pad>", "<unk>", *words])
-    datamodule = SimpleNamespace(vocab=vocab, setup=lambda: None,
-                                 datasets={"train": SimpleNamespace(ids=[vocab.encode(t) for t in texts])})
-    raw, kept = (torch.load(pretrain_gensim(datamodule, 8, 3, 5, 2, tmp_path / f"{noise}.pt", seed=1,
-                                            subsample=1e-2, workers=1, noise=noise), weights_only=True)["vectors"]
-                 for noise in ("raw", "kept"))
-    reference = Word2Vec(texts, **settings)
-    assert torch.equal(raw[vocab.encode(["w3"])[0]], torch.from_numpy(reference.wv["w3"].copy()))
-    assert not torch.equal(raw, kept)
-    with pytest.raises(ValueError, match="noise must be kept or raw, got 'uniform'"):
-        pretrain_gensim(datamodule, 8, 3, 5, 2, tmp_path / "x.pt", noise="uniform")

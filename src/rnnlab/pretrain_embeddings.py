@@ -8,7 +8,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
@@ -40,45 +39,23 @@ def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs
 
 
 def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, output: str | Path,
-                    seed: int = 0, subsample: float = 0.0, workers: int = 2, noise: str = "kept") -> Path:
+                    seed: int = 0, subsample: float = 0.0, workers: int = 2) -> Path:
     """The same skip-gram vectors (negative sampling, frequent-word subsampling) trained by gensim's `Word2Vec`
     (multi-threaded C) on the same encoded training texts, written in the same format. Words of the vocabulary
-    that gensim never saw keep small random vectors. `workers=1` makes a run repeatable.
-
-    `noise` is what the negatives' unigram^0.75 distribution counts: "kept", the words subsampling keeps (as
-    rnnlab's trainer, which draws them from its pairs: a frequent word of frequency f weighs about f^0.375), or
-    "raw", every occurrence (gensim's own table, f^0.75).
-    """
+    that gensim never saw keep small random vectors. `workers=1` makes a run repeatable."""
     from gensim.models import Word2Vec
 
-    if noise not in ("kept", "raw"):
-        raise ValueError(f"noise must be kept or raw, got {noise!r}")
     datamodule.setup()
     vocab = datamodule.vocab
     texts = [vocab.decode(ids) for ids in datamodule.datasets["train"].ids]
-    model = Word2Vec(vector_size=embedding_dim, window=window, negative=negatives, sg=1, min_count=1,
+    model = Word2Vec(texts, vector_size=embedding_dim, window=window, negative=negatives, sg=1, min_count=1,
                      sample=subsample, epochs=epochs, seed=seed, workers=workers, shrink_windows=False)
-    model.build_vocab(texts)
-    if noise == "kept":
-        model.cum_table = noise_table(model)
-    model.train(texts, total_examples=model.corpus_count, epochs=model.epochs)
     generator = torch.Generator().manual_seed(seed)
     vectors = (torch.rand(len(vocab), embedding_dim, generator=generator) - 0.5) / embedding_dim
     for i, word in enumerate(vocab.itos):
         if word in model.wv.key_to_index:
             vectors[i] = torch.from_numpy(model.wv[word].copy())
     return save_vectors(vocab, vectors, Path(output))
-
-
-def noise_table(model) -> np.ndarray:
-    """gensim's cumulative negative-sampling table `(vocab,)` over the counts its subsampling keeps on average
-    (count x keep probability), each raised to `ns_exponent`."""
-    n = len(model.wv.index_to_key)
-    counts = np.array([model.wv.get_vecattr(i, "count") for i in range(n)], dtype=np.float64)
-    keep = np.array([model.wv.get_vecattr(i, "sample_int") for i in range(n)], dtype=np.float64) / (2**32 - 1)
-    cumulative = np.cumsum((counts * keep) ** model.ns_exponent)
-    domain = 2**31 - 1
-    return np.round(cumulative / cumulative[-1] * domain).astype(np.uint32)
 
 
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
@@ -128,8 +105,7 @@ def main(cfg: DictConfig) -> None:
             raise ValueError(f"method must be torch or gensim, got {cfg.method!r}")
         if cfg.get("method") == "gensim":
             path = pretrain_gensim(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
-                                   cfg.output, cfg.seed, cfg.subsample, cfg.workers,
-                                   cfg.get("noise", "kept"))
+                                   cfg.output, cfg.seed, cfg.subsample, cfg.workers)
         else:
             path = pretrain(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
                             cfg.batch_size, cfg.lr, cfg.output, cfg.seed, cfg.subsample)
