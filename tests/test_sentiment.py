@@ -22,7 +22,7 @@ from rnnlab.data.sentiment import (
     read_reviews_labels,
     stratified_split,
 )
-from rnnlab.data.text import PAD, UNK, BucketBatchSampler, build_vocab, pad_batch, tokenize, truncate
+from rnnlab.data.text import PAD, UNK, BucketBatchSampler, build_vocab, pad_batch, reading, tokenize, truncate
 from rnnlab.models.classifier import RecurrentClassifier
 from rnnlab.models.padded import PaddedRNN, reverse_padded
 from rnnlab.predict import predict
@@ -48,6 +48,9 @@ def test_padding_sides_and_truncation():
     assert pad_batch([[5, 6], [7]], "left").tolist() == [[5, 6], [0, 7]]
     assert pad_batch([[1, 2, 3]], "left", length=5).tolist() == [[0, 0, 1, 2, 3]]
     assert truncate([1, 2, 3, 4], 2, "start") == [1, 2] and truncate([1, 2, 3, 4], 2, "end") == [3, 4]
+    assert reading([1, 2, 3, 4], 2, "start", reverse=True) == [2, 1]  # cut first, then reversed
+    assert reading([1, 2, 3, 4], 2, "end", reverse=True) == [4, 3] and reading([1, 2, 3], reverse=True) == [3, 2, 1]
+    assert reading([1, 2, 3, 4], 3, "end") == [2, 3, 4]
     ids, lengths, labels = Collate("left", 4)([([1, 2], 1), ([3, 4, 5, 6, 7], 0)])
     assert ids.tolist() == [[0, 0, 1, 2], [3, 4, 5, 6]] and lengths.tolist() == [2, 4]
 

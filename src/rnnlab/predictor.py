@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from rnnlab.checkpoint import TrainedRun
-from rnnlab.data.text import pad_batch, read_order, tokenize, truncate
+from rnnlab.data.text import pad_batch, reading, tokenize
 from rnnlab.onnx_export import OnnxModel
 from rnnlab.tasks.sentiment import SentimentClassifier
 
@@ -44,8 +44,8 @@ class Predictor:
         `data.reverse`), and whether the text was cut to `data.max_len`."""
         d = self.data
         words = tokenize(text, d.lower, d.strip_html, d.strip_punctuation)
-        kept = truncate(words, d.max_len, d.truncate_keep)
-        return read_order(kept, d.get("reverse", False)), len(kept) < len(words)
+        read = reading(words, d.max_len, d.truncate_keep, d.get("reverse", False))
+        return read, len(read) < len(words)
 
     def one(self, text: str, points: int | None = None) -> Prediction:
         """The prediction for `text` and its trajectory after every word, or after `points` evenly spaced

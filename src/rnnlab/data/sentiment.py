@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from rnnlab.data.download import DataFileError, fetch_tree
 from rnnlab.data.loaders import ResumableLoader, process_rank
-from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, read_order, tokenize, truncate
+from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, reading, tokenize
 from rnnlab.data.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class SentimentDataModule(L.LightningDataModule):
                 dropped += 1
                 continue
             truncated += h.max_len is not None and len(tokens) > h.max_len
-            ids.append(read_order(truncate(tokens, h.max_len, h.truncate_keep), h.reverse))
+            ids.append(reading(tokens, h.max_len, h.truncate_keep, h.reverse))
             labels.append(label)
         if dropped or truncated:
             log.info("%s: dropped %d empty text(s), truncated %d to max_len=%s", split, dropped, truncated, h.max_len)

@@ -43,9 +43,11 @@ def truncate(ids: list[int], max_len: int | None, keep: str = "start") -> list[i
     return ids[:max_len] if keep == "start" else ids[-max_len:]
 
 
-def read_order(words: list, reverse: bool = False) -> list:
-    """`words` in the order a model reads them: as written, or last word first (`reverse`, a backward model)."""
-    return words[::-1] if reverse else words
+def reading(words: list, max_len: int | None = None, keep: str = "start", reverse: bool = False) -> list:
+    """What a model reads of `words`: cut to `max_len` (keeping the `keep` end), then in its reading order, as
+    written or last word first (`reverse`, a backward model): both directions read the same words."""
+    kept = truncate(words, max_len, keep)
+    return kept[::-1] if reverse else kept
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], side: str = "right", length: int | None = None) -> Tensor:
