@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from host import host_line  # noqa: E402
 from ptb_throughput import fresh_run_dir  # noqa: E402
 
 from rnnlab import CONF_DIR  # noqa: E402
@@ -44,6 +45,7 @@ def main() -> None:
     stream = datamodule.corpus.splits[args.split]
     window = datamodule.hparams.get("eval_bptt") or datamodule.hparams.bptt  # the windows eval.py reads
     times: dict[str, list[float]] = {"eval.py": [], "plain": []}
+    print(host_line(), flush=True)
     for r in range(args.rounds):
         for name in (("eval.py", "plain") if r % 2 == 0 else ("plain", "eval.py")):
             start = time.perf_counter()

@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+from host import host_line  # bench/ is on sys.path when run as a script
 
 from rnnlab.checkpoint import load_run
 from rnnlab.models.lm import RNNLM
@@ -39,6 +40,7 @@ def main() -> None:
         torch.manual_seed(0)
         net = RNNLM(65, [256, 256], "lstm", embedding_dim=None, dropout=0.2, init_scale=0.08)
     net.eval()
+    print(host_line(), flush=True)
     for threads in args.threads:
         torch.set_num_threads(threads)
         chars_per_second(net, 50, True), chars_per_second(net, 50, False)  # warm-up

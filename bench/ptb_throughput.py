@@ -22,6 +22,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from host import host_line  # bench/ is on sys.path when run as a script
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -130,6 +131,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={run_dir}", *timing_overrides(args.batches), *overrides])
     keep_freed_memory(cfg.keep_freed_memory)  # as train.py does: both loops run under the same process setting
+    print(host_line(), flush=True)
     results: dict[str, list[float]] = {"lightning": [], "plain": []}
     fractions: dict[str, list[float]] = {"lightning": [], "plain": []}
     rows = cfg.data.batch_size * cfg.data.bptt

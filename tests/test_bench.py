@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnnlab.checkpoint import read_checkpoint
 from tests.conftest import ROOT, make_imdb_tree, run_script, synthetic_overrides
+
+
+def is_host_line(stdout: str) -> bool:
+    """The speed benches print first the host they measured on: CPU model, logical CPUs, torch's vector code."""
+    first = stdout.splitlines()[0]
+    expected = f", {os.cpu_count()} logical CPUs, torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    return first.startswith("host: ") and first.endswith(expected) and len(first) > len("host: ") + len(expected)
 
 
 def test_sentiment_speed_times_the_same_reviews_in_every_setting(tmp_path):
@@ -41,6 +50,7 @@ def test_ptb_throughput_never_resumes_an_earlier_run(synthetic_ptb, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         assert re.search(r"ratio lightning/plain = [\d.]+", result.stdout)
         assert re.search(r"plain fraction of the ceiling: min \d+%", result.stdout)
+        assert is_host_line(result.stdout)
         assert len(list(runs.iterdir())) == i + 1
         for folder in runs.rglob("checkpoints"):
             (folder / "interrupted.ckpt").write_text("not a checkpoint")
@@ -172,7 +182,7 @@ def test_predict_memory_reports_peak_rss_per_length(tmp_path):
 def test_generation_speed_compares_the_two_paths_on_the_same_text(tmp_path):
     result = run_script("bench/generation_speed.py", "--length", "60", "--rounds", "2", "--threads", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("same text: True") == 2
+    assert result.stdout.count("same text: True") == 2 and is_host_line(result.stdout)
     assert re.search(r"threads 1 single-step / forward: min [\d.]+x  median [\d.]+x", result.stdout)
 
 
@@ -186,6 +196,7 @@ def test_eval_speed_times_both_loops_on_the_same_stream(synthetic_ptb, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ppls = [float(p) for p in re.findall(r"ppl ([\d.]+)", result.stdout)]
     assert len(ppls) == 4 and max(ppls) == pytest.approx(min(ppls), rel=1e-5)  # both loops: the same perplexity
+    assert is_host_line(result.stdout)
     assert re.search(r"eval.py / plain loop: min [\d.]+x  median [\d.]+x", result.stdout)
 
 
