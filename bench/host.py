@@ -1,7 +1,8 @@
 """The machine a bench figure was measured on, printed first by the speed benches.
 
-GEMM rates, and so every tokens/s and fraction of the matmul-bound ceiling, differ between hosts (an AVX-512
-host ran the PTB step about twice as fast as an AVX2 one): compare figures from the same host line only.
+GEMM rates, and so every tokens/s and fraction of the matmul-bound ceiling, differ between hosts (the PTB
+decoder's GEMMs ran 2.1-2.4x slower on one AVX2 host than on the hosts of earlier sessions, docs/results.md):
+compare figures from the same host line only.
 """
 
 from __future__ import annotations
