@@ -1,7 +1,7 @@
 """The machine a bench figure was measured on, printed first by the speed benches.
 
 GEMM rates, and so every tokens/s and fraction of the matmul-bound ceiling, differ between hosts (the PTB
-decoder's GEMMs ran 2.1-2.4x slower on one AVX2 host than on the hosts of earlier sessions, docs/results.md):
+decoder's GEMMs ran about 2x slower on one AVX2 host than on the hosts of earlier sessions, docs/results.md):
 compare figures from the same host line only.
 """
 
