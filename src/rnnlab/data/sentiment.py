@@ -205,8 +205,8 @@ class SentimentDataModule(L.LightningDataModule):
             if not tokens:
                 dropped += 1
                 continue
-            truncated += h.max_len is not None and len(tokens) > h.max_len
             ids.append(reading(tokens, h.max_len, h.truncate_keep, h.reverse))
+            truncated += len(ids[-1]) < len(tokens)
             labels.append(label)
         if dropped or truncated:
             log.info("%s: dropped %d empty text(s), truncated %d to max_len=%s", split, dropped, truncated, h.max_len)
