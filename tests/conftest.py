@@ -8,11 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs in one pytest process per CPU (pytest-xdist): one intra-op thread each, in this process and
+    # in the scripts it starts, as two 2-thread jobs on 2 cores run several times slower than two 1-thread jobs.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real corpora: RNNLAB_DATA_DIR, else a shared copy beside the clone, else the project's own data/
@@ -49,6 +57,11 @@ def real_corpora_problem() -> str | None:
     return None
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per CPU this process may use (logical ones: the test processes run 1 thread each)."""
+    return len(os.sched_getaffinity(0))
+
+
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -63,6 +76,14 @@ def pytest_runtest_setup(item) -> None:
         if os.environ.get("RNNLAB_NO_SKIP"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def same_random_state() -> None:
+    """Every test starts from the same random state, whichever tests ran before it in its worker."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")
