@@ -58,8 +58,9 @@ def real_corpora_problem() -> str | None:
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto`: one worker per CPU this process may use (logical ones: the test processes run 1 thread each)."""
-    return len(os.sched_getaffinity(0))
+    """`-n auto`: one worker per CPU this process may use (logical ones: the test processes run 1 thread each),
+    at most 4, as tests/test_bench.py alone, which one worker runs, takes about a third of the suite."""
+    return min(len(os.sched_getaffinity(0)), 4)
 
 
 def pytest_collection_modifyitems(items) -> None:
