@@ -57,9 +57,12 @@ def real_corpora_problem() -> str | None:
     return None
 
 
-def pytest_xdist_auto_num_workers(config) -> int:
+def pytest_xdist_auto_num_workers(config) -> int | None:
     """`-n auto`: one worker per CPU this process may use (logical ones: the test processes run 1 thread each),
-    at most 4, as tests/test_bench.py alone, which one worker runs, takes about a third of the suite."""
+    at most 4, as tests/test_bench.py alone, which one worker runs, takes about a third of the suite;
+    xdist's own `PYTEST_XDIST_AUTO_NUM_WORKERS`, where set, wins."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
     return min(len(os.sched_getaffinity(0)), 4)
 
 
