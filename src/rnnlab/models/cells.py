@@ -142,6 +142,15 @@ CELLS: dict[str, Cell] = {
 }
 
 
+def lstm_step(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM's update from its pre-activations `gates` `(batch, 4 * hidden)` (PyTorch's order i, f, g, o:
+    `x W_ih^T + b_ih + h W_hh^T + b_hh`) and cell `c` `(batch, hidden)`: the new `(h, c)`, as `torch.lstm_cell`."""
+    size = c.size(-1)
+    s = gates.sigmoid()
+    c = torch.addcmul(s[:, size : 2 * size] * c, s[:, :size], gates[:, 2 * size : 3 * size].tanh())
+    return s[:, 3 * size :] * c.tanh(), c
+
+
 def cell_kind(cell: str) -> Cell:
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(CELLS)}")

@@ -145,20 +145,22 @@ class RNNLM(nn.Module):
         """One time step in eval mode: ids `(batch,)` -> logits `(batch, vocab)` and the state, in the state
         format of `forward` (so the two can alternate).
 
-        The same network's math as `forward` without dropout, through PyTorch's single-step cell functions
-        (`torch.lstm_cell`, ...) on the same weights: at batch 1 a fused sequence kernel's fixed cost per
-        call dominates, and these skip it. Works for every cell, the hand-written ones included.
+        The same network's math as `forward` without dropout, through single-step functions on the same
+        weights (`RecurrentStack.stepper`): at batch 1 a fused sequence kernel's fixed cost per call
+        dominates, and these skip it. Works for every cell, the hand-written ones included.
         """
-        out, state = self.rnn.step(self.encoder(ids), state)
-        return self.decoder(out), state
+        logits, layers = self.stepper()(ids, self.rnn.to_layers(state, self.encoder(ids)))
+        return logits, self.rnn.from_layers(layers)
 
     def stepper(self):
         """`step(ids (batch,), layers) -> logits (batch, vocab), layers`, over per-layer states
-        (`self.rnn.to_layers` / `from_layers`): `step` without converting the state at every call."""
-        rnn_step, encoder, decoder = self.rnn.stepper(), self.encoder, self.decoder
+        (`self.rnn.to_layers` / `from_layers`): `step` without converting the state at every call.
+        One-hot inputs are looked up, not built and multiplied."""
+        one_hot = isinstance(self.encoder, OneHot)
+        rnn_step, encoder, decoder = self.rnn.stepper(one_hot), self.encoder, self.decoder
 
         def step(ids: Tensor, layers: list) -> tuple[Tensor, list]:
-            out, layers = rnn_step(encoder(ids), layers)
+            out, layers = rnn_step(ids if one_hot else encoder(ids), layers)
             return decoder(out), layers
 
         return step
