@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.models.cells import NaiveGRU, NaiveLSTM, NaiveRNN
+from rnnlab.models.cells import NaiveGRU, NaiveLSTM, NaiveRNN, lstm_step
 from rnnlab.models.lm import RNNLM
 
 PAIRS = [
@@ -48,3 +48,15 @@ def test_naive_cells_drop_into_the_language_model(cell):
     naive.load_state_dict(fused.state_dict())
     ids = torch.randint(0, 11, (2, 9))
     torch.testing.assert_close(naive(ids)[0], fused(ids)[0])
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_lstm_step_equals_torch_lstm_cell(batch):
+    torch.manual_seed(0)
+    x, h, c = torch.randn(batch, 7), torch.randn(batch, 5), torch.randn(batch, 5)
+    w_ih, w_hh, b_ih, b_hh = torch.randn(20, 7), torch.randn(20, 5), torch.randn(20), torch.randn(20)
+    expected_h, expected_c = torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
+    new_h, new_c = lstm_step(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh, c)
+    assert new_h.shape == new_c.shape == (batch, 5)
+    torch.testing.assert_close(new_h, expected_h, rtol=0, atol=1e-6)
+    torch.testing.assert_close(new_c, expected_c, rtol=0, atol=1e-6)
