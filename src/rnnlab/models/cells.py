@@ -121,7 +121,8 @@ class NaiveLSTM(NaiveRecurrent):
 class Cell(NamedTuple):
     """A kind of recurrent cell: `build(input_size, hidden_size, num_layers, dropout)` makes a batch-first
     module with PyTorch's parameter names; `step(x, state, w_ih, w_hh, b_ih, b_hh)` is one time step of one
-    layer (PyTorch's fused single-step function); `lstm`: the state is `(h, c)`."""
+    layer (PyTorch's fused single-step function; `RecurrentStack.stepper` steps LSTM layers through
+    `lstm_step` instead, tested equal to it); `lstm`: the state is `(h, c)`."""
 
     build: Callable[[int, int, int, float], nn.Module]
     step: Callable
