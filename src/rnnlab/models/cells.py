@@ -97,6 +97,15 @@ class NaiveGRU(NaiveRecurrent):
         return ((1 - z) * n + z * h,)
 
 
+def lstm_step(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM's update from its pre-activations `gates` `(batch, 4 * hidden)` (PyTorch's order i, f, g, o:
+    `x W_ih^T + b_ih + h W_hh^T + b_hh`) and cell `c` `(batch, hidden)`: the new `(h, c)`, as `torch.lstm_cell`."""
+    size = c.size(-1)
+    s = gates.sigmoid()
+    c = torch.addcmul(s[:, size : 2 * size] * c, s[:, :size], gates[:, 2 * size : 3 * size].tanh())
+    return s[:, 3 * size :] * c.tanh(), c
+
+
 class NaiveLSTM(NaiveRecurrent):
     """Gates i, f, g, o (PyTorch's order); c' = f * c + i * g, h' = o * tanh(c'). State `(h, c)`."""
 
@@ -113,9 +122,7 @@ class NaiveLSTM(NaiveRecurrent):
 
     def step(self, x_proj, s, w_hh, b_hh):
         h, c = s
-        i, f, g, o = (x_proj + h @ w_hh.T + b_hh).chunk(4, -1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        return lstm_step(x_proj + h @ w_hh.T + b_hh, c)
 
 
 class Cell(NamedTuple):
@@ -141,15 +148,6 @@ CELLS: dict[str, Cell] = {
     "naive_gru": Cell(NaiveGRU, torch.gru_cell),
     "naive_lstm": Cell(NaiveLSTM, torch.lstm_cell, lstm=True),
 }
-
-
-def lstm_step(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """The LSTM's update from its pre-activations `gates` `(batch, 4 * hidden)` (PyTorch's order i, f, g, o:
-    `x W_ih^T + b_ih + h W_hh^T + b_hh`) and cell `c` `(batch, hidden)`: the new `(h, c)`, as `torch.lstm_cell`."""
-    size = c.size(-1)
-    s = gates.sigmoid()
-    c = torch.addcmul(s[:, size : 2 * size] * c, s[:, :size], gates[:, 2 * size : 3 * size].tanh())
-    return s[:, 3 * size :] * c.tanh(), c
 
 
 def cell_kind(cell: str) -> Cell:
