@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.models.cells import NaiveGRU, NaiveLSTM, NaiveRNN, lstm_step
+from rnnlab.models.cells import CELLS, NaiveGRU, NaiveLSTM, NaiveRNN
 from rnnlab.models.lm import RNNLM
 
 PAIRS = [
@@ -50,13 +50,24 @@ def test_naive_cells_drop_into_the_language_model(cell):
     torch.testing.assert_close(naive(ids)[0], fused(ids)[0])
 
 
+TORCH_CELLS = {"rnn_tanh": torch.rnn_tanh_cell, "rnn_relu": torch.rnn_relu_cell, "gru": torch.gru_cell,
+               "lstm": torch.lstm_cell}
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 4])
-def test_lstm_step_equals_torch_lstm_cell(batch):
+def test_every_cells_step_equals_torchs_cell_function(cell, batch):
     torch.manual_seed(0)
+    kind = CELLS[cell]
+    gates = 4 if kind.lstm else 3 if "gru" in cell else 1
     x, h, c = torch.randn(batch, 7), torch.randn(batch, 5), torch.randn(batch, 5)
-    w_ih, w_hh, b_ih, b_hh = torch.randn(20, 7), torch.randn(20, 5), torch.randn(20), torch.randn(20)
-    expected_h, expected_c = torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
-    new_h, new_c = lstm_step(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh, c)
-    assert new_h.shape == new_c.shape == (batch, 5)
-    torch.testing.assert_close(new_h, expected_h, rtol=0, atol=1e-6)
-    torch.testing.assert_close(new_c, expected_c, rtol=0, atol=1e-6)
+    w_ih, w_hh, b_ih, b_hh = torch.randn(gates * 5, 7), torch.randn(gates * 5, 5), torch.randn(gates * 5), \
+        torch.randn(gates * 5)
+    torch_name = {"naive_rnn": "rnn_tanh", "naive_gru": "gru", "naive_lstm": "lstm"}.get(cell, cell)
+    state = (h, c) if kind.lstm else h
+    expected = TORCH_CELLS[torch_name](x, state, w_ih, w_hh, b_ih, b_hh)
+    new = kind.step(x @ w_ih.T + b_ih, state if kind.lstm else (h,), w_hh.T.contiguous(), b_hh)
+    assert len(new) == len(expected if kind.lstm else (expected,))
+    for a, b in zip(new, expected if kind.lstm else (expected,)):
+        assert a.shape == (batch, 5)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -2,7 +2,9 @@
 
 Each mirrors its fused PyTorch twin (`nn.RNN`, `nn.GRU`, `nn.LSTM`, batch-first): the same
 parameter names, shapes and gate order, so weights load from one into the other and the
-outputs agree. They exist to be read; the fused modules exist to be fast.
+outputs agree. They exist to be read; the fused modules exist to be fast. Their step
+functions (`rnn_tanh_step`, `gru_step`, `lstm_step`, ...) are also every cell kind's single
+step (`CELLS`), which sampling loops over.
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ class NaiveRecurrent(nn.Module):
                 x = self.dropout(x)
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
             x_proj = x @ w_ih.T + b_ih  # all time steps at once: (batch, time, gates * hidden)
-            s, outputs = layer_states[k], []
+            s, outputs, w_hh_t = layer_states[k], [], w_hh.T
             for t in range(x.size(1)):
-                s = self.step(x_proj[:, t], s, w_hh, b_hh)
+                s = self.step(x_proj[:, t], s, w_hh_t, b_hh)
                 outputs.append(s[0])
             x = torch.stack(outputs, 1)
             new_states.append(s)
@@ -70,46 +72,67 @@ class NaiveRecurrent(nn.Module):
     def from_tuple(self, parts: tuple[Tensor, ...]):
         return parts[0]
 
-    def step(self, x_proj: Tensor, s: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, ...]:
-        raise NotImplementedError
+    step: Callable  # one time step: `(x_proj, state tuple, W_hh^T, b_hh) -> state tuple`
 
 
-class NaiveRNN(NaiveRecurrent):
-    """h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
-
-    def step(self, x_proj, s, w_hh, b_hh):
-        (h,) = s
-        return (torch.tanh(x_proj + h @ w_hh.T + b_hh),)
-
-
-class NaiveGRU(NaiveRecurrent):
-    """Gates r, z, n (PyTorch's order); h' = (1 - z) * n + z * h."""
-
-    gates = 3
-
-    def step(self, x_proj, s, w_hh, b_hh):
-        (h,) = s
-        xr, xz, xn = x_proj.chunk(3, -1)
-        hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, -1)
-        r = torch.sigmoid(xr + hr)
-        z = torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        return ((1 - z) * n + z * h,)
+def rnn_tanh_step(x_proj: Tensor, s: tuple[Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor]:
+    """One step of a tanh RNN layer: `x_proj` `(batch, hidden)` is `x W_ih^T + b_ih`, `w_hh_t` is `W_hh^T`
+    `(hidden, hidden)`, state `(h,)`; as `torch.rnn_tanh_cell`."""
+    (h,) = s
+    return (torch.tanh(x_proj + torch.addmm(b_hh, h, w_hh_t)),)
 
 
-def lstm_step(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """The LSTM's update from its pre-activations `gates` `(batch, 4 * hidden)` (PyTorch's order i, f, g, o:
-    `x W_ih^T + b_ih + h W_hh^T + b_hh`) and cell `c` `(batch, hidden)`: the new `(h, c)`, as `torch.lstm_cell`."""
+def rnn_relu_step(x_proj: Tensor, s: tuple[Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor]:
+    """`rnn_tanh_step` with ReLU; as `torch.rnn_relu_cell`."""
+    (h,) = s
+    return (torch.relu(x_proj + torch.addmm(b_hh, h, w_hh_t)),)
+
+
+def gru_step(x_proj: Tensor, s: tuple[Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor]:
+    """One step of a GRU layer, gates r, z, n (PyTorch's order): `x_proj` `(batch, 3 * hidden)`, `w_hh_t`
+    `(hidden, 3 * hidden)`; n = tanh(x_n + r * h_n), h' = (1 - z) * n + z * h; as `torch.gru_cell`."""
+    (h,) = s
+    size = h.size(-1)
+    h_proj = torch.addmm(b_hh, h, w_hh_t)
+    rz = torch.sigmoid(x_proj[:, : 2 * size] + h_proj[:, : 2 * size])
+    n = torch.tanh(torch.addcmul(x_proj[:, 2 * size :], rz[:, :size], h_proj[:, 2 * size :]))
+    return (torch.lerp(n, h, rz[:, size:]),)
+
+
+def lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM's update from its pre-activations `gates` `(batch, 4 * hidden)` (PyTorch's order i, f, g, o)
+    and cell `c` `(batch, hidden)`: c' = f * c + i * g, h' = o * tanh(c'); returns `(h', c')`."""
     size = c.size(-1)
     s = gates.sigmoid()
     c = torch.addcmul(s[:, size : 2 * size] * c, s[:, :size], gates[:, 2 * size : 3 * size].tanh())
     return s[:, 3 * size :] * c.tanh(), c
 
 
+def lstm_step(x_proj: Tensor, s: tuple[Tensor, Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+    """One step of an LSTM layer: `x_proj` `(batch, 4 * hidden)`, `w_hh_t` `(hidden, 4 * hidden)`, state
+    `(h, c)`; as `torch.lstm_cell`."""
+    h, c = s
+    return lstm_update(x_proj + torch.addmm(b_hh, h, w_hh_t), c)
+
+
+class NaiveRNN(NaiveRecurrent):
+    """h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
+
+    step = staticmethod(rnn_tanh_step)
+
+
+class NaiveGRU(NaiveRecurrent):
+    """Gates r, z, n (PyTorch's order); h' = (1 - z) * n + z * h."""
+
+    gates = 3
+    step = staticmethod(gru_step)
+
+
 class NaiveLSTM(NaiveRecurrent):
     """Gates i, f, g, o (PyTorch's order); c' = f * c + i * g, h' = o * tanh(c'). State `(h, c)`."""
 
     gates = 4
+    step = staticmethod(lstm_step)
 
     def init_state(self, x):
         return self.zeros(x), self.zeros(x)
@@ -120,16 +143,12 @@ class NaiveLSTM(NaiveRecurrent):
     def from_tuple(self, parts):
         return parts
 
-    def step(self, x_proj, s, w_hh, b_hh):
-        h, c = s
-        return lstm_step(x_proj + h @ w_hh.T + b_hh, c)
-
 
 class Cell(NamedTuple):
     """A kind of recurrent cell: `build(input_size, hidden_size, num_layers, dropout)` makes a batch-first
-    module with PyTorch's parameter names; `step(x, state, w_ih, w_hh, b_ih, b_hh)` is one time step of one
-    layer (PyTorch's fused single-step function; `RecurrentStack.stepper` steps LSTM layers through
-    `lstm_step` instead, tested equal to it); `lstm`: the state is `(h, c)`."""
+    module with PyTorch's parameter names; `step(x_proj, state, w_hh_t, b_hh) -> state` is one time step of one
+    layer from its input product `x_proj = x W_ih^T + b_ih` (state a tuple: `(h,)`, or `(h, c)` when `lstm`);
+    the hand-written modules loop over it, `RecurrentStack.stepper` calls it for single steps."""
 
     build: Callable[[int, int, int, float], nn.Module]
     step: Callable
@@ -139,14 +158,14 @@ class Cell(NamedTuple):
 # The one registry of recurrent cells; every recurrent layer of rnnlab is built from it.
 CELLS: dict[str, Cell] = {
     "rnn_tanh": Cell(lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="tanh", dropout=d, batch_first=True),
-                     torch.rnn_tanh_cell),
+                     rnn_tanh_step),
     "rnn_relu": Cell(lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="relu", dropout=d, batch_first=True),
-                     torch.rnn_relu_cell),
-    "gru": Cell(lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True), torch.gru_cell),
-    "lstm": Cell(lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True), torch.lstm_cell, lstm=True),
-    "naive_rnn": Cell(NaiveRNN, torch.rnn_tanh_cell),
-    "naive_gru": Cell(NaiveGRU, torch.gru_cell),
-    "naive_lstm": Cell(NaiveLSTM, torch.lstm_cell, lstm=True),
+                     rnn_relu_step),
+    "gru": Cell(lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True), gru_step),
+    "lstm": Cell(lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True), lstm_step, lstm=True),
+    "naive_rnn": Cell(NaiveRNN, rnn_tanh_step),
+    "naive_gru": Cell(NaiveGRU, gru_step),
+    "naive_lstm": Cell(NaiveLSTM, lstm_step, lstm=True),
 }
 
 

@@ -9,7 +9,7 @@ from itertools import groupby
 import torch
 from torch import Tensor, nn
 
-from rnnlab.models.cells import cell_kind, lstm_step, recurrent_layer
+from rnnlab.models.cells import cell_kind, recurrent_layer
 from rnnlab.models.regularization import LockedDropout, weight_dropped
 
 State = list  # one entry per fused group: a Tensor (RNN, GRU) or an (h, c) tuple (LSTM)
@@ -113,38 +113,23 @@ class RecurrentStack(nn.Module):
 
     def stepper(self, one_hot: bool = False):
         """`step(x (batch, input), layers) -> (batch, hidden), layers`: one time step over per-layer states
-        (`to_layers`), the weights prepared once; for loops of single steps, such as sampling. With `one_hot`,
-        `x` is ids `(batch,)` of one-hot inputs, and the first layer looks its input product up (a row of
-        `W_ih^T`) instead of multiplying. LSTM layers step through `lstm_step` (two GEMMs, the gates in place)
-        rather than `torch.lstm_cell`, whose fixed cost dominates at batch 1."""
+        (`to_layers`) through the cell's `step` (cells.py), the weights prepared once (`W^T` contiguous, the
+        fast layout at batch 1); for loops of single steps, such as sampling. With `one_hot`, `x` is ids
+        `(batch,)` of one-hot inputs, and the first layer looks its input product up (a row of `W_ih^T + b_ih`)
+        instead of multiplying."""
         kind = cell_kind(self.cell)
-        weights = [[getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                   for rnn in self.groups for k in range(rnn.num_layers)]
-        if kind.lstm:
-            # per layer: (W_ih^T, W_hh^T, b_ih + b_hh); the first W_ih^T with the biases in it when looked up
-            prepared = [(w_ih.T.contiguous(), w_hh.T.contiguous(), b_ih + b_hh) for w_ih, w_hh, b_ih, b_hh in weights]
-            first = prepared[0][0] + prepared[0][2] if one_hot else None
+        layers = [[getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                  for rnn in self.groups for k in range(rnn.num_layers)]
+        prepared = [(w_ih.T.contiguous(), w_hh.T.contiguous(), b_ih, b_hh) for w_ih, w_hh, b_ih, b_hh in layers]
+        table = prepared[0][0] + prepared[0][2] if one_hot else None
 
-            def step(x: Tensor, layers: list) -> tuple[Tensor, list]:
-                new = []
-                for k, ((w_ih_t, w_hh_t, b), (h, c)) in enumerate(zip(prepared, layers)):
-                    x_proj = first[x] if first is not None and k == 0 else torch.addmm(b, x, w_ih_t)
-                    h, c = lstm_step(torch.addmm(x_proj, h, w_hh_t), c)
-                    x = h
-                    new.append((h, c))
-                return x, new
-
-            return step
-        input_size = weights[0][0].size(1)
-
-        def step(x: Tensor, layers: list) -> tuple[Tensor, list]:
-            if one_hot:
-                x = nn.functional.one_hot(x, input_size).to(weights[0][0].dtype)
+        def step(x: Tensor, states: list) -> tuple[Tensor, list]:
             new = []
-            for w, s in zip(weights, layers):
-                s = kind.step(x, s, *w)
-                new.append(s)
-                x = s
+            for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(prepared, states)):
+                x_proj = table[x] if k == 0 and table is not None else torch.addmm(b_ih, x, w_ih_t)
+                s = kind.step(x_proj, s if kind.lstm else (s,), w_hh_t, b_hh)
+                new.append(s if kind.lstm else s[0])
+                x = s[0]
             return x, new
 
         return step
