@@ -246,6 +246,19 @@ def test_mr_lm_preset_composes():
     assert cfg.model.ar == 2.0 and cfg.model.net.weight_drop == 0.2  # imdb_lm's regularizers
 
 
+def test_imdb_lm_halves_ptb_cpu60s_regularizers_and_mr_lm_keeps_them():
+    """imdb_lm's 3 epochs underfit with ptb_cpu60's dropouts (docs/results.md); mr_lm, fine-tuning on a small
+    corpus, keeps the stronger ones it was measured with."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        awd = compose("train", overrides=["experiment=ptb_cpu60"]).model.net
+        lm = compose("train", overrides=["experiment=imdb_lm"]).model.net
+        mr = compose("train", overrides=["experiment=mr_lm", "init_from=lm.ckpt"]).model.net
+    names = ("dropout", "embedding_dropout", "layer_dropout", "weight_drop")
+    assert [lm[n] for n in names] == [0.15, 0.1, 0.1, 0.1] and lm.word_dropout == 0.0
+    assert [mr[n] for n in names] == [0.3, 0.2, 0.2, 0.2] and mr.word_dropout == 0.05
+    assert [lm[n] * 2 for n in names] == [awd[n] for n in names]
+
+
 def test_lm_then_transfer_on_the_real_sentence_polarity_files(data_dir, tmp_path):
     """An LM over the real positive sentences (a document a line), fine-tuned on the training sentences of fold 3
     (experiment=mr_lm), then mr_ulmfit from it on the real data."""
