@@ -113,8 +113,8 @@ class RecurrentStack(nn.Module):
 
     def stepper(self, one_hot: bool = False):
         """`step(x (batch, input), layers) -> (batch, hidden), layers`: one time step over per-layer states
-        (`to_layers`) through the cell's `step` (cells.py), the weights prepared once (`W^T` contiguous, the
-        fast layout at batch 1); for loops of single steps, such as sampling. With `one_hot`, `x` is ids
+        (`to_layers`) through the cell's `step` (cells.py), the weights transposed once, not at every step;
+        for loops of single steps, such as sampling. With `one_hot`, `x` is ids
         `(batch,)` of one-hot inputs, and the first layer looks its input product up (a row of `W_ih^T + b_ih`)
         instead of multiplying."""
         kind = cell_kind(self.cell)
