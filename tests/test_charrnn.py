@@ -207,6 +207,24 @@ def test_single_step_path_equals_the_training_forward_over_200_steps(cell, embed
         for a, b in zip(ours if isinstance(ours, tuple) else [ours], theirs if isinstance(theirs, tuple) else [theirs]):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "naive_rnn"])
+def test_per_layer_states_are_the_cells_tuples_and_round_trip(cell):
+    """`to_layers` gives each layer the state tuple its cell's step takes, `(h,)` or `(h, c)` of `(batch, hidden)`
+    (zeros for no state); `from_layers` gives back `forward`'s state exactly."""
+    torch.manual_seed(0)
+    rnn = RNNLM(20, [16, 16, 8], cell, embedding_dim=6).eval().rnn  # two groups: [16, 16] and [8]
+    width = 2 if "lstm" in cell else 1
+    zeros = rnn.to_layers(None, 3)
+    assert [tuple(t.shape for t in s) for s in zeros] == [((3, size),) * width for size in (16, 16, 8)]
+    assert all(t.dtype == torch.float32 and not t.any() for s in zeros for t in s)
+    _, state = rnn(torch.randn(3, 5, 6))
+    layers = rnn.to_layers(state, 3)
+    assert all(isinstance(s, tuple) and len(s) == width for s in layers)
+    for ours, theirs in zip(rnn.from_layers(layers), state):
+        for a, b in zip(ours if width == 2 else [ours], theirs if width == 2 else [theirs]):
+            assert torch.equal(a, b)
+
+
 
 @pytest.mark.parametrize("num_samples", [1, 3])
 def test_single_step_sampling_draws_the_text_of_the_forward_path(num_samples):

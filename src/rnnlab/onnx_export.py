@@ -34,13 +34,12 @@ class LMStep(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.lstm = cell_kind(net.rnn.cell).lstm
+        self.per_layer = 2 if cell_kind(net.rnn.cell).lstm else 1
 
     def forward(self, ids: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
-        layers = list(zip(states[0::2], states[1::2])) if self.lstm else list(states)
-        logits, layers = self.net.stepper()(ids, layers)
-        flat = [t for layer in layers for t in layer] if self.lstm else list(layers)
-        return (logits, *flat)
+        n = self.per_layer
+        logits, layers = self.net.stepper()(ids, [states[i : i + n] for i in range(0, len(states), n)])
+        return (logits, *(t for layer in layers for t in layer))
 
 
 def state_names(net: nn.Module) -> list[str]:

@@ -65,7 +65,7 @@ def sample(
     logits, state = net(ids)
     logits = logits[:, -1]
     if single_step and hasattr(net, "stepper"):
-        step, state = net.stepper(), net.rnn.to_layers(state, logits)
+        step, state = net.stepper(), net.rnn.to_layers(state, logits.size(0))
     else:
         def step(nxt: Tensor, state):
             logits, state = net(nxt[:, None], state)

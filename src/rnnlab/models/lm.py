@@ -149,7 +149,7 @@ class RNNLM(nn.Module):
         weights (`RecurrentStack.stepper`): at batch 1 a fused sequence kernel's fixed cost per call
         dominates, and these skip it. Works for every cell, the hand-written ones included.
         """
-        logits, layers = self.stepper()(ids, self.rnn.to_layers(state, self.encoder(ids)))
+        logits, layers = self.stepper()(ids, self.rnn.to_layers(state, ids.size(0)))
         return logits, self.rnn.from_layers(layers)
 
     def stepper(self):

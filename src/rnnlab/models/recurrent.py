@@ -108,12 +108,13 @@ class RecurrentStack(nn.Module):
         """One time step without dropout (for inference): `(batch, input)` -> `(batch, hidden)` and the state,
         in `forward`'s format, computed layer by layer with the cell's single-step function."""
         step = self.stepper()
-        x, layers = step(x, self.to_layers(state, x))
+        x, layers = step(x, self.to_layers(state, x.size(0)))
         return x, self.from_layers(layers)
 
     def stepper(self, one_hot: bool = False):
         """`step(x (batch, input), layers) -> (batch, hidden), layers`: one time step over per-layer states
-        (`to_layers`) through the cell's `step` (cells.py), the weights transposed once, not at every step;
+        (`to_layers`: the cells' own state tuples, `(h,)` or `(h, c)`) through the cell's `step` (cells.py), the
+        weights transposed once, not at every step;
         for loops of single steps, such as sampling. With `one_hot`, `x` is ids
         `(batch,)` of one-hot inputs, and the first layer looks its input product up (a row of `W_ih^T + b_ih`)
         instead of multiplying."""
@@ -127,32 +128,31 @@ class RecurrentStack(nn.Module):
             new = []
             for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(prepared, states)):
                 x_proj = table[x] if k == 0 and table is not None else torch.addmm(b_ih, x, w_ih_t)
-                s = kind.step(x_proj, s if kind.lstm else (s,), w_hh_t, b_hh)
-                new.append(s if kind.lstm else s[0])
+                s = kind.step(x_proj, s, w_hh_t, b_hh)
+                new.append(s)
                 x = s[0]
             return x, new
 
         return step
 
-    def to_layers(self, state: State | None, x: Tensor) -> list:
-        """`forward`'s state (one entry per group, layers stacked) as one state per layer."""
+    def to_layers(self, state: State | None, batch: int) -> list[tuple[Tensor, ...]]:
+        """`forward`'s state (one entry per group, layers stacked; `None`: zeros for `batch` rows) as one state
+        tuple per layer, `(h,)` or `(h, c)` of `(batch, hidden)`."""
         kind, layers = cell_kind(self.cell), []
         for rnn, s in zip(self.groups, state if state is not None else [None] * len(self.groups)):
             if s is None:
-                zeros = x.new_zeros(rnn.num_layers, x.size(0), rnn.hidden_size)
+                zeros = rnn.weight_hh_l0.new_zeros(rnn.num_layers, batch, rnn.hidden_size)
                 s = (zeros, zeros) if kind.lstm else zeros
-            layers += list(zip(s[0], s[1])) if kind.lstm else list(s)
+            layers += list(zip(*s)) if kind.lstm else [(h,) for h in s]
         return layers
 
-    def from_layers(self, layers: list) -> State:
-        """Per-layer states back in `forward`'s format."""
+    def from_layers(self, layers: list[tuple[Tensor, ...]]) -> State:
+        """Per-layer state tuples back in `forward`'s format."""
         kind, state, i = cell_kind(self.cell), [], 0
         for rnn in self.groups:
             part, i = layers[i : i + rnn.num_layers], i + rnn.num_layers
-            if kind.lstm:
-                state.append((torch.stack([h for h, _ in part]), torch.stack([c for _, c in part])))
-            else:
-                state.append(torch.stack(part))
+            stacked = tuple(torch.stack(t) for t in zip(*part))
+            state.append(stacked if kind.lstm else stacked[0])
         return state
 
     @torch.no_grad()
