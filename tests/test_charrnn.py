@@ -207,6 +207,7 @@ def test_single_step_path_equals_the_training_forward_over_200_steps(cell, embed
         for a, b in zip(ours if isinstance(ours, tuple) else [ours], theirs if isinstance(theirs, tuple) else [theirs]):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "naive_rnn"])
 def test_per_layer_states_are_the_cells_tuples_and_round_trip(cell):
     """`to_layers` gives each layer the state tuple its cell's step takes, `(h,)` or `(h, c)` of `(batch, hidden)`
@@ -223,7 +224,6 @@ def test_per_layer_states_are_the_cells_tuples_and_round_trip(cell):
     for ours, theirs in zip(rnn.from_layers(layers), state):
         for a, b in zip(ours if width == 2 else [ours], theirs if width == 2 else [theirs]):
             assert torch.equal(a, b)
-
 
 
 @pytest.mark.parametrize("num_samples", [1, 3])

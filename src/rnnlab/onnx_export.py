@@ -34,7 +34,7 @@ class LMStep(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.per_layer = 2 if cell_kind(net.rnn.cell).lstm else 1
+        self.per_layer = len(layer_state_names(net))
 
     def forward(self, ids: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         n = self.per_layer
@@ -42,15 +42,18 @@ class LMStep(nn.Module):
         return (logits, *(t for layer in layers for t in layer))
 
 
+def layer_state_names(net: nn.Module) -> tuple[str, ...]:
+    """The tensors of one layer's state: `("h", "c")` for LSTMs, `("h",)` otherwise."""
+    return ("h", "c") if cell_kind(net.rnn.cell).lstm else ("h",)
+
+
 def state_names(net: nn.Module) -> list[str]:
-    lstm = cell_kind(net.rnn.cell).lstm
-    return [name for k in range(len(net.rnn.hidden_sizes)) for name in ((f"h{k}", f"c{k}") if lstm else (f"h{k}",))]
+    return [f"{name}{k}" for k in range(len(net.rnn.hidden_sizes)) for name in layer_state_names(net)]
 
 
 def zero_states(net: nn.Module, batch: int) -> list[np.ndarray]:
     """Zero states for `LMStep` of `net`, as float32 arrays `(batch, hidden)` in its input order."""
-    per_layer = 2 if cell_kind(net.rnn.cell).lstm else 1
-    return [np.zeros((batch, size), np.float32) for size in net.rnn.hidden_sizes for _ in range(per_layer)]
+    return [np.zeros((batch, size), np.float32) for size in net.rnn.hidden_sizes for _ in layer_state_names(net)]
 
 
 class PositiveProbability(nn.Module):
