@@ -243,7 +243,7 @@ def test_mr_lm_preset_composes():
         cfg = compose("train", overrides=["experiment=mr_lm", "init_from=lm.ckpt", "data.folds=10", "data.fold=3"])
     assert (cfg.task_name, cfg.data.source, cfg.data.folds, cfg.data.fold) == ("lm", "mr", 10, 3)
     assert cfg.init_from == "lm.ckpt" and cfg.model.optimizer.lr == 10.0
-    assert cfg.model.ar == 2.0 and cfg.model.net.weight_drop == 0.2  # imdb_lm's regularizers
+    assert cfg.model.ar == 2.0 and cfg.model.net.weight_drop == 0.2  # the regularizers it was measured with
 
 
 def test_imdb_lm_halves_ptb_cpu60s_regularizers_and_mr_lm_keeps_them():

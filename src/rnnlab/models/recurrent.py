@@ -114,10 +114,9 @@ class RecurrentStack(nn.Module):
     def stepper(self, one_hot: bool = False):
         """`step(x (batch, input), layers) -> (batch, hidden), layers`: one time step over per-layer states
         (`to_layers`: the cells' own state tuples, `(h,)` or `(h, c)`) through the cell's `step` (cells.py), the
-        weights transposed once, not at every step;
-        for loops of single steps, such as sampling. With `one_hot`, `x` is ids
-        `(batch,)` of one-hot inputs, and the first layer looks its input product up (a row of `W_ih^T + b_ih`)
-        instead of multiplying."""
+        weights transposed once, not at every step; for loops of single steps, such as sampling. With `one_hot`,
+        `x` is ids `(batch,)` of one-hot inputs, and the first layer looks its input product up (a row of
+        `W_ih^T + b_ih`) instead of multiplying."""
         kind = cell_kind(self.cell)
         layers = [[getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
                   for rnn in self.groups for k in range(rnn.num_layers)]
@@ -143,7 +142,7 @@ class RecurrentStack(nn.Module):
             if s is None:
                 zeros = rnn.weight_hh_l0.new_zeros(rnn.num_layers, batch, rnn.hidden_size)
                 s = (zeros, zeros) if kind.lstm else zeros
-            layers += list(zip(*s)) if kind.lstm else [(h,) for h in s]
+            layers += zip(*(s if kind.lstm else (s,)))
         return layers
 
     def from_layers(self, layers: list[tuple[Tensor, ...]]) -> State:
