@@ -259,13 +259,25 @@ def test_symbols_primes_and_text_by_level():
     assert from_symbols(["the", "cat", "<eos>", "a"], "word") == "the cat \na "
 
 
-def test_choose_draws_once_per_row_from_the_seeded_generator():
-    """Draws come from the caller's generator: the same seed gives the same ids as drawing from the tempered
-    softmax by hand."""
-    logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
-    got = choose(logits, 0.8, generator=torch.Generator().manual_seed(3))
-    expected = torch.multinomial(torch.softmax(logits / 0.8, -1), 1, generator=torch.Generator().manual_seed(3))[:, 0]
-    assert torch.equal(got, expected)
+@pytest.mark.parametrize("rows, vocab", [(1, 65), (4, 7), (500, 65), (3, 10_000)])
+def test_choose_draws_what_torch_multinomial_draws_from_the_same_generator(rows, vocab):
+    """Draws come from the caller's generator: the same seed gives the same ids as `torch.multinomial` over the
+    tempered softmax, draw after draw, so texts sampled before `choose` skipped its checks are drawn again."""
+    logits = 3 * torch.randn(rows, vocab, generator=torch.Generator().manual_seed(vocab))
+    ours, theirs = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for _ in range(50):
+        got = choose(logits, 0.8, generator=ours)
+        expected = torch.multinomial(torch.softmax(logits / 0.8, -1), 1, generator=theirs)[:, 0]
+        assert torch.equal(got, expected)
+        logits = logits.roll(1, -1)
+
+
+def test_sampling_refuses_a_network_whose_logits_are_not_finite():
+    net = RNNLM(20, [16], "lstm", embedding_dim=8)
+    with torch.no_grad():
+        net.decoder.bias[3] = float("nan")
+    with pytest.raises(ValueError, match=r"logits are not finite \(NaN or inf\) before the first draw"):
+        sample(net, [1, 2], 10, seed=0)
 
 
 def test_a_sample_of_length_one_is_one_id():

@@ -12,7 +12,11 @@ STRATEGIES = ("multinomial", "argmax")
 
 def choose(logits: Tensor, temperature: float = 1.0, strategy: str = "multinomial", top_k: int | None = None,
            generator: torch.Generator | None = None) -> Tensor:
-    """Next ids `(batch,)` from logits `(batch, vocab)`."""
+    """Next ids `(batch,)` from logits `(batch, vocab)`.
+
+    A multinomial draw is `torch.multinomial(probs, 1)`'s own method without its checks of `probs` (which cost
+    more than the draw at batch 1): the argmax of `probs / q`, `q ~ Exp(1)` from `generator`, so the same
+    generator gives the same ids."""
     if strategy == "argmax":
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -20,7 +24,8 @@ def choose(logits: Tensor, temperature: float = 1.0, strategy: str = "multinomia
         kth = logits.topk(top_k).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, -1).cpu()  # the seeded generator is a CPU one; no copy on the CPU
-    return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
+    q = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / q).argmax(-1).to(logits.device)
 
 
 def check_sampling_args(length: int, temperature: float, strategy: str, top_k: int | None) -> None:
@@ -80,6 +85,9 @@ def continue_sampling(step: Callable, logits: Tensor, state, length: int, temper
                       on_step: Callable[[Tensor], None] | None) -> Tensor:
     """`length` symbols `(batch, length)` drawn from `logits` `(batch, vocab)` and then from
     `step(ids (batch,), state) -> logits, state` after each draw."""
+    if not torch.isfinite(logits).all():
+        raise ValueError("the network's logits are not finite (NaN or inf) before the first draw: its weights or "
+                         "its state have diverged")
     out = []
     for t in range(length):
         nxt = choose(logits, temperature, strategy, top_k, generator)

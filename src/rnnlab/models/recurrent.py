@@ -126,7 +126,7 @@ class RecurrentStack(nn.Module):
         def step(x: Tensor, states: list) -> tuple[Tensor, list]:
             new = []
             for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(prepared, states)):
-                x_proj = table[x] if k == 0 and table is not None else torch.addmm(b_ih, x, w_ih_t)
+                x_proj = table.index_select(0, x) if k == 0 and table is not None else torch.addmm(b_ih, x, w_ih_t)
                 s = kind.step(x_proj, s, w_hh_t, b_hh)
                 new.append(s)
                 x = s[0]
