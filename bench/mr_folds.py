@@ -12,6 +12,9 @@ classifier's overrides first.
 With `--ensemble-with DIR [DIR ...]` (earlier runs of this script: `outputs/bench/mr_folds/<time>`), every fold's
 classifier is also averaged with that fold's classifier from those runs (`eval.py ensemble=`), e.g. a backward
 classifier (an LM trained with `data.reverse=true`) with the forward ones: ULMFiT's forward + backward pair.
+With `--ensemble-of DIR DIR [...]` nothing is trained: each fold's classifiers of those runs are averaged.
+
+    python bench/mr_folds.py --ensemble-of <forward run> <backward run> <mr_lstm run> [--only 0 1]
 """
 
 from __future__ import annotations
@@ -36,11 +39,24 @@ def main() -> None:
     parser.add_argument("--lm", nargs="+", metavar="OVERRIDE", help="fine-tune this LM on each fold first")
     parser.add_argument("--ensemble-with", nargs="+", metavar="DIR", type=Path, default=[],
                         help="average each fold's classifier with the same fold's from these earlier runs")
+    parser.add_argument("--ensemble-of", nargs="+", metavar="DIR", type=Path, default=[],
+                        help="train nothing: average each fold's classifiers of these earlier runs")
     args, overrides = parser.parse_known_args()
+    folds = args.only if args.only is not None else range(args.folds)
+    if args.ensemble_of:
+        if len(args.ensemble_of) < 2 or any(not o.startswith("threads=") for o in overrides):
+            parser.error("--ensemble-of takes two runs or more and trains nothing (of the overrides only threads=)")
+        first, *rest = args.ensemble_of
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            configs = {fold: ensemble_config(partners([first], fold)[0], rest, fold, overrides) for fold in folds}
+        ensembled = [evaluate(cfg)["test/acc"] for cfg in configs.values()]
+        for fold, acc in zip(folds, ensembled):
+            print(f"fold {fold}: ensemble test accuracy {acc:.4f}")
+        print(f"{len(ensembled)} fold(s): mean ensemble test accuracy {summary(ensembled)}")
+        return
     overrides = overrides or ["experiment=mr_lstm"]
     accuracies, ensembled = [], []
     run_dir = fresh_run_dir("mr_folds")  # never an older run's folds, nor those of a run started in the same second
-    folds = args.only if args.only is not None else range(args.folds)
     quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
     def fold_config(fold: int, output_dir: str, more: list[str]):
@@ -51,10 +67,8 @@ def main() -> None:
         lm_configs = {fold: fold_config(fold, f"{run_dir}/{fold}/lm", args.lm) for fold in folds} if args.lm else {}
         configs = {fold: fold_config(fold, f"{run_dir}/{fold}", overrides + (
             [f"encoder.ckpt_path={run_dir}/{fold}/lm/checkpoints/best.ckpt"] if args.lm else [])) for fold in folds}
-        threads = [o for o in overrides if o.startswith("threads=")]
-        eval_configs = {fold: compose("eval", overrides=[f"ckpt_path={run_dir}/{fold}/checkpoints/best.ckpt",
-                                                         f"ensemble=[{','.join(partners(args.ensemble_with, fold))}]",
-                                                         *threads])
+        eval_configs = {fold: ensemble_config(f"{run_dir}/{fold}/checkpoints/best.ckpt", args.ensemble_with, fold,
+                                              overrides)
                         for fold in folds} if args.ensemble_with else {}
     for fold, cfg in configs.items():
         start = time.perf_counter()
@@ -76,6 +90,13 @@ def main() -> None:
 def summary(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def ensemble_config(ckpt: str, runs: list[Path], fold: int, overrides: list[str]):
+    """`eval.py`'s config averaging the classifier `ckpt` with `fold`'s of `runs` (threads as overridden)."""
+    threads = [o for o in overrides if o.startswith("threads=")]
+    return compose("eval", overrides=[f"ckpt_path={ckpt}",
+                                      f"ensemble=[{','.join(partners(runs, fold))}]", *threads])
 
 
 def partners(runs: list[Path], fold: int) -> list[str]:

@@ -122,6 +122,12 @@ def test_mr_folds_averages_each_fold_with_the_same_fold_of_earlier_runs(tmp_path
     assert re.search(r"member1 +\S+/0/checkpoints/best.ckpt +acc [\d.]+", result.stdout)
     ensembled = float(re.search(r"fold 0: ensemble test accuracy ([\d.]+)", result.stdout).group(1))
     assert f"1 fold(s): mean ensemble test accuracy {ensembled:.4f} ± 0.0000" in result.stdout
+    again = run_script("bench/mr_folds.py", "--ensemble-of", str(later), str(earlier), "--only", "0", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"fold 0: ensemble test accuracy {ensembled:.4f}" in again.stdout  # the same two, nothing trained
+    assert set(tmp_path.glob("outputs/bench/mr_folds/*")) == {earlier, later}
+    alone = run_script("bench/mr_folds.py", "--ensemble-of", str(later), "--only", "0", cwd=tmp_path)
+    assert alone.returncode == 2 and "--ensemble-of takes two runs or more" in alone.stderr
     missing = run_script("bench/mr_folds.py", *tiny, "--only", "1", "--ensemble-with", str(earlier), cwd=tmp_path)
     assert missing.returncode == 1 and missing.stderr.strip().endswith(f"--ensemble-with: no run of "
                                                                       f"{[str(earlier)]} has fold 1")
