@@ -131,6 +131,27 @@ def test_cached_vectors_pretrain_once_per_setting_and_leave_the_callers_rng_alon
     assert Path(first).name.startswith("skipgram-imdb-4d-")
 
 
+def test_cached_vectors_by_gensim_are_keyed_apart_from_the_torch_trainers(tmp_path, monkeypatch):
+    import rnnlab.pretrain_embeddings as skipgram
+
+    calls = []
+    real = skipgram.pretrain_gensim
+    monkeypatch.setattr(skipgram, "pretrain_gensim", lambda *a, **k: calls.append(a) or real(*a, **k))
+    settings = {"embedding_dim": 4, "epochs": 2, "subsample": 0.0, "pretrain_if_missing": True}
+    torch_key = Path(skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, batch_size=16, **settings)).name
+    assert skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, batch_size=16, method="torch",
+                                   **settings) == str(tmp_path / "vectors" / torch_key)  # the key of before
+    first = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, method="gensim", **settings)
+    assert Path(first).name != torch_key and len(calls) == 1
+    again = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, method="gensim", batch_size=7, lr=1.0,
+                                    workers=2, **settings)
+    assert again == first and len(calls) == 1  # batch_size, lr: the PyTorch trainer's; workers: speed
+    saved = torch.load(first, weights_only=True)
+    assert saved["vectors"].shape == (len(saved["itos"]), 4) and "good" in saved["itos"]
+    with pytest.raises(ValueError, match="method must be one of \\('torch', 'gensim'\\), got 'glove'"):
+        skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, method="glove", **settings)
+
+
 def test_gensim_skipgram_writes_the_same_format_repeatably_and_learns_cooccurrence(tmp_path):
     from types import SimpleNamespace
 

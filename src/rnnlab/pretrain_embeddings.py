@@ -58,51 +58,63 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
     return save_vectors(vocab, vectors, Path(output))
 
 
+METHODS = ("torch", "gensim")  # rnnlab's PyTorch skip-gram trainer, gensim's Word2Vec
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
                    "chunk_batches")  # where the texts come from and how they are batched: not what they are
 
 
 def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window: int = 5, negatives: int = 5,
                    subsample: float = 1e-4, epochs: int = 3, batch_size: int = 4096, lr: float = 3e-3,
-                   seed: int = 1234, pretrain_if_missing: bool = False) -> str:
+                   seed: int = 1234, method: str = "torch", workers: int = 1, pretrain_if_missing: bool = False) -> str:
     """Path of the skip-gram vectors for these settings in `cache_dir/vectors/`.
 
-    The file name holds a hash of every setting (the texts' too, not their folders or batching), so a
-    changed setting needs new vectors and an unchanged one is reused. Missing vectors are an error
-    saying how to make them, unless `pretrain_if_missing`: pretraining is a step of its own (minutes
-    to an hour on a CPU), never a silent side effect. It draws from its own seed inside a forked RNG:
-    the caller's random state is the same whether the file was cached.
+    The file name holds a hash of every setting that shapes the vectors (the texts' too, not their folders or
+    batching; `method=gensim` adds itself and drops the PyTorch trainer's `batch_size` and `lr`; `workers` is
+    gensim's speed only), so a changed setting needs new vectors and an unchanged one is reused. Missing vectors
+    are an error saying how to make them, unless `pretrain_if_missing`: pretraining is a step of its own (minutes
+    to an hour on a CPU), never a silent side effect. It draws from its own seed inside a forked RNG: the
+    caller's random state is the same whether the file was cached.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     settings = {k: list(v) if isinstance(v, (tuple, ListConfig)) else v
                 for k, v in data.hparams.items() if k not in LOADER_SETTINGS}  # [0.8, 0.1] however it was given
     settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
-                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+                    epochs=epochs, seed=seed)
+    if method == "torch":
+        settings.update(batch_size=batch_size, lr=lr)
+    else:
+        settings.update(method=method)
     key = cache_key(sorted(settings.items()))
     path = Path(cache_dir) / "vectors" / f"skipgram-{data.hparams.dataset}-{embedding_dim}d-{key}.pt"
     if path.is_file():
         log.info("skip-gram vectors: %s (cached)", path)
         return str(path)
+    minutes = "a few minutes" if method == "gensim" else "about 15 min"
     if not pretrain_if_missing:
         raise DataFileError(
             f"the skip-gram vectors for these settings are not in {path.parent} yet: make them with the same "
-            "command plus model.pretrained_embeddings.pretrain_if_missing=true (about 15 min on a 2-core CPU), "
+            f"command plus model.pretrained_embeddings.pretrain_if_missing=true ({minutes} on a 2-core CPU), "
             "or train without them: model/embeddings=none"
         )
-    log.info("pretraining skip-gram vectors on the %s training texts first (about 15 min on a 2-core CPU, "
-             "%d epochs; the progress bar below is this pretraining), cached as %s", data.hparams.dataset, epochs, path)
+    log.info("pretraining skip-gram vectors (%s) on the %s training texts first (%s on a 2-core CPU, %d epochs%s), "
+             "cached as %s", method, data.hparams.dataset, minutes, epochs,
+             "; the progress bar below is this pretraining" if method == "torch" else "", path)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        pretrain(data, embedding_dim, window, negatives, epochs, batch_size, lr, path, seed, subsample)
+        if method == "gensim":
+            pretrain_gensim(data, embedding_dim, window, negatives, epochs, path, seed, subsample, workers)
+        else:
+            pretrain(data, embedding_dim, window, negatives, epochs, batch_size, lr, path, seed, subsample)
     return str(path)
-
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="pretrain_embeddings")
 def main(cfg: DictConfig) -> None:
     L.seed_everything(cfg.seed, workers=True)
     with one_line_errors("pretrain_embeddings.py"):
-        if cfg.get("method", "torch") not in ("torch", "gensim"):
-            raise ValueError(f"method must be torch or gensim, got {cfg.method!r}")
+        if cfg.get("method", "torch") not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {cfg.method!r}")
         if cfg.get("method") == "gensim":
             path = pretrain_gensim(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
                                    cfg.output, cfg.seed, cfg.subsample, cfg.workers)
