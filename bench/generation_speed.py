@@ -1,8 +1,9 @@
-"""Generation speed at batch 1: the single-step path of `sample()` against the same network read one step
-at a time through its full forward (what `sample()` did before), in alternating rounds, for 1 and 2 threads.
+"""Generation speed at batch 1, in alternating rounds, for 1 and 2 threads: `sample()` as it was when the speed
+issue was filed (commit 1985e81, frozen below: the full forward on a window of one step, `torch.multinomial`
+under `no_grad`) against `sample()` now, on its single-step path and on its forward path.
 
 The network has `charrnn_small`'s shape (2x256 LSTM over one-hot characters, 65 symbols) unless a
-checkpoint is given; speed does not depend on the weights. Both paths draw the same text for the same seed.
+checkpoint is given; speed does not depend on the weights. Every path draws the same text for the same seed.
 
     python bench/generation_speed.py [--ckpt best.ckpt] [--length 2000] [--rounds 3] [--threads 1 2]
 """
@@ -20,10 +21,31 @@ from rnnlab.checkpoint import load_run
 from rnnlab.models.lm import RNNLM
 from rnnlab.sampling import sample
 
+PATHS = ("before", "forward", "single-step")
 
-def chars_per_second(net, length: int, single_step: bool) -> tuple[float, list[int]]:
+
+@torch.no_grad()
+def sample_before(net, prime: list[int], length: int, temperature: float, seed: int) -> torch.Tensor:
+    """1985e81's `sample()` (multinomial draws, one sample), kept as the baseline."""
+    generator = torch.Generator().manual_seed(seed)
+    net.eval()
+    logits, state = net(torch.tensor(prime)[None])
+    out = []
+    for t in range(length):
+        probs = torch.softmax(logits[:, -1].float() / temperature, -1)
+        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+        out.append(nxt)
+        if t + 1 < length:
+            logits, state = net(nxt[:, None], state)
+    return torch.stack(out, 1)
+
+
+def chars_per_second(net, length: int, path: str) -> tuple[float, list[int]]:
     start = time.perf_counter()
-    ids = sample(net, [0], length, temperature=0.8, seed=0, single_step=single_step)
+    if path == "before":
+        ids = sample_before(net, [0], length, 0.8, 0)
+    else:
+        ids = sample(net, [0], length, temperature=0.8, seed=0, single_step=path == "single-step")
     return length / (time.perf_counter() - start), ids[0].tolist()
 
 
@@ -43,26 +65,25 @@ def main() -> None:
     print(host_line(), flush=True)
     for threads in args.threads:
         torch.set_num_threads(threads)
-        chars_per_second(net, 50, True), chars_per_second(net, 50, False)  # warm-up
-        speeds = {"forward": [], "single-step": []}
+        for path in PATHS:
+            chars_per_second(net, 50, path)  # warm-up
+        speeds = {path: [] for path in PATHS}
         for r in range(args.rounds):
-            for name in (("forward", "single-step") if r % 2 == 0 else ("single-step", "forward")):
-                speed, ids = chars_per_second(net, args.length, name == "single-step")
-                speeds[name].append(speed)
-                if name == "forward":
-                    reference = ids
-                else:
-                    same = ids
-            print(f"threads {threads} round {r + 1}: forward {speeds['forward'][-1]:7.0f} chars/s, "
-                  f"single-step {speeds['single-step'][-1]:7.0f} chars/s, same text: {same == reference}", flush=True)
-        ratios = [s / f for s, f in zip(speeds["single-step"], speeds["forward"])]
-        for name, values in speeds.items():
+            texts = {}
+            for path in PATHS if r % 2 == 0 else PATHS[::-1]:
+                speed, texts[path] = chars_per_second(net, args.length, path)
+                speeds[path].append(speed)
+            same = all(text == texts["before"] for text in texts.values())
+            print(f"threads {threads} round {r + 1}: " + ", ".join(f"{p} {speeds[p][-1]:5.0f}" for p in PATHS)
+                  + f" chars/s, same text: {same}", flush=True)
+        for path, values in speeds.items():
             median = statistics.median(values)
-            print(f"threads {threads} {name:12s} chars/s min {min(values):7.0f}  median {median:7.0f}"
+            print(f"threads {threads} {path:12s} chars/s min {min(values):7.0f}  median {median:7.0f}"
                   f"  max {max(values):7.0f}")
-        median = statistics.median(ratios)
-        print(f"threads {threads} single-step / forward: min {min(ratios):.2f}x  median {median:.2f}x"
-              f"  max {max(ratios):.2f}x")
+        for path in PATHS[1:]:
+            ratios = [now / before for now, before in zip(speeds[path], speeds["before"])]
+            print(f"threads {threads} {path} / before: min {min(ratios):.2f}x  median {statistics.median(ratios):.2f}x"
+                  f"  max {max(ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ TORCH_CELLS = {"rnn_tanh": torch.rnn_tanh_cell, "rnn_relu": torch.rnn_relu_cell,
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 4])
-def test_every_cells_step_equals_torchs_cell_function(cell, batch):
+def test_every_cells_update_equals_torchs_cell_function(cell, batch):
     torch.manual_seed(0)
     kind = CELLS[cell]
     gates = 4 if kind.lstm else 3 if "gru" in cell else 1
@@ -66,7 +66,7 @@ def test_every_cells_step_equals_torchs_cell_function(cell, batch):
     torch_name = {"naive_rnn": "rnn_tanh", "naive_gru": "gru", "naive_lstm": "lstm"}.get(cell, cell)
     state = (h, c) if kind.lstm else h
     expected = TORCH_CELLS[torch_name](x, state, w_ih, w_hh, b_ih, b_hh)
-    new = kind.step(x @ w_ih.T + b_ih, state if kind.lstm else (h,), w_hh.T.contiguous(), b_hh)
+    new = kind.update(x @ w_ih.T + b_ih, h @ w_hh.T + b_hh, state if kind.lstm else (h,))
     assert len(new) == len(expected if kind.lstm else (expected,))
     for a, b in zip(new, expected if kind.lstm else (expected,)):
         assert a.shape == (batch, 5)

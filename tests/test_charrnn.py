@@ -191,10 +191,11 @@ def test_text_samples_are_written_to_tensorboard(char_checkpoint):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu", "naive_lstm", "naive_gru", "naive_rnn"])
-@pytest.mark.parametrize("embedding_dim", [None, 6])
-def test_single_step_path_equals_the_training_forward_over_200_steps(cell, embedding_dim):
+@pytest.mark.parametrize("embedding_dim, sizes", [(None, [16, 16, 8]), (6, [16, 16, 8]), (None, [16, 16]), (6, [16])])
+def test_single_step_path_equals_the_training_forward_over_200_steps(cell, embedding_dim, sizes):
+    """Layers of one size take their hidden products in one batched product, others one by one."""
     torch.manual_seed(0)
-    net = RNNLM(20, [16, 16, 8], cell, embedding_dim=embedding_dim, dropout=0.3).eval()  # three layers, two groups
+    net = RNNLM(20, sizes, cell, embedding_dim=embedding_dim, dropout=0.3).eval()
     ids = torch.randint(0, 20, (3, 200))
     with torch.no_grad():
         whole, final = net(ids)

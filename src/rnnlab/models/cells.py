@@ -2,9 +2,9 @@
 
 Each mirrors its fused PyTorch twin (`nn.RNN`, `nn.GRU`, `nn.LSTM`, batch-first): the same
 parameter names, shapes and gate order, so weights load from one into the other and the
-outputs agree. They exist to be read; the fused modules exist to be fast. Their step
-functions (`rnn_tanh_step`, `gru_step`, `lstm_step`, ...) are also every cell kind's single
-step (`CELLS`), which sampling loops over.
+outputs agree. They exist to be read; the fused modules exist to be fast. Their update
+functions (`rnn_tanh_update`, `gru_update`, `lstm_update`, ...) are also every cell kind's
+single step (`CELLS`), which sampling loops over.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 
 class NaiveRecurrent(nn.Module):
-    """Shared parameters and layer/time loops; subclasses define one `step`."""
+    """Shared parameters and layer/time loops; subclasses define one `update`."""
 
     gates = 1
 
@@ -56,7 +56,7 @@ class NaiveRecurrent(nn.Module):
             x_proj = x @ w_ih.T + b_ih  # all time steps at once: (batch, time, gates * hidden)
             s, outputs, w_hh_t = layer_states[k], [], w_hh.T
             for t in range(x.size(1)):
-                s = self.step(x_proj[:, t], s, w_hh_t, b_hh)
+                s = self.update(x_proj[:, t], torch.addmm(b_hh, s[0], w_hh_t), s)
                 outputs.append(s[0])
             x = torch.stack(outputs, 1)
             new_states.append(s)
@@ -72,67 +72,59 @@ class NaiveRecurrent(nn.Module):
     def from_tuple(self, parts: tuple[Tensor, ...]):
         return parts[0]
 
-    step: Callable  # one time step: `(x_proj, state tuple, W_hh^T, b_hh) -> state tuple`
+    update: Callable  # one time step: `(x W_ih^T + b_ih, h W_hh^T + b_hh, state tuple) -> state tuple`
 
 
-def rnn_tanh_step(x_proj: Tensor, s: tuple[Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor]:
-    """One step of a tanh RNN layer: `x_proj` `(batch, hidden)` is `x W_ih^T + b_ih`, `w_hh_t` is `W_hh^T`
-    `(hidden, hidden)`, state `(h,)`; as `torch.rnn_tanh_cell`."""
-    (h,) = s
-    return (torch.tanh(x_proj + torch.addmm(b_hh, h, w_hh_t)),)
+def rnn_tanh_update(x_proj: Tensor, h_proj: Tensor, s: tuple[Tensor]) -> tuple[Tensor]:
+    """One step of a tanh RNN layer from its input product `x_proj = x W_ih^T + b_ih` and hidden product
+    `h_proj = h W_hh^T + b_hh`, `(batch, hidden)` each; state `(h,)`. As `torch.rnn_tanh_cell`."""
+    return (torch.tanh(x_proj + h_proj),)
 
 
-def rnn_relu_step(x_proj: Tensor, s: tuple[Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor]:
-    """`rnn_tanh_step` with ReLU; as `torch.rnn_relu_cell`."""
-    (h,) = s
-    return (torch.relu(x_proj + torch.addmm(b_hh, h, w_hh_t)),)
+def rnn_relu_update(x_proj: Tensor, h_proj: Tensor, s: tuple[Tensor]) -> tuple[Tensor]:
+    """`rnn_tanh_update` with ReLU; as `torch.rnn_relu_cell`."""
+    return (torch.relu(x_proj + h_proj),)
 
 
-def gru_step(x_proj: Tensor, s: tuple[Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor]:
-    """One step of a GRU layer, gates r, z, n (PyTorch's order): `x_proj` `(batch, 3 * hidden)`, `w_hh_t`
-    `(hidden, 3 * hidden)`; n = tanh(x_n + r * h_n), h' = (1 - z) * n + z * h; as `torch.gru_cell`."""
+def gru_update(x_proj: Tensor, h_proj: Tensor, s: tuple[Tensor]) -> tuple[Tensor]:
+    """One step of a GRU layer, gates r, z, n (PyTorch's order), products `(batch, 3 * hidden)`;
+    n = tanh(x_n + r * h_n), h' = (1 - z) * n + z * h. As `torch.gru_cell`."""
     (h,) = s
     size = h.size(-1)
-    h_proj = torch.addmm(b_hh, h, w_hh_t)
     rz = torch.sigmoid(x_proj[:, : 2 * size] + h_proj[:, : 2 * size])
     n = torch.tanh(torch.addcmul(x_proj[:, 2 * size :], rz[:, :size], h_proj[:, 2 * size :]))
     return (torch.lerp(n, h, rz[:, size:]),)
 
 
-def lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """The LSTM's update from its pre-activations `gates` `(batch, 4 * hidden)` (PyTorch's order i, f, g, o)
-    and cell `c` `(batch, hidden)`: c' = f * c + i * g, h' = o * tanh(c'); returns `(h', c')`."""
+def lstm_update(x_proj: Tensor, h_proj: Tensor, s: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """One step of an LSTM layer, gates i, f, g, o (PyTorch's order), products `(batch, 4 * hidden)`, state
+    `(h, c)`: c' = f * c + i * g, h' = o * tanh(c'). As `torch.lstm_cell`."""
+    c = s[1]
     size = c.size(-1)
-    s = gates.sigmoid()
-    c = torch.addcmul(s[:, size : 2 * size] * c, s[:, :size], gates[:, 2 * size : 3 * size].tanh())
-    return s[:, 3 * size :] * c.tanh(), c
-
-
-def lstm_step(x_proj: Tensor, s: tuple[Tensor, Tensor], w_hh_t: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
-    """One step of an LSTM layer: `x_proj` `(batch, 4 * hidden)`, `w_hh_t` `(hidden, 4 * hidden)`, state
-    `(h, c)`; as `torch.lstm_cell`."""
-    h, c = s
-    return lstm_update(x_proj + torch.addmm(b_hh, h, w_hh_t), c)
+    gates = x_proj + h_proj
+    g = gates.sigmoid()
+    c = torch.addcmul(g[:, size : 2 * size] * c, g[:, :size], gates[:, 2 * size : 3 * size].tanh())
+    return g[:, 3 * size :] * c.tanh(), c
 
 
 class NaiveRNN(NaiveRecurrent):
     """h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
 
-    step = staticmethod(rnn_tanh_step)
+    update = staticmethod(rnn_tanh_update)
 
 
 class NaiveGRU(NaiveRecurrent):
     """Gates r, z, n (PyTorch's order); h' = (1 - z) * n + z * h."""
 
     gates = 3
-    step = staticmethod(gru_step)
+    update = staticmethod(gru_update)
 
 
 class NaiveLSTM(NaiveRecurrent):
     """Gates i, f, g, o (PyTorch's order); c' = f * c + i * g, h' = o * tanh(c'). State `(h, c)`."""
 
     gates = 4
-    step = staticmethod(lstm_step)
+    update = staticmethod(lstm_update)
 
     def init_state(self, x):
         return self.zeros(x), self.zeros(x)
@@ -146,26 +138,27 @@ class NaiveLSTM(NaiveRecurrent):
 
 class Cell(NamedTuple):
     """A kind of recurrent cell: `build(input_size, hidden_size, num_layers, dropout)` makes a batch-first
-    module with PyTorch's parameter names; `step(x_proj, state, w_hh_t, b_hh) -> state` is one time step of one
-    layer from its input product `x_proj = x W_ih^T + b_ih` (state a tuple: `(h,)`, or `(h, c)` when `lstm`);
-    the hand-written modules loop over it, `RecurrentStack.stepper` calls it for single steps."""
+    module with PyTorch's parameter names; `update(x_proj, h_proj, state) -> state` is one time step of one
+    layer from its input product `x W_ih^T + b_ih` and hidden product `h W_hh^T + b_hh` (state a tuple: `(h,)`,
+    or `(h, c)` when `lstm`); the hand-written modules loop over it, `RecurrentStack.stepper` calls it for
+    single steps."""
 
     build: Callable[[int, int, int, float], nn.Module]
-    step: Callable
+    update: Callable
     lstm: bool = False
 
 
 # The one registry of recurrent cells; every recurrent layer of rnnlab is built from it.
 CELLS: dict[str, Cell] = {
     "rnn_tanh": Cell(lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="tanh", dropout=d, batch_first=True),
-                     rnn_tanh_step),
+                     rnn_tanh_update),
     "rnn_relu": Cell(lambda i, h, n, d: nn.RNN(i, h, n, nonlinearity="relu", dropout=d, batch_first=True),
-                     rnn_relu_step),
-    "gru": Cell(lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True), gru_step),
-    "lstm": Cell(lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True), lstm_step, lstm=True),
-    "naive_rnn": Cell(NaiveRNN, rnn_tanh_step),
-    "naive_gru": Cell(NaiveGRU, gru_step),
-    "naive_lstm": Cell(NaiveLSTM, lstm_step, lstm=True),
+                     rnn_relu_update),
+    "gru": Cell(lambda i, h, n, d: nn.GRU(i, h, n, dropout=d, batch_first=True), gru_update),
+    "lstm": Cell(lambda i, h, n, d: nn.LSTM(i, h, n, dropout=d, batch_first=True), lstm_update, lstm=True),
+    "naive_rnn": Cell(NaiveRNN, rnn_tanh_update),
+    "naive_gru": Cell(NaiveGRU, gru_update),
+    "naive_lstm": Cell(NaiveLSTM, lstm_update, lstm=True),
 }
 
 

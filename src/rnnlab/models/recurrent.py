@@ -113,21 +113,34 @@ class RecurrentStack(nn.Module):
 
     def stepper(self, one_hot: bool = False):
         """`step(x (batch, input), layers) -> (batch, hidden), layers`: one time step over per-layer states
-        (`to_layers`: the cells' own state tuples, `(h,)` or `(h, c)`) through the cell's `step` (cells.py), the
-        weights transposed once, not at every step; for loops of single steps, such as sampling. With `one_hot`,
-        `x` is ids `(batch,)` of one-hot inputs, and the first layer looks its input product up (a row of
-        `W_ih^T + b_ih`) instead of multiplying."""
-        kind = cell_kind(self.cell)
+        (`to_layers`: the cells' own state tuples, `(h,)` or `(h, c)`) through the cell's `update` (cells.py), the
+        weights transposed once, not at every step; for loops of single steps, such as sampling. Every layer's
+        hidden product `h W_hh^T + b_hh` reads last step's state only, so when the layers are of one size they
+        are taken in one batched product `(layers, batch, gates * hidden)`. With `one_hot`, `x` is ids `(batch,)`
+        of one-hot inputs, and the first layer looks its input product up (a row of `W_ih^T + b_ih`) instead of
+        multiplying."""
+        update = cell_kind(self.cell).update
         layers = [[getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
                   for rnn in self.groups for k in range(rnn.num_layers)]
-        prepared = [(w_ih.T.contiguous(), w_hh.T.contiguous(), b_ih, b_hh) for w_ih, w_hh, b_ih, b_hh in layers]
-        table = prepared[0][0] + prepared[0][2] if one_hot else None
+        inputs = [(w_ih.T.contiguous(), b_ih) for w_ih, _, b_ih, _ in layers]
+        table = inputs[0][0] + inputs[0][1] if one_hot else None
+        if len(layers) > 1 and len({w_hh.shape for _, w_hh, _, _ in layers}) == 1:
+            w_hh_t = torch.stack([w_hh.T for _, w_hh, _, _ in layers])  # (layers, hidden, gates * hidden)
+            b_hh = torch.stack([b for *_, b in layers])[:, None]
+
+            def hidden_products(states: list) -> list[Tensor]:
+                return torch.baddbmm(b_hh, torch.stack([s[0] for s in states]), w_hh_t).unbind(0)
+        else:
+            hidden = [(w_hh.T.contiguous(), b_hh) for _, w_hh, _, b_hh in layers]
+
+            def hidden_products(states: list) -> list[Tensor]:
+                return [torch.addmm(b, s[0], w) for (w, b), s in zip(hidden, states)]
 
         def step(x: Tensor, states: list) -> tuple[Tensor, list]:
             new = []
-            for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(prepared, states)):
+            for k, ((w_ih_t, b_ih), h_proj, s) in enumerate(zip(inputs, hidden_products(states), states)):
                 x_proj = table.index_select(0, x) if k == 0 and table is not None else torch.addmm(b_ih, x, w_ih_t)
-                s = kind.step(x_proj, s, w_hh_t, b_hh)
+                s = update(x_proj, h_proj, s)
                 new.append(s)
                 x = s[0]
             return x, new
