@@ -157,16 +157,16 @@ class RNNLM(nn.Module):
         (`self.rnn.to_layers` / `from_layers`): `step` without converting the state at every call.
         One-hot inputs are looked up, not built and multiplied; a linear decoder's weight is transposed once."""
         one_hot = isinstance(self.encoder, OneHot)
-        rnn_step, encoder, decoder = self.rnn.stepper(one_hot), self.encoder, self.decoder
-        if isinstance(decoder, nn.Linear):
-            w_t, bias = decoder.weight.T.contiguous(), decoder.bias
+        rnn_step, encoder, decode = self.rnn.stepper(one_hot), self.encoder, self.decoder
+        if isinstance(self.decoder, nn.Linear):
+            w_t, bias = self.decoder.weight.T.contiguous(), self.decoder.bias
 
-            def decoder(out: Tensor) -> Tensor:
+            def decode(out: Tensor) -> Tensor:
                 return torch.addmm(bias, out, w_t)
 
         def step(ids: Tensor, layers: list) -> tuple[Tensor, list]:
             out, layers = rnn_step(ids if one_hot else encoder(ids), layers)
-            return decoder(out), layers
+            return decode(out), layers
 
         return step
 

@@ -128,12 +128,12 @@ class RecurrentStack(nn.Module):
             w_hh_t = torch.stack([w_hh.T for _, w_hh, _, _ in layers])  # (layers, hidden, gates * hidden)
             b_hh = torch.stack([b for *_, b in layers])[:, None]
 
-            def hidden_products(states: list) -> list[Tensor]:
+            def hidden_products(states: list) -> Sequence[Tensor]:
                 return torch.baddbmm(b_hh, torch.stack([s[0] for s in states]), w_hh_t).unbind(0)
         else:
             hidden = [(w_hh.T.contiguous(), b_hh) for _, w_hh, _, b_hh in layers]
 
-            def hidden_products(states: list) -> list[Tensor]:
+            def hidden_products(states: list) -> Sequence[Tensor]:
                 return [torch.addmm(b, s[0], w) for (w, b), s in zip(hidden, states)]
 
         def step(x: Tensor, states: list) -> tuple[Tensor, list]:
