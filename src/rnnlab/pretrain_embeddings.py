@@ -59,6 +59,22 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
 
 
 METHODS = ("torch", "gensim")  # rnnlab's PyTorch skip-gram trainer, gensim's Word2Vec
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim: int, window: int, negatives: int,
+                     epochs: int, batch_size: int, lr: float, seed: int, subsample: float, workers: int) -> Path:
+    """Skip-gram vectors of `datamodule`'s training texts by `method` (`batch_size` and `lr`: the PyTorch
+    trainer's; `workers`: gensim's), written to `output`."""
+    check_method(method)
+    if method == "gensim":
+        return pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, output, seed, subsample, workers)
+    return pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, output, seed, subsample)
+
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
                    "chunk_batches")  # where the texts come from and how they are batched: not what they are
 
@@ -75,8 +91,7 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     to an hour on a CPU), never a silent side effect. It draws from its own seed inside a forked RNG: the
     caller's random state is the same whether the file was cached.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_method(method)
     settings = {k: list(v) if isinstance(v, (tuple, ListConfig)) else v
                 for k, v in data.hparams.items() if k not in LOADER_SETTINGS}  # [0.8, 0.1] however it was given
     settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
@@ -102,10 +117,8 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
              "; the progress bar below is this pretraining" if method == "torch" else "", path)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        if method == "gensim":
-            pretrain_gensim(data, embedding_dim, window, negatives, epochs, path, seed, subsample, workers)
-        else:
-            pretrain(data, embedding_dim, window, negatives, epochs, batch_size, lr, path, seed, subsample)
+        pretrain_vectors(method, data, path, embedding_dim, window, negatives, epochs, batch_size, lr, seed, subsample,
+                         workers)
     return str(path)
 
 
@@ -113,14 +126,9 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
 def main(cfg: DictConfig) -> None:
     L.seed_everything(cfg.seed, workers=True)
     with one_line_errors("pretrain_embeddings.py"):
-        if cfg.get("method", "torch") not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {cfg.method!r}")
-        if cfg.get("method") == "gensim":
-            path = pretrain_gensim(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
-                                   cfg.output, cfg.seed, cfg.subsample, cfg.workers)
-        else:
-            path = pretrain(instantiate(cfg.data), cfg.embedding_dim, cfg.window, cfg.negatives, cfg.epochs,
-                            cfg.batch_size, cfg.lr, cfg.output, cfg.seed, cfg.subsample)
+        path = pretrain_vectors(cfg.get("method", "torch"), instantiate(cfg.data), cfg.output, cfg.embedding_dim,
+                                cfg.window, cfg.negatives, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.subsample,
+                                cfg.workers)
     log.info("word vectors written to %s", path)
 
 
