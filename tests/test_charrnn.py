@@ -211,7 +211,7 @@ def test_single_step_path_equals_the_training_forward_over_200_steps(cell, embed
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "naive_rnn"])
 def test_per_layer_states_are_the_cells_tuples_and_round_trip(cell):
-    """`to_layers` gives each layer the state tuple its cell's step takes, `(h,)` or `(h, c)` of `(batch, hidden)`
+    """`to_layers` gives each layer the state tuple its cell's `update` takes, `(h,)` or `(h, c)` of `(batch, hidden)`
     (zeros for no state); `from_layers` gives back `forward`'s state exactly."""
     torch.manual_seed(0)
     rnn = RNNLM(20, [16, 16, 8], cell, embedding_dim=6).eval().rnn  # two groups: [16, 16] and [8]
