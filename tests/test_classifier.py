@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnnlab.models import padded
-from rnnlab.models.classifier import RecurrentClassifier
+from rnnlab.models.classifier import HeadNorm, RecurrentClassifier
 from rnnlab.models.padded import PaddedRNN
 
 
@@ -87,3 +87,42 @@ def test_concat_pooling_is_last_max_and_mean_side_by_side():
     torch.testing.assert_close(rep[0, 12:], out[0, :2].mean(0))
     torch.testing.assert_close(rep[1, 6:], torch.cat([out[1].max(0).values, out[1].mean(0)]))
     torch.testing.assert_close(net(ids, lengths), net.head(rep))
+
+
+def test_ulmfits_head_is_batch_norm_dropout_linear_relu_batch_norm_dropout_linear():
+    torch.manual_seed(0)
+    net = RecurrentClassifier(10, embedding_dim=4, hidden_size=3, pooling="concat", dropout=0.4, head_hidden=5,
+                              head_dropout=0.2).eval()
+    kinds = [(type(m).__name__, getattr(m, "p", None)) for m in net.head]
+    assert kinds == [("HeadNorm", None), ("Dropout", 0.4), ("Linear", None), ("ReLU", None),
+                     ("HeadNorm", None), ("Dropout", 0.2), ("Linear", None)]
+    assert (net.head[0].num_features, tuple(net.head[2].weight.shape), tuple(net.head[6].weight.shape)) == (
+        9, (5, 9), (2, 5))
+    ids, lengths = torch.tensor([[3, 4, 0], [5, 2, 1]]), torch.tensor([2, 3])
+    for bn in (net.head[0], net.head[4]):  # running statistics away from (0, 1), so that they matter
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    out, final = net.encode(ids, lengths)
+    rep = net.pool(out, final, lengths)
+    first = (rep - net.head[0].running_mean) / (net.head[0].running_var + 1e-5).sqrt() * net.head[0].weight \
+        + net.head[0].bias
+    hidden = torch.relu(net.head[2](first))
+    second = (hidden - net.head[4].running_mean) / (net.head[4].running_var + 1e-5).sqrt() * net.head[4].weight \
+        + net.head[4].bias
+    torch.testing.assert_close(net(ids, lengths), net.head[6](second))
+    # every prefix's logits, in one pass, are those of the prefix read on its own
+    prefixes = net.prefix_logits(torch.tensor([5, 2, 1]), torch.tensor([1, 2, 3]))
+    alone = torch.cat([net(torch.tensor([[5, 2, 1][:n]]), torch.tensor([n])) for n in (1, 2, 3)])
+    torch.testing.assert_close(prefixes, alone)
+
+
+def test_head_norm_learns_from_a_batch_of_rows_and_normalizes_one_row_with_its_running_statistics():
+    torch.manual_seed(0)
+    norm = HeadNorm(3).train()
+    rows = torch.randn(4, 3) * 2 + 1
+    torch.testing.assert_close(norm(rows), (rows - rows.mean(0)) / (rows.var(0, unbiased=False) + 1e-5).sqrt())
+    mean, var = norm.running_mean.clone(), norm.running_var.clone()
+    assert not torch.equal(mean, torch.zeros(3))  # a batch of rows moves the running statistics
+    one = torch.randn(1, 3)
+    torch.testing.assert_close(norm(one), (one - mean) / (var + 1e-5).sqrt())
+    assert torch.equal(norm.running_mean, mean) and torch.equal(norm.running_var, var)
+    assert norm(one).requires_grad  # the affine weights still learn from it

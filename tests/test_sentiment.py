@@ -158,7 +158,8 @@ def model(**kw):
 @pytest.mark.parametrize("kw", [{}, {"bidirectional": True}, {"pooling": "mean"}, {"pooling": "max"},
                                 {"pooling": "concat", "bidirectional": True}, {"cell": "gru", "num_layers": 2},
                                 {"padding_side": "left"}, {"pack": True},
-                                {"pack": True, "pooling": "mean"}, {"pack": False, "padding_side": "left"}])
+                                {"pack": True, "pooling": "mean"}, {"pack": False, "padding_side": "left"},
+                                {"pooling": "concat", "head_hidden": 4}])
 def test_padding_never_changes_the_prediction(kw):
     m = model(**kw)
     sentence = torch.tensor([[4, 9, 2, 7]])
@@ -171,7 +172,7 @@ def test_padding_never_changes_the_prediction(kw):
 
 @pytest.mark.parametrize("kw", [{}, {"pooling": "mean"}, {"pooling": "max"}, {"pooling": "concat"},
                                 {"bidirectional": True}, {"pooling": "concat", "bidirectional": True}, {"loss": "mse"},
-                                {"loss": "bce"}])
+                                {"loss": "bce"}, {"pooling": "concat", "head_hidden": 4}])
 def test_trajectory_has_one_value_per_word_and_ends_at_the_prediction(kw):
     m = model(**kw)
     ids = torch.tensor([4, 9, 2, 7, 5])

@@ -179,9 +179,10 @@ def test_gradual_unfreezing_keeps_frozen_layers_unchanged(imdb_lm, tmp_path):
         assert torch.equal(after[epochs]["net.embedding.weight"], lm["net.encoder.weight"])
 
 
-def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path):
+@pytest.mark.parametrize("head", [[], ["model.net.head_hidden=4"]])
+def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path, head):
     cfg = compose_config(classifier_overrides(imdb_lm, "model.lr_decay_per_layer=2.0", "model.optimizer.lr=0.008",
-                                              "model/scheduler=one_cycle"), tmp_path)
+                                              "model/scheduler=one_cycle", *head), tmp_path)
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule)
     optimizer = trainer.optimizers[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.models.padded import PaddedRNN, valid_mask
@@ -11,18 +12,30 @@ POOLINGS = ("last", "mean", "max", "concat")
 CONCAT = ("last", "max", "mean")  # what pooling="concat" puts side by side
 
 
+class HeadNorm(nn.BatchNorm1d):
+    """Batch norm over `(batch, features)` that normalizes a training batch of one row (the last, short batch)
+    with its running statistics, leaving them as they are: a batch's own variance needs two rows."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.size(0) == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class RecurrentClassifier(nn.Module):
     """Right-padded ids `(batch, time)` with `lengths` `(batch,)` -> logits `(batch, num_outputs)`.
 
     A `PaddedRNN` reads each text within its length (the backward direction from the text's real end),
     so padding never changes an output. The text's representation is the final state of each
     direction (`pooling="last"`), the mean/max of the outputs over the valid steps, or all three side by side
-    (`pooling="concat"`, ULMFiT's concat pooling).
+    (`pooling="concat"`, ULMFiT's concat pooling). The head is one linear layer after dropout, or with
+    `head_hidden=N` ULMFiT's: batch norm, dropout, linear to N, ReLU, batch norm, `head_dropout`, linear.
     """
 
     def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 128, hidden_size: int = 128,
                  num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.5,
-                 embedding_dropout: float = 0.0, pooling: str = "last", num_outputs: int = 2):
+                 embedding_dropout: float = 0.0, pooling: str = "last", num_outputs: int = 2,
+                 head_hidden: int | None = None, head_dropout: float = 0.1):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"model.net.pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -31,8 +44,15 @@ class RecurrentClassifier(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.rnn = PaddedRNN(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.rnn.output_size * len(self.parts), num_outputs)
+        features = self.rnn.output_size * len(self.parts)
+        if head_hidden:
+            self.dropout = nn.Identity()
+            self.head = nn.Sequential(HeadNorm(features), nn.Dropout(dropout), nn.Linear(features, head_hidden),
+                                      nn.ReLU(), HeadNorm(head_hidden), nn.Dropout(head_dropout),
+                                      nn.Linear(head_hidden, num_outputs))
+        else:
+            self.dropout = nn.Dropout(dropout)
+            self.head = nn.Linear(features, num_outputs)
 
     @property
     def bidirectional(self) -> bool:
@@ -74,4 +94,4 @@ class RecurrentClassifier(nn.Module):
         out, _ = self.encode(ids[None], torch.tensor([n], device=ids.device))
         running = {"last": lambda: out, "max": lambda: out.cummax(1).values,
                    "mean": lambda: out.cumsum(1) / torch.arange(1, n + 1, device=out.device)[None, :, None]}
-        return self.head(torch.cat([running[part]() for part in self.parts], 2))[0][lengths - 1]
+        return self.head(torch.cat([running[part]() for part in self.parts], 2)[0][lengths - 1])
