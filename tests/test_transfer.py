@@ -17,7 +17,7 @@ from rnnlab.checkpoint import CheckpointError, read_checkpoint
 from rnnlab.data.text import PAD, UNK
 from rnnlab.data.text_corpus import EOS
 from rnnlab.train import build, train
-from rnnlab.transfer import read_lm_encoder
+from rnnlab.transfer import copy_encoder, read_lm_encoder
 from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
 
 LM_NET = ["model.net.hidden_sizes=[12,12]", "model.net.embedding_dim=8", "model.net.cell=gru"]
@@ -63,6 +63,36 @@ def test_the_classifier_takes_the_lms_vocabulary_sizes_tokenization_and_weights(
     for k, (forward,) in enumerate(model.net.rnn.layers):
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             assert torch.equal(getattr(forward, f"{name}_l0"), state[f"net.rnn.groups.0.{name}_l{k}"])
+
+
+def test_new_words_extend_the_lms_vocabulary_and_start_at_its_mean_embedding(imdb_lm, tmp_path):
+    """`encoder.new_words=2`: the training words the LM lacks seen at least twice follow the LM's vocabulary (its
+    ids unchanged), their rows the LM's mean embedding; a word seen once stays `<unk>`."""
+    ckpt, _ = imdb_lm
+    make_imdb_tree(tmp_path / "data" / "imdb", per_class=12, extra_words=20)
+    for path in sorted((tmp_path / "data" / "imdb" / "aclImdb" / "train").glob("*/*.txt")):
+        path.write_text(path.read_text() + (" splendid" if path.parent.name == "pos" else " dreadful"))
+    (tmp_path / "data" / "imdb" / "aclImdb" / "train" / "pos" / "0_8.txt").write_text("A splendid zeugma.")
+    data = [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}", "data.download=false"]
+    datamodule, model, _ = build(compose_config(classifier_overrides((ckpt, data), "encoder.new_words=2"), tmp_path))
+    lm = read_checkpoint(ckpt)
+    itos, embedding = lm["rnnlab"]["vocab"]["itos"], lm["state_dict"]["net.encoder.weight"]
+    assert "splendid" not in itos and "zeugma" not in itos
+    assert datamodule.vocab.itos == [*itos, "dreadful", "splendid"]  # as many of each: alphabetical
+    weight = model.net.embedding.weight
+    assert torch.equal(weight[: len(itos)], embedding)
+    assert torch.equal(weight[len(itos):], embedding.mean(0).expand(2, -1))
+    ids = datamodule.vocab.encode(["a", "splendid", "zeugma"])
+    assert ids[1] == len(itos) + 1 and ids[2] == datamodule.vocab.stoi[UNK]
+    train(compose_config(classifier_overrides((ckpt, data), "encoder.new_words=2"), tmp_path / "trained"))
+    saved = read_checkpoint(tmp_path / "trained" / "run" / "checkpoints" / "last.ckpt")
+    assert saved["rnnlab"]["vocab"]["itos"] == datamodule.vocab.itos  # what eval and predict read texts with
+    with refusal(CheckpointError, ckpt, f": embedding {tuple(embedding.shape)} does not fit the classifier's "
+                                        f"{tuple(weight.shape)}"):
+        copy_encoder(model.net, read_lm_encoder(ckpt))  # without new_words the vocabularies must be the same
+    with pytest.raises(ValueError, match=r"^encoder.new_words must be null or a count of at least 1 \(how often a "
+                                         r"training word the LM lacks must occur to be added\), got 0$"):
+        build(compose_config(classifier_overrides(imdb_lm, "encoder.new_words=0"), tmp_path / "zero"))
 
 
 def documents(stream: torch.Tensor, vocab) -> list[list[str]]:

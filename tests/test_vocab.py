@@ -19,6 +19,15 @@ def test_min_freq_and_max_size():
     assert vocab.encode(["b"]) == [1]
 
 
+def test_extended_keeps_every_id_and_appends_the_missing_symbols_seen_often_enough():
+    vocab = Vocabulary.build(["a", "a", "b"], specials=["<pad>", "<unk>"], unk="<unk>")
+    bigger = vocab.extended(["z", "a", "y", "z", "x", "y", "w"], min_freq=2)
+    assert bigger.itos == ["<pad>", "<unk>", "a", "b", "y", "z"]  # y and z twice each: alphabetical; w, x once
+    assert bigger.encode(["a", "z", "w"]) == [2, 5, 1] and bigger.unk == "<unk>"
+    assert vocab.itos == ["<pad>", "<unk>", "a", "b"]  # the original is left as it was
+    assert vocab.extended(["w", "z"]).itos == ["<pad>", "<unk>", "a", "b", "w", "z"]
+
+
 def test_unknown_symbols_map_to_unk_or_raise_listing_them():
     vocab = Vocabulary(["<unk>", "x"], unk="<unk>")
     assert vocab.encode(["x", "y"]) == [1, 0]

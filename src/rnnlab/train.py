@@ -29,7 +29,7 @@ from rnnlab.cli import (
     silence_known_warnings,
 )
 from rnnlab.files import FolderLock, atomic_write
-from rnnlab.transfer import copy_encoder, read_lm_encoder, use_encoder, use_lm_checkpoint
+from rnnlab.transfer import copy_encoder, new_words, read_lm_encoder, use_encoder, use_lm_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,12 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     datamodule = instantiate(cfg.data)
     if vocab is not None:
         datamodule.vocab = vocab
+    if encoder is not None:
+        datamodule.new_words = new_words(cfg.encoder.get("new_words"))
     model_kwargs = datamodule.model_kwargs()
     model = instantiate(cfg.model, **model_kwargs)
     if encoder is not None:
-        copy_encoder(model.net, encoder)
+        copy_encoder(model.net, encoder, bool(datamodule.new_words))
     if cfg.get("init_from"):
         init_weights(model, cfg.init_from, getattr(datamodule, "vocab", None), init_checkpoint)
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -92,6 +92,17 @@ def read_lm_encoder(path: str | os.PathLike) -> LMEncoder:
                      tokenization(data), state["net.encoder.weight"], layers)
 
 
+def new_words(value) -> int | None:
+    """`encoder.new_words`: null (the LM's vocabulary as it is) or how often a training word the LM lacks must
+    occur to be added to the classifier's vocabulary."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"encoder.new_words must be null or a count of at least 1 (how often a training word "
+                         f"the LM lacks must occur to be added), got {value!r}")
+    return value
+
+
 def use_encoder(cfg: DictConfig, encoder: LMEncoder) -> None:
     """Set the classifier's cell and sizes and the data's tokenization to the LM's (in place)."""
     net = cfg.model.net
@@ -106,15 +117,20 @@ def use_encoder(cfg: DictConfig, encoder: LMEncoder) -> None:
 
 
 @torch.no_grad()
-def copy_encoder(classifier: nn.Module, encoder: LMEncoder) -> None:
-    """The LM's embedding and recurrent weights into `classifier` (a `RecurrentClassifier`), exactly."""
-    if classifier.embedding.weight.shape != encoder.embedding.shape:
+def copy_encoder(classifier: nn.Module, encoder: LMEncoder, new_words: bool = False) -> None:
+    """The LM's embedding and recurrent weights into `classifier` (a `RecurrentClassifier`), exactly. With
+    `new_words`, the classifier's vocabulary is the LM's followed by words the LM lacks (`encoder.new_words`):
+    their rows start from the mean of the LM's rows (ULMFiT's start for new words)."""
+    rows, lm_rows = classifier.embedding.weight.size(0), encoder.embedding.size(0)
+    fits = rows >= lm_rows if new_words else rows == lm_rows
+    if not fits or classifier.embedding.weight.size(1) != encoder.embedding.size(1):
         raise CheckpointError(f"encoder.ckpt_path={encoder.path}: embedding {tuple(encoder.embedding.shape)} does "
                               f"not fit the classifier's {tuple(classifier.embedding.weight.shape)}")
+    classifier.embedding.weight[lm_rows:] = encoder.embedding.mean(0)
     if len(classifier.rnn.layers) != len(encoder.layers):
         raise CheckpointError(f"encoder.ckpt_path={encoder.path}: {len(encoder.layers)} LM layers for "
                               f"{len(classifier.rnn.layers)} classifier layers")
-    classifier.embedding.weight.copy_(encoder.embedding)
+    classifier.embedding.weight[:lm_rows] = encoder.embedding
     for (forward, *_), weights in zip(classifier.rnn.layers, encoder.layers):
         for name, tensor in weights.items():
             getattr(forward, f"{name}_l0").copy_(tensor)

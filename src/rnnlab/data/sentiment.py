@@ -165,6 +165,7 @@ class SentimentDataModule(L.LightningDataModule):
             raise ValueError("data.batching=pad needs data.max_len (the length every text is padded to)")
         self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.vocab: Vocabulary | None = None
+        self.new_words: int | None = None  # with a given vocabulary: add the training words it lacks seen this often
         self.datasets: dict[str, EncodedTexts] = {}
 
     def tokenize(self, text: str) -> list[str]:
@@ -219,6 +220,9 @@ class SentimentDataModule(L.LightningDataModule):
         if self.vocab is None:  # else the vocabulary given (a checkpoint's, or a language model's) is used as is
             self.vocab = build_vocab((self.tokenize(t) for t in splits["train"].texts), self.hparams.min_freq,
                                      self.hparams.max_size)
+        elif self.new_words:  # or extended by the training split's words it lacks
+            self.vocab = self.vocab.extended((w for t in splits["train"].texts for w in self.tokenize(t)),
+                                             self.new_words)
         self.datasets = {name: self.encode(texts, name) for name, texts in splits.items()}
         if len(self.datasets["train"]) == 0:
             raise DataFileError(f"the training split is empty: no text with words in {self.source()}")

@@ -57,6 +57,13 @@ class Vocabulary:
             ranked = ranked[: max(0, max_size - len(specials))]
         return cls(list(specials) + ranked, unk=unk, on_unknown=on_unknown)
 
+    def extended(self, symbols: Iterable[str], min_freq: int = 1) -> Vocabulary:
+        """This vocabulary, then the symbols of `symbols` it lacks that occur at least `min_freq` times, by
+        falling frequency (ties alphabetical): every id it had stays the same."""
+        counts = Counter(s for s in symbols if s not in self.stoi)
+        new = sorted((s for s, c in counts.items() if c >= min_freq), key=lambda s: (-counts[s], s))
+        return Vocabulary(self.itos + new, unk=self.unk, on_unknown=self.on_unknown)
+
     def __len__(self) -> int:
         return len(self.itos)
 
