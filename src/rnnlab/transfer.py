@@ -126,10 +126,10 @@ def copy_encoder(classifier: nn.Module, encoder: LMEncoder, new_words: bool = Fa
     if not fits or classifier.embedding.weight.size(1) != encoder.embedding.size(1):
         raise CheckpointError(f"encoder.ckpt_path={encoder.path}: embedding {tuple(encoder.embedding.shape)} does "
                               f"not fit the classifier's {tuple(classifier.embedding.weight.shape)}")
-    classifier.embedding.weight[lm_rows:] = encoder.embedding.mean(0)
     if len(classifier.rnn.layers) != len(encoder.layers):
         raise CheckpointError(f"encoder.ckpt_path={encoder.path}: {len(encoder.layers)} LM layers for "
                               f"{len(classifier.rnn.layers)} classifier layers")
+    classifier.embedding.weight[lm_rows:] = encoder.embedding.mean(0)
     classifier.embedding.weight[:lm_rows] = encoder.embedding
     for (forward, *_), weights in zip(classifier.rnn.layers, encoder.layers):
         for name, tensor in weights.items():
