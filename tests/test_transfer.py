@@ -306,9 +306,13 @@ def test_lm_then_transfer_on_the_real_sentence_polarity_files(data_dir, tmp_path
                                     "callbacks.trajectories=null", "data.batch_size=16"], tmp_path))
     assert {"test/acc", "test/f1", "test/auroc"} <= set(metrics)
     source, tuned = (read_checkpoint(path / "run" / "checkpoints" / "last.ckpt") for path in (lm, tmp_path))
-    assert tuned["rnnlab"]["vocab"]["itos"] == source["rnnlab"]["vocab"]["itos"]
+    # the preset's encoder.new_words=2: the LM's words first, then the training words it lacks
+    lm_words, words = source["rnnlab"]["vocab"]["itos"], tuned["rnnlab"]["vocab"]["itos"]
+    assert words[:len(lm_words)] == lm_words and len(words) > len(lm_words)
     # two epochs of gradual unfreezing: the head, then the top layer; the embedding and the bottom layer stay
-    assert torch.equal(tuned["state_dict"]["net.embedding.weight"], source["state_dict"]["net.encoder.weight"])
+    lm_embedding, embedding = source["state_dict"]["net.encoder.weight"], tuned["state_dict"]["net.embedding.weight"]
+    assert torch.equal(embedding[:len(lm_words)], lm_embedding)
+    assert torch.allclose(embedding[len(lm_words):], lm_embedding.mean(0).expand(len(words) - len(lm_words), -1))
     assert torch.equal(tuned["state_dict"]["net.rnn.layers.0.0.weight_ih_l0"],
                        source["state_dict"]["net.rnn.groups.0.weight_ih_l0"])
     assert not torch.equal(tuned["state_dict"]["net.rnn.layers.1.0.weight_ih_l0"],
