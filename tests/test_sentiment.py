@@ -2,6 +2,7 @@ import dataclasses
 import io
 import json
 import tarfile
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -98,6 +99,28 @@ def test_real_mr_files_and_latin1_copies(data_dir, tmp_path):
     latin = load_mr(tmp_path / "latin", tmp_path, download_missing=False)
     assert latin.texts == [t.encode("cp1252", errors="replace").decode("cp1252") for t in data.texts]
     assert any("é" in t for t in latin.texts)
+
+
+@pytest.mark.parametrize("given_vocab", [False, True])
+def test_setup_tokenizes_each_text_once_and_encodes_the_words_it_counted(data_dir, tmp_path, given_vocab):
+    """The training texts are tokenized once for both the vocabulary (built, or a given one extended by
+    `new_words`) and their ids."""
+    dm = SentimentDataModule("mr", str(data_dir), str(tmp_path), download=False, folds=10, fold=0, max_len=20)
+    given = build_vocab([["the", "film"]])
+    if given_vocab:
+        dm.vocab, dm.new_words = given, 2
+    calls, tokenize_text = [], dm.tokenize
+    dm.tokenize = lambda text: calls.append(text) or tokenize_text(text)
+    dm.setup()
+    splits = dm.read_splits()
+    assert len(calls) == sum(len(texts.texts) for texts in splits.values()) == 10_662
+    train_words = [tokenize_text(t) for t in splits["train"].texts]
+    counts = Counter(w for words in train_words for w in words)
+    start = given.itos if given_vocab else [PAD, UNK]
+    by_count = sorted((w for w, c in counts.items() if w not in start and c >= (2 if given_vocab else 1)),
+                      key=lambda w: (-counts[w], w))
+    assert dm.vocab.itos == start + by_count
+    assert dm.datasets["train"].ids == [dm.vocab.encode(words)[:20] for words in train_words if words]
 
 
 def test_imdb_archive_in_the_data_dir_is_extracted_once_into_the_cache(tmp_path, monkeypatch):

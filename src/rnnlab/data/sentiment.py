@@ -198,11 +198,12 @@ class SentimentDataModule(L.LightningDataModule):
             parts = stratified_split(data.labels, h.split, h.seed)
         return {name: data.subset(idx) for name, idx in zip(("train", "valid", "test"), parts)}
 
-    def encode(self, texts: LabelledTexts, split: str) -> EncodedTexts:
+    def encode(self, texts: LabelledTexts, split: str, words: list[list[str]] | None = None) -> EncodedTexts:
+        """The texts as ids; `words`: the texts already tokenized."""
         h = self.hparams
         ids, labels, dropped, truncated = [], [], 0, 0
-        for text, label in zip(texts.texts, texts.labels):
-            tokens = self.vocab.encode(self.tokenize(text))
+        for text_words, label in zip(words if words is not None else map(self.tokenize, texts.texts), texts.labels):
+            tokens = self.vocab.encode(text_words)
             if not tokens:
                 dropped += 1
                 continue
@@ -217,13 +218,15 @@ class SentimentDataModule(L.LightningDataModule):
         if self.datasets:
             return
         splits = self.read_splits()
+        words = None  # the training texts tokenized, once, when the vocabulary needs them
         if self.vocab is None:  # else the vocabulary given (a checkpoint's, or a language model's) is used as is
-            self.vocab = build_vocab((self.tokenize(t) for t in splits["train"].texts), self.hparams.min_freq,
-                                     self.hparams.max_size)
+            words = [self.tokenize(t) for t in splits["train"].texts]
+            self.vocab = build_vocab(words, self.hparams.min_freq, self.hparams.max_size)
         elif self.new_words:  # or extended by the training split's words it lacks
-            self.vocab = self.vocab.extended((w for t in splits["train"].texts for w in self.tokenize(t)),
-                                             self.new_words)
-        self.datasets = {name: self.encode(texts, name) for name, texts in splits.items()}
+            words = [self.tokenize(t) for t in splits["train"].texts]
+            self.vocab = self.vocab.extended((w for text_words in words for w in text_words), self.new_words)
+        self.datasets = {name: self.encode(texts, name, words if name == "train" else None)
+                         for name, texts in splits.items()}
         if len(self.datasets["train"]) == 0:
             raise DataFileError(f"the training split is empty: no text with words in {self.source()}")
 
