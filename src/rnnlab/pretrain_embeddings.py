@@ -75,6 +75,7 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
         return pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, output, seed, subsample, workers)
     return pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, output, seed, subsample)
 
+
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
                    "chunk_batches")  # where the texts come from and how they are batched: not what they are
 
