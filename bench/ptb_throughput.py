@@ -29,7 +29,6 @@ from hydra.utils import instantiate
 from rnnlab import CONF_DIR
 from rnnlab.cli import keep_freed_memory, silence_known_warnings
 from rnnlab.models.recurrent import detach_state
-from rnnlab.optim import clip_grad_norm
 from rnnlab.train import build
 
 
@@ -76,7 +75,6 @@ def plain_round(cfg, batches: int, warmup: int) -> float:
     datamodule, model, _ = build(cfg)
     net = model.net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.model.optimizer.lr)
-    model.use_sparse_grad(optimizer)  # the embedding's gradient as the Lightning run has it (model.sparse_grad)
     state, tokens, start = None, 0, None
     for i, (x, y) in enumerate(datamodule.train_dataloader()):
         if i == batches:
@@ -87,7 +85,7 @@ def plain_round(cfg, batches: int, warmup: int) -> float:
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)) * x.size(1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip_grad_norm(net.parameters(), cfg.trainer.gradient_clip_val)  # torch's, sparse gradients too
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.gradient_clip_val)
         optimizer.step()
         if i >= warmup:
             tokens += x.numel()

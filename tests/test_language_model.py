@@ -1,19 +1,15 @@
 import functools
-import logging
 import math
-from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from rnnlab.models.lm import RNNLM
 from rnnlab.models.recurrent import RecurrentStack
 from rnnlab.models.regularization import LockedDropout
-from rnnlab.optim import KeepThenDecay, clip_grad_norm
+from rnnlab.optim import KeepThenDecay
 from rnnlab.tasks.language_model import LanguageModel
 
 
@@ -84,7 +80,7 @@ def test_carried_state_equals_one_long_window(cell):
     assert not torch.allclose(restarted, second)
 
 
-TASK_ARGS = ("loss_reduction", "bptt", "optimizer", "scheduler", "compile", "sparse_grad")
+TASK_ARGS = ("loss_reduction", "bptt", "optimizer", "scheduler", "compile")
 
 
 def make_module(**kwargs):
@@ -284,70 +280,3 @@ def test_without_an_optimizer_config_the_lm_trains_with_sgd_at_lr_1_and_keeps_it
                             ).configure_optimizers()
     assert isinstance(scheduled["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
     assert scheduled["lr_scheduler"]["interval"] == "epoch"
-
-
-def test_clip_grad_norm_takes_a_sparse_gradient_and_equals_torchs_on_the_dense_one():
-    grads = {}
-    for sparse in (False, True):
-        torch.manual_seed(0)
-        embedding, linear = nn.Embedding(30, 4, sparse=sparse), nn.Linear(4, 3)
-        (linear(embedding(torch.tensor([[1, 2, 1, 7]]))) ** 2).sum().mul(10).backward()  # row 1 twice
-        params = [*embedding.parameters(), *linear.parameters()]
-        clip = torch.nn.utils.clip_grad_norm_ if not sparse else clip_grad_norm
-        grads[sparse] = clip(params, 0.5), [p.grad.to_dense() for p in params]
-        assert embedding.weight.grad.is_sparse is sparse
-    (dense_norm, dense), (sparse_norm, clipped) = grads[False], grads[True]
-    assert dense_norm > 0.5 and sparse_norm.item() == pytest.approx(dense_norm.item(), rel=1e-6)
-    for d, s in zip(dense, clipped):
-        torch.testing.assert_close(s, d, rtol=0, atol=1e-6)
-    assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in clipped])).item() == pytest.approx(0.5, rel=1e-5)
-
-
-class GradLayout(L.Callback):
-    def __init__(self):
-        self.sparse = []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.sparse.append(pl_module.net.encoder.weight.grad.is_sparse)
-
-
-def test_sparse_grad_trains_as_the_dense_gradient_does_through_lightning():
-    """Plain SGD with clipping by norm: the same weights after 6 windows with the embedding's gradient sparse
-    or dense (and clipping acts: without it they differ)."""
-    weights = {}
-    for sparse, clip in ((True, 0.5), (False, 0.5), (False, None)):
-        torch.manual_seed(0)
-        module, layout = make_module(sparse_grad=sparse), GradLayout()
-        trainer = L.Trainer(max_steps=6, gradient_clip_val=clip, callbacks=[layout], logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-        trainer.fit(module, DataLoader(batches(6), batch_size=None))
-        assert layout.sparse == [sparse] * 6
-        weights[sparse, clip] = [p.detach().clone() for p in module.parameters()]
-    for s, d in zip(weights[True, 0.5], weights[False, 0.5]):
-        torch.testing.assert_close(s, d, rtol=0, atol=1e-6)
-    assert not all(torch.allclose(c, u) for c, u in zip(weights[False, 0.5], weights[False, None]))
-
-
-@pytest.mark.parametrize("case, reason", [
-    ({"optimizer": functools.partial(torch.optim.Adam, lr=1e-3)}, "the optimizer is not plain SGD"),
-    ({"optimizer": functools.partial(torch.optim.SGD, lr=1.0, momentum=0.9)}, "the optimizer is not plain SGD"),
-    ({"optimizer": functools.partial(torch.optim.SGD, lr=1.0, weight_decay=1e-6)}, "the optimizer is not plain SGD"),
-    ({"tie_weights": True, "hidden_sizes": [4]}, "the embedding is tied to the decoder"),
-    ({"compile": True}, "the network is compiled"),
-    ({"world_size": 2}, "the run has several processes"),
-    ({"gradient_clip_algorithm": "value"}, "gradients are clipped by value"),
-    ({}, None),
-])
-def test_sparse_grad_stays_dense_where_the_step_would_differ(case, reason, caplog):
-    caplog.set_level(logging.INFO, logger="rnnlab.tasks.language_model")
-    case = dict(case)
-    run = {k: case.pop(k) for k in ("world_size", "gradient_clip_algorithm") if k in case}
-    module = make_module(sparse_grad=True, **case)
-    module._trainer = SimpleNamespace(world_size=run.get("world_size", 1),
-                                      gradient_clip_algorithm=run.get("gradient_clip_algorithm"))
-    config = module.configure_optimizers()
-    assert module.net.encoder.sparse is (reason is None)
-    assert module.use_sparse_grad(config) is (reason is None)
-    assert (f"the embedding's gradient stays dense: {reason}" in caplog.text) is (reason is not None)
-    off = make_module(sparse_grad=False)
-    assert off.use_sparse_grad(off.configure_optimizers()) is False and off.net.encoder.sparse is False

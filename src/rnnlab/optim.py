@@ -1,11 +1,6 @@
-"""Learning-rate schedules used by the presets, optimizers from Hydra partials, and gradient clipping that
-takes sparse gradients."""
-
-from collections.abc import Iterable
+"""Learning-rate schedules used by the presets, and optimizers from Hydra partials."""
 
 import torch
-from torch import nn
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 
 class KeepThenDecay:
@@ -40,23 +35,3 @@ def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: flo
                               total_steps=int(module.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer=optimizer), "interval": "epoch"}}
-
-
-def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """`torch.nn.utils.clip_grad_norm_` for gradients of which some may be sparse (an embedding's): each sparse
-    gradient is coalesced in place, its values count once in the total 2-norm, and every gradient is scaled by
-    `min(1, max_norm / (norm + 1e-6))`. Returns the total norm before clipping."""
-    params = [p for p in parameters if p.grad is not None]
-    for p in params:
-        if p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
-    total = get_total_norm([p.grad.values() if p.grad.is_sparse else p.grad for p in params])
-    clip_grads_with_norm_(params, max_norm, total)
-    return total
-
-
-def supports_sparse_grad(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether `optimizer` applies a sparse gradient as it would the dense one: plain SGD (no momentum,
-    no weight decay) in every group."""
-    return type(optimizer) is torch.optim.SGD and all(
-        not group["momentum"] and not group["weight_decay"] for group in optimizer.param_groups)

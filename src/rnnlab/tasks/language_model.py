@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MeanMetric
 
 from rnnlab.losses import cross_entropy
 from rnnlab.models.lm import RNNLM, AdaptiveSoftmax
 from rnnlab.models.recurrent import detach_state, move_state
-from rnnlab.optim import clip_grad_norm, configure_optimizers, supports_sparse_grad
-
-log = logging.getLogger(__name__)
+from rnnlab.optim import configure_optimizers
 
 LOSS_REDUCTIONS = ("sum_time", "mean")
 # Perplexity is reported as exp(min(NLL, this)): a diverged run shows a huge but finite number, in float32 too.
@@ -42,10 +39,6 @@ class LanguageModel(L.LightningModule):
     Activation regularization (AWD-LSTM, training only; `net.outputs` must give the last layer's outputs):
     `ar` x mean square of the dropped outputs, `tar` x mean square of the change of the undropped outputs
     from one time step to the next; both are added to the training loss, never to the reported NLL.
-
-    `sparse_grad`: the embedding's gradient holds only the rows a window uses (the same update, less work on
-    a large vocabulary), where that gives the same step: plain SGD, one process, clipping by norm or none, an
-    embedding not tied to the decoder and not compiled; otherwise it stays dense.
     """
 
     symbol_level = "word"  # how generate.py splits a prime and joins symbols: "word" or "char"
@@ -61,7 +54,6 @@ class LanguageModel(L.LightningModule):
         compile: bool = False,
         ar: float = 0.0,
         tar: float = 0.0,
-        sparse_grad: bool = False,
     ):
         super().__init__()
         if loss_reduction not in LOSS_REDUCTIONS:
@@ -159,43 +151,7 @@ class LanguageModel(L.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        config = configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler, default_lr=1.0)
-        self.use_sparse_grad(config["optimizer"] if isinstance(config, dict) else config)
-        return config
-
-    def use_sparse_grad(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Makes the embedding's gradient sparse (`sparse_grad`) where `optimizer` and the run take the same step
-        from it, else dense; returns whether it is sparse."""
-        embedding = getattr(self.net, "encoder", None)
-        if not isinstance(embedding, nn.Embedding):
-            return False
-        dense_because = self._dense_grad_reason(embedding, optimizer) if self.hparams.sparse_grad else "it is off"
-        if self.hparams.sparse_grad and dense_because:
-            log.info("model.sparse_grad: the embedding's gradient stays dense: %s", dense_because)
-        embedding.sparse = dense_because is None
-        return embedding.sparse
-
-    def _dense_grad_reason(self, embedding: nn.Embedding, optimizer: torch.optim.Optimizer) -> str | None:
-        trainer = self._trainer
-        if not supports_sparse_grad(optimizer):
-            return "the optimizer is not plain SGD (no momentum, no weight decay)"
-        if getattr(getattr(self.net, "decoder", None), "weight", None) is embedding.weight:
-            return "the embedding is tied to the decoder"
-        if self.hparams.compile:
-            return "the network is compiled"
-        if trainer is not None and trainer.world_size > 1:
-            return "the run has several processes"
-        if trainer is not None and str(trainer.gradient_clip_algorithm or "norm").lower().endswith("value"):
-            return "gradients are clipped by value"
-        return None
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Lightning's clipping, or the same by norm over a sparse embedding gradient (`sparse_grad`)."""
-        embedding = getattr(self.net, "encoder", None)
-        if not (gradient_clip_val and getattr(embedding, "sparse", False)):
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
-        clip_grad_norm((p for group in optimizer.param_groups for p in group["params"]), gradient_clip_val)
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler, default_lr=1.0)
 
 
 class CharRNN(LanguageModel):
