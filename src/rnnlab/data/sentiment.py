@@ -218,12 +218,11 @@ class SentimentDataModule(L.LightningDataModule):
         if self.datasets:
             return
         splits = self.read_splits()
-        words = None  # the training texts tokenized, once, when the vocabulary needs them
+        # the training texts tokenized once, for the vocabulary and their ids, when the vocabulary needs them
+        words = [self.tokenize(t) for t in splits["train"].texts] if self.vocab is None or self.new_words else None
         if self.vocab is None:  # else the vocabulary given (a checkpoint's, or a language model's) is used as is
-            words = [self.tokenize(t) for t in splits["train"].texts]
             self.vocab = build_vocab(words, self.hparams.min_freq, self.hparams.max_size)
         elif self.new_words:  # or extended by the training split's words it lacks
-            words = [self.tokenize(t) for t in splits["train"].texts]
             self.vocab = self.vocab.extended((w for text_words in words for w in text_words), self.new_words)
         self.datasets = {name: self.encode(texts, name, words if name == "train" else None)
                          for name, texts in splits.items()}
