@@ -148,11 +148,15 @@ def test_cached_vectors_by_gensim_are_keyed_apart_from_the_torch_trainers(tmp_pa
     assert again == first and len(calls) == 1  # batch_size, lr: the PyTorch trainer's; workers: speed
     saved = torch.load(first, weights_only=True)
     assert saved["vectors"].shape == (len(saved["itos"]), 4) and "good" in saved["itos"]
-    with pytest.raises(ValueError, match="method must be one of \\('torch', 'gensim'\\), got 'glove'"):
+    cbow = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, method="gensim_cbow", **settings)
+    assert Path(cbow).name.startswith("cbow-imdb-4d-") and Path(cbow).name[4:] != Path(first).name[8:]
+    assert len(calls) == 2 and not torch.equal(torch.load(cbow, weights_only=True)["vectors"], saved["vectors"])
+    with pytest.raises(ValueError, match="method must be one of \\('torch', 'gensim', 'gensim_cbow'\\), got 'glove'"):
         skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, method="glove", **settings)
 
 
-def test_gensim_skipgram_writes_the_same_format_repeatably_and_learns_cooccurrence(tmp_path):
+@pytest.mark.parametrize("cbow", [False, True])
+def test_gensim_skipgram_writes_the_same_format_repeatably_and_learns_cooccurrence(tmp_path, cbow):
     from types import SimpleNamespace
 
     from rnnlab.data.vocab import Vocabulary
@@ -164,8 +168,11 @@ def test_gensim_skipgram_writes_the_same_format_repeatably_and_learns_cooccurren
     vocab = Vocabulary(["<pad>", "<unk>", *sorted({w for g in groups for w in g}), "never"])
     datamodule = SimpleNamespace(vocab=vocab, setup=lambda: None,
                                  datasets={"train": SimpleNamespace(ids=[vocab.encode(t) for t in texts])})
-    paths = [pretrain_gensim(datamodule, 16, 3, 5, 20, tmp_path / f"v{i}.pt", seed=3, workers=1) for i in (1, 2)]
+    paths = [pretrain_gensim(datamodule, 16, 3, 5, 20, tmp_path / f"v{i}.pt", seed=3, workers=1, cbow=cbow)
+             for i in (1, 2)]
     first, second = (torch.load(p, weights_only=True) for p in paths)
+    other = pretrain_gensim(datamodule, 16, 3, 5, 20, tmp_path / "other.pt", seed=3, workers=1, cbow=not cbow)
+    assert not torch.equal(torch.load(other, weights_only=True)["vectors"], first["vectors"])  # sg=0 vs sg=1
     assert first["itos"] == list(vocab.itos) and first["vectors"].shape == (len(vocab), 16)
     assert torch.equal(first["vectors"], second["vectors"])  # one worker: repeatable
     v = torch.nn.functional.normalize(first["vectors"], dim=1)
