@@ -59,7 +59,9 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
     return save_vectors(vocab, vectors, Path(output))
 
 
-METHODS = ("torch", "gensim", "gensim_cbow")  # rnnlab's PyTorch skip-gram trainer, gensim's Word2Vec, its CBOW
+# each method's model: rnnlab's PyTorch skip-gram trainer, gensim's Word2Vec skip-gram, its CBOW
+MODELS = {"torch": "skip-gram", "gensim": "skip-gram", "gensim_cbow": "CBOW"}
+METHODS = tuple(MODELS)
 
 
 def check_method(method: str) -> None:
@@ -74,7 +76,7 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
     check_method(method)
     if method != "torch":
         return pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, output, seed, subsample, workers,
-                               cbow=method == "gensim_cbow")
+                               cbow=MODELS[method] == "CBOW")
     return pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, output, seed, subsample)
 
 
@@ -104,20 +106,21 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     else:
         settings.update(method=method)
     key = cache_key(sorted(settings.items()))
-    kind = "cbow" if method == "gensim_cbow" else "skipgram"
-    path = Path(cache_dir) / "vectors" / f"{kind}-{data.hparams.dataset}-{embedding_dim}d-{key}.pt"
+    model = MODELS[method]
+    prefix = model.replace("-", "").lower()  # skipgram, cbow
+    path = Path(cache_dir) / "vectors" / f"{prefix}-{data.hparams.dataset}-{embedding_dim}d-{key}.pt"
     if path.is_file():
-        log.info("skip-gram vectors: %s (cached)", path)
+        log.info("%s vectors: %s (cached)", model, path)
         return str(path)
     minutes = "about 15 min" if method == "torch" else "a few minutes"
     if not pretrain_if_missing:
         raise DataFileError(
-            f"the skip-gram vectors for these settings are not in {path.parent} yet: make them with the same "
+            f"the {model} vectors for these settings are not in {path.parent} yet: make them with the same "
             f"command plus model.pretrained_embeddings.pretrain_if_missing=true ({minutes} on a 2-core CPU), "
             "or train without them: model/embeddings=none"
         )
-    log.info("pretraining skip-gram vectors (%s) on the %s training texts first (%s on a 2-core CPU, %d epochs%s), "
-             "cached as %s", method, data.hparams.dataset, minutes, epochs,
+    log.info("pretraining %s vectors (%s) on the %s training texts first (%s on a 2-core CPU, %d epochs%s), "
+             "cached as %s", model, method, data.hparams.dataset, minutes, epochs,
              "; the progress bar below is this pretraining" if method == "torch" else "", path)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
