@@ -14,6 +14,7 @@ of it.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -33,10 +34,11 @@ from rnnlab.train import build
 
 
 def fresh_run_dir(bench: str) -> str:
-    """A new folder `outputs/bench/<bench>/<time>_<suffix>` per call: a timing run never resumes an older one."""
+    """A new folder `outputs/bench/<bench>/<time>_<suffix>` per call, as an absolute path (what `mkdtemp` gives from
+    Python 3.12 on, given a relative folder): a timing run never resumes an older one."""
     base = Path("outputs/bench") / bench
     base.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkdtemp(prefix=time.strftime("%Y-%m-%d_%H-%M-%S_"), dir=base)
+    return os.path.abspath(tempfile.mkdtemp(prefix=time.strftime("%Y-%m-%d_%H-%M-%S_"), dir=base))
 
 
 def timing_overrides(batches: int | float) -> list[str]:

@@ -19,7 +19,7 @@ from rnnlab.checkpoint import (
     run_folder,
 )
 from rnnlab.data.vocab import Vocabulary
-from tests.test_errors import plant_payload
+from tests.test_errors import PAYLOAD_GLOBAL, plant_payload
 
 
 def error_of(path, **kwargs) -> str:
@@ -51,8 +51,8 @@ def test_a_payload_is_named_and_refused_even_when_the_environment_forces_unsafe_
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     plant_payload(tmp_path / "evil.ckpt", tmp_path / "marker")
     assert error_of(tmp_path / "evil.ckpt") == (
-        f"{tmp_path / 'evil.ckpt'} holds Python objects (io.open), not only tensors and plain data; refusing to "
-        "load it: loading it could run code")
+        f"{tmp_path / 'evil.ckpt'} holds Python objects ({PAYLOAD_GLOBAL}), not only tensors and plain data; "
+        "refusing to load it: loading it could run code")
     assert not (tmp_path / "marker").exists()
 
 
