@@ -96,8 +96,8 @@ def test_sentiment_onnx_gives_the_pytorch_probabilities_and_trajectory(tmp_path,
     lines = tmp_path / "texts.txt"
     lines.write_text("a great film\nterrible plot and bad acting all along the way\n\nfine\n")
     results = {}
-    for backend in ("torch", "onnxruntime"):
-        common = [f"ckpt_path={ckpt}", f"backend={backend}", f"onnx_path={onnx}"]
+    for backend in ("torch", "onnxruntime"):  # both on the CPU, where the onnxruntime backend runs
+        common = [f"ckpt_path={ckpt}", f"backend={backend}", f"onnx_path={onnx}", "device=cpu"]
         one = predict(script_config("predict", [*common, f"text='{text}'"]),
                       out=io.StringIO(), err=io.StringIO())[0]
         many = predict(script_config("predict", [*common, f"input={lines}"]),
