@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import random
 import shutil
@@ -72,11 +73,29 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker("real_data")
 
 
+def missing_modules(names) -> list[str]:
+    """The modules of `names` (dotted names allowed) that cannot be imported here."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def pytest_runtest_setup(item) -> None:
-    """Tests on the real corpora skip, with the reason, where the corpora cannot be fetched (no network);
-    with RNNLAB_NO_SKIP=1 (CI, which has them) that is a failure instead."""
+    """Tests on the real corpora skip, with the reason, where the corpora cannot be fetched (no network), and
+    tests marked `needs(...)` where those optional packages are not installed (the `dev` extra has them); with
+    RNNLAB_NO_SKIP=1 (CI, which has both) that is a failure instead."""
+    message = None
     if item.get_closest_marker("real_data") and (problem := real_corpora_problem()):
         message = f"needs the real corpora in {DATA_DIR}, which could not be fetched: {problem}"
+    elif (needs := item.get_closest_marker("needs")) and (missing := missing_modules(needs.args)):
+        message = f"needs {', '.join(missing)}, not installed here (in the dev extra: pip install -e '.[dev]')"
+    if message:
         if os.environ.get("RNNLAB_NO_SKIP"):
             pytest.fail(message)
         pytest.skip(message)

@@ -16,6 +16,8 @@ from rnnlab.predict import predict
 from rnnlab.train import train
 from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
 
+pytestmark = pytest.mark.needs("onnx", "onnxscript", "onnxruntime")
+
 
 def script_config(name: str, overrides: list[str]):
     """The composed config of `export.py`, `generate.py` or `predict.py` (they have no `paths` group)."""

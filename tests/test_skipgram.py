@@ -131,6 +131,7 @@ def test_cached_vectors_pretrain_once_per_setting_and_leave_the_callers_rng_alon
     assert Path(first).name.startswith("skipgram-imdb-4d-")
 
 
+@pytest.mark.needs("gensim")
 def test_cached_vectors_by_gensim_are_keyed_apart_from_the_torch_trainers(tmp_path, monkeypatch):
     import rnnlab.pretrain_embeddings as skipgram
 
@@ -156,6 +157,7 @@ def test_cached_vectors_by_gensim_are_keyed_apart_from_the_torch_trainers(tmp_pa
 
 
 @pytest.mark.parametrize("cbow", [False, True])
+@pytest.mark.needs("gensim")
 def test_gensim_skipgram_writes_the_same_format_repeatably_and_learns_cooccurrence(tmp_path, cbow):
     from types import SimpleNamespace
 

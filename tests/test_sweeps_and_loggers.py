@@ -20,6 +20,7 @@ def tiny(folder) -> list[str]:
     return [*synthetic_overrides(folder), *TINY_TRAINER, "test=false", "callbacks.text_samples=null"]
 
 
+@pytest.mark.needs("mlflow")
 def test_mlflow_logger_round_trips_metrics_params_and_tags(synthetic_ptb, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -58,6 +59,7 @@ def wandb_records(path) -> list:
     return records
 
 
+@pytest.mark.needs("wandb")
 def test_wandb_offline_logger_writes_the_metrics_to_its_run_files(synthetic_ptb, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
@@ -84,6 +86,7 @@ def test_wandb_offline_logger_writes_the_metrics_to_its_run_files(synthetic_ptb,
     assert json.loads(config["model"])["net"]["hidden_sizes"] == [16, 12]
 
 
+@pytest.mark.needs("mlflow")
 def test_tensorboard_and_mlflow_together(tmp_path):
     cfg = compose_config(["logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"],
                          tmp_path)
@@ -132,6 +135,7 @@ def multirun(tmp_path, *args: str):
 
 
 @pytest.mark.slow
+@pytest.mark.needs("hydra_plugins.hydra_optuna_sweeper", "optuna")
 def test_optuna_sweep_runs_three_trials_and_returns_the_best(synthetic_ptb, tmp_path):
     sweep, result = multirun(tmp_path, "hparams_search=ptb_optuna", "hydra.sweeper.n_trials=3",
                              "hydra.sweeper.sampler.n_startup_trials=3", *tiny(synthetic_ptb),
@@ -148,7 +152,9 @@ def test_optuna_sweep_runs_three_trials_and_returns_the_best(synthetic_ptb, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", [
+    pytest.param("joblib", marks=pytest.mark.needs("hydra_plugins.hydra_joblib_launcher")),
+    pytest.param("submitit_local", marks=pytest.mark.needs("hydra_plugins.hydra_submitit_launcher"))])
 def test_parallel_launchers_run_every_job_and_summarize(synthetic_ptb, tmp_path, launcher):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
     sweep, _ = multirun(tmp_path, f"hydra/launcher={launcher}", *extra, "seed=1,2", *tiny(synthetic_ptb))

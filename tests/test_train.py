@@ -156,6 +156,7 @@ def test_eval_batch_size_1_is_the_perplexity_of_the_whole_stream(synthetic_ptb, 
     assert metrics["test/ppl"] == pytest.approx(math.exp(nll / (stream.size(1) - 1)), rel=1e-5)
 
 
+@pytest.mark.needs("gensim")
 def test_pretrain_embeddings_command_line(tmp_path):
     reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
     reviews.write_text("\n".join(["a good fine film", "a bad awful film", "the acting was superb"] * 20))
