@@ -9,7 +9,7 @@ from torch import nn
 from rnnlab.data.download import DataFileError
 from rnnlab.data.skipgram import SkipGramPairs
 from rnnlab.data.text import build_vocab
-from rnnlab.data.vectors import load_vectors_into, save_vectors
+from rnnlab.data.vectors import load_vectors_into, save_vectors, whiten
 from rnnlab.models.classifier import RecurrentClassifier
 from rnnlab.models.skipgram import SkipGram
 from rnnlab.tasks.sentiment import SentimentClassifier
@@ -75,6 +75,35 @@ def test_words_without_a_vector_can_start_on_the_vectors_scale(tmp_path):
     assert not scaled.weight[0].any()  # <pad> stays zero
     with pytest.raises(ValueError, match=r"model.missing_vectors must be one of \('keep', 'scaled'\), got 'zero'"):
         load_vectors_into(kept, target, path, missing="zero")
+
+
+def test_whitened_vectors_are_centred_decorrelated_and_keep_their_mean_length():
+    torch.manual_seed(0)
+    mixing = torch.randn(8, 8) * torch.logspace(-2, 1, 8)  # directions with 1e-4 to 100 times the variance
+    vectors = torch.randn(2000, 8) @ mixing + 3.0
+    white = whiten(vectors)
+    covariance = torch.cov(white.T.double())
+    assert white.shape == vectors.shape and white.dtype == vectors.dtype
+    assert white.mean(0).abs().max() < 1e-4
+    identity = covariance[0, 0] * torch.eye(8, dtype=torch.float64)
+    assert torch.allclose(covariance, identity, atol=1e-4 * covariance[0, 0])
+    assert torch.isclose(white.norm(dim=1).mean(), vectors.norm(dim=1).mean(), rtol=1e-5)
+    orthogonal, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
+    vectors = vectors.double()  # float32's rounding, magnified along the directions of 1e-4 times the variance
+    assert torch.allclose(whiten(vectors @ orthogonal), whiten(vectors) @ orthogonal, atol=1e-4)  # ZCA: no rotation
+    assert torch.isfinite(whiten(torch.randn(3, 8))).all()  # fewer words than dimensions
+
+
+def test_whitened_vectors_are_cached_under_their_own_key(tmp_path):
+    import rnnlab.pretrain_embeddings as skipgram
+
+    settings = {"embedding_dim": 4, "epochs": 1, "batch_size": 16, "subsample": 0.0, "pretrain_if_missing": True}
+    plain = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, **settings)
+    assert skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, whitened=False, **settings) == plain
+    white = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, whitened=True, **settings)
+    assert white != plain and Path(white).name.startswith("skipgram-imdb-4d-")
+    vectors = [torch.load(path, weights_only=True)["vectors"] for path in (plain, white)]
+    assert torch.allclose(vectors[1], whiten(vectors[0]), atol=1e-6)  # the same seeded training, whitened
 
 
 def test_no_pairs_is_a_clear_error():

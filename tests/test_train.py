@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from rnnlab.callbacks import TrainingDiverged
 from rnnlab.checkpoint import load_run, read_checkpoint
 from rnnlab.data.lm_datamodule import TextFilesDataModule
+from rnnlab.data.vectors import whiten
 from rnnlab.evaluate import evaluate
 from rnnlab.train import build, train
 from tests.conftest import TINY_TRAINER, compose_config, run_script, synthetic_overrides
@@ -174,6 +175,12 @@ def test_pretrain_embeddings_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     gensim = torch.load(tmp_path / "gensim.pt", weights_only=True)
     assert gensim["itos"] == saved["itos"] and gensim["vectors"].shape == saved["vectors"].shape
+    result = run_script("pretrain_embeddings.py", *data, "method=gensim", "workers=1", "epochs=2", "embedding_dim=8",
+                        "whitened=true", f"output={tmp_path / 'white.pt'}", f"hydra.run.dir={tmp_path / 'run3'}",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    white = torch.load(tmp_path / "white.pt", weights_only=True)["vectors"]  # one worker: the same run, whitened
+    assert torch.allclose(white, whiten(gensim["vectors"]), atol=1e-6)
     missing = run_script("pretrain_embeddings.py", *data[:2], f"data.reviews_file={tmp_path / 'none.txt'}",
                          f"data.labels_file={labels}", f"output={out}", cwd=tmp_path)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr

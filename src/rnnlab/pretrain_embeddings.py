@@ -27,23 +27,26 @@ log = logging.getLogger(__name__)
 
 def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
              lr: float, output: str | Path, seed: int = 0, subsample: float = 0.0,
-             trainer_kwargs: dict | None = None) -> Path:
-    """Train skip-gram vectors on `datamodule`'s training texts and write them to `output`."""
+             trainer_kwargs: dict | None = None, whitened: bool = False) -> Path:
+    """Train skip-gram vectors on `datamodule`'s training texts and write them to `output` (`whitened`: through
+    `rnnlab.data.vectors.whiten`)."""
     datamodule.setup()
     pairs = SkipGramPairs(datamodule.datasets["train"].ids, len(datamodule.vocab), window, negatives,
                           batch_size, seed, subsample)
     task = SkipGramTask(SkipGram(len(datamodule.vocab), embedding_dim), lr)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, **(trainer_kwargs or {}))
     trainer.fit(task, DataLoader(pairs, batch_size=None))
-    return save_vectors(datamodule.vocab, task.net.in_vectors.weight, Path(output))
+    return save_vectors(datamodule.vocab, task.net.in_vectors.weight, Path(output), whitened)
 
 
 def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, output: str | Path,
-                    seed: int = 0, subsample: float = 0.0, workers: int = 2, cbow: bool = False) -> Path:
+                    seed: int = 0, subsample: float = 0.0, workers: int = 2, cbow: bool = False,
+                    whitened: bool = False) -> Path:
     """The same skip-gram vectors (negative sampling, frequent-word subsampling) trained by gensim's `Word2Vec`
     (multi-threaded C) on the same encoded training texts, written in the same format; `cbow`: its CBOW instead
     (each word from the mean of its window's vectors; about 5x faster). Words of the vocabulary that gensim never
-    saw keep small random vectors. `workers=1` makes a run repeatable."""
+    saw keep small random vectors. `workers=1` makes a run repeatable; `whitened`: written through
+    `rnnlab.data.vectors.whiten` (CBOW's vectors crowd into a few directions, and whitened they classify better)."""
     from gensim.models import Word2Vec
 
     datamodule.setup()
@@ -56,7 +59,7 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
     for i, word in enumerate(vocab.itos):
         if word in model.wv.key_to_index:
             vectors[i] = torch.from_numpy(model.wv[word].copy())
-    return save_vectors(vocab, vectors, Path(output))
+    return save_vectors(vocab, vectors, Path(output), whitened)
 
 
 # each method's model: rnnlab's PyTorch skip-gram trainer, gensim's Word2Vec skip-gram, its CBOW
@@ -70,14 +73,16 @@ def check_method(method: str) -> None:
 
 
 def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim: int, window: int, negatives: int,
-                     epochs: int, batch_size: int, lr: float, seed: int, subsample: float, workers: int) -> Path:
+                     epochs: int, batch_size: int, lr: float, seed: int, subsample: float, workers: int,
+                     whitened: bool = False) -> Path:
     """Word vectors of `datamodule`'s training texts by `method` (`batch_size` and `lr`: the PyTorch
-    trainer's; `workers`: gensim's), written to `output`."""
+    trainer's; `workers`: gensim's), written to `output`, `whitened` or not."""
     check_method(method)
     if method != "torch":
         return pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, output, seed, subsample, workers,
-                               cbow=MODELS[method] == "CBOW")
-    return pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, output, seed, subsample)
+                               cbow=MODELS[method] == "CBOW", whitened=whitened)
+    return pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, output, seed, subsample,
+                    whitened=whitened)
 
 
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
@@ -86,12 +91,14 @@ LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_sid
 
 def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window: int = 5, negatives: int = 5,
                    subsample: float = 1e-4, epochs: int = 3, batch_size: int = 4096, lr: float = 3e-3,
-                   seed: int = 1234, method: str = "torch", workers: int = 1, pretrain_if_missing: bool = False) -> str:
+                   seed: int = 1234, method: str = "torch", workers: int = 1, whitened: bool = False,
+                   pretrain_if_missing: bool = False) -> str:
     """Path of the skip-gram vectors for these settings in `cache_dir/vectors/`.
 
     The file name holds a hash of every setting that shapes the vectors (the texts' too, not their folders or
     batching; a gensim method adds itself and drops the PyTorch trainer's `batch_size` and `lr`; `workers` is
-    gensim's speed only), so a changed setting needs new vectors and an unchanged one is reused. Missing vectors
+    gensim's speed only; `whitened` only when true, so the files of before keep their names), so a changed setting
+    needs new vectors and an unchanged one is reused. Missing vectors
     are an error saying how to make them, unless `pretrain_if_missing`: pretraining is a step of its own (minutes
     to an hour on a CPU), never a silent side effect. It draws from its own seed inside a forked RNG: the
     caller's random state is the same whether the file was cached.
@@ -105,6 +112,8 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
         settings.update(batch_size=batch_size, lr=lr)
     else:
         settings.update(method=method)
+    if whitened:
+        settings.update(whitened=True)
     key = cache_key(sorted(settings.items()))
     model = MODELS[method]
     prefix = model.replace("-", "").lower()  # skipgram, cbow
@@ -125,7 +134,7 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         pretrain_vectors(method, data, path, embedding_dim, window, negatives, epochs, batch_size, lr, seed, subsample,
-                         workers)
+                         workers, whitened)
     return str(path)
 
 
@@ -135,7 +144,7 @@ def main(cfg: DictConfig) -> None:
     with one_line_errors("pretrain_embeddings.py"):
         path = pretrain_vectors(cfg.get("method", "torch"), instantiate(cfg.data), cfg.output, cfg.embedding_dim,
                                 cfg.window, cfg.negatives, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.subsample,
-                                cfg.workers)
+                                cfg.workers, cfg.whitened)
     log.info("word vectors written to %s", path)
 
 

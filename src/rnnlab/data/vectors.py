@@ -11,8 +11,22 @@ from rnnlab.data.vocab import Vocabulary
 from rnnlab.files import atomic_torch_save
 
 
-def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path) -> Path:
-    atomic_torch_save({"itos": list(vocab.itos), "vectors": vectors.detach().cpu()}, Path(path))
+def whiten(vectors: Tensor) -> Tensor:
+    """`(words, dim)` vectors centred and decorrelated (ZCA: times the inverse square root of their covariance
+    over the words), then scaled back to their mean length: every direction carries the same variance."""
+    x = vectors.detach().double()
+    x = x - x.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(x.T @ x / len(x))
+    eigenvalues = eigenvalues.clamp_min(eigenvalues.max() * 1e-12)  # fewer words than dimensions: no division by 0
+    white = x @ (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
+    white *= vectors.double().norm(dim=1).mean() / white.norm(dim=1).mean()
+    return white.to(vectors.dtype)
+
+
+def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path, whitened: bool = False) -> Path:
+    """Write `vectors` `(words, dim)` of `vocab`'s words to `path`; `whitened`: through `whiten` first."""
+    vectors = vectors.detach().cpu()
+    atomic_torch_save({"itos": list(vocab.itos), "vectors": whiten(vectors) if whitened else vectors}, Path(path))
     return Path(path)
 
 
