@@ -94,13 +94,17 @@ def test_whitened_vectors_are_centred_decorrelated_and_keep_their_mean_length():
     assert torch.isfinite(whiten(torch.randn(3, 8))).all()  # fewer words than dimensions
 
 
-def test_whitened_vectors_are_cached_under_their_own_key(tmp_path):
+def test_whitened_vectors_are_cached_under_their_own_key(tmp_path, monkeypatch):
     import rnnlab.pretrain_embeddings as skipgram
 
+    keyed = []
+    real = skipgram.cache_key
+    monkeypatch.setattr(skipgram, "cache_key", lambda items: keyed.append(dict(items)) or real(items))
     settings = {"embedding_dim": 4, "epochs": 1, "batch_size": 16, "subsample": 0.0, "pretrain_if_missing": True}
     plain = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, **settings)
-    assert skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, whitened=False, **settings) == plain
+    assert "whitened" not in keyed[-1]  # unwhitened vectors keep the key they had before the setting existed
     white = skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, whitened=True, **settings)
+    assert keyed[-1] == {**keyed[0], "whitened": True}
     assert white != plain and Path(white).name.startswith("skipgram-imdb-4d-")
     vectors = [torch.load(path, weights_only=True)["vectors"] for path in (plain, white)]
     assert torch.allclose(vectors[1], whiten(vectors[0]), atol=1e-6)  # the same seeded training, whitened

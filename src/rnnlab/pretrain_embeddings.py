@@ -98,10 +98,10 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     The file name holds a hash of every setting that shapes the vectors (the texts' too, not their folders or
     batching; a gensim method adds itself and drops the PyTorch trainer's `batch_size` and `lr`; `workers` is
     gensim's speed only; `whitened` only when true, so the files of before keep their names), so a changed setting
-    needs new vectors and an unchanged one is reused. Missing vectors
-    are an error saying how to make them, unless `pretrain_if_missing`: pretraining is a step of its own (minutes
-    to an hour on a CPU), never a silent side effect. It draws from its own seed inside a forked RNG: the
-    caller's random state is the same whether the file was cached.
+    needs new vectors and an unchanged one is reused. Missing vectors are an error saying how to make them, unless
+    `pretrain_if_missing`: pretraining is a step of its own (minutes to an hour on a CPU), never a silent side
+    effect. It draws from its own seed inside a forked RNG: the caller's random state is the same whether the file
+    was cached.
     """
     check_method(method)
     settings = {k: list(v) if isinstance(v, (tuple, ListConfig)) else v
