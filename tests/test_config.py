@@ -118,6 +118,20 @@ def test_sentiment_task_alone_is_mr_lstm_and_notebook_is_unidirectional(tmp_path
     assert vectors.embedding_dim == plain.model.net.embedding_dim and notebook.model.pretrained_embeddings is None
 
 
+def test_cbow_imdb_embeddings_are_the_measured_pretrain_embeddings_command(tmp_path):
+    skipgram = compose_config(["task=sentiment"], tmp_path).model.pretrained_embeddings
+    cbow = compose_config(["task=sentiment", "model/embeddings=cbow_imdb"], tmp_path).model.pretrained_embeddings
+    assert {k for k in skipgram if k != "data" and skipgram[k] != cbow[k]} == {"method", "epochs", "whitened"}
+    assert (cbow.method, cbow.epochs, cbow.whitened) == ("gensim_cbow", 10, True)
+    # python pretrain_embeddings.py data=imdb method=gensim_cbow epochs=10 workers=1 whitened=true
+    command = compose_config(["data=imdb", "method=gensim_cbow", "epochs=10", "workers=1", "whitened=true"], tmp_path,
+                             config_name="pretrain_embeddings")
+    for key in ("embedding_dim", "window", "negatives", "subsample", "epochs", "seed", "method", "workers", "whitened"):
+        assert cbow[key] == command[key], key
+    for key, value in cbow.data.items():
+        assert command.data[key] == value, key
+
+
 @pytest.mark.parametrize("mode", ["default", "fdr", "overfit", "limit", "profiler"])
 def test_debug_modes_compose(mode, tmp_path):
     cfg = compose_config([f"debug={mode}"], tmp_path)
