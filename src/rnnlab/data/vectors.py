@@ -15,11 +15,12 @@ def whiten(vectors: Tensor) -> Tensor:
     """`(words, dim)` vectors centred and decorrelated (ZCA: times the inverse square root of their covariance
     over the words), then scaled back to their mean length: every direction carries the same variance."""
     x = vectors.detach().double()
+    length = x.norm(dim=1).mean()
     x = x - x.mean(0)
     eigenvalues, eigenvectors = torch.linalg.eigh(x.T @ x / len(x))
     eigenvalues = eigenvalues.clamp_min(eigenvalues.max() * 1e-12)  # fewer words than dimensions: no division by 0
     white = x @ (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
-    white *= vectors.double().norm(dim=1).mean() / white.norm(dim=1).mean()
+    white *= length / white.norm(dim=1).mean()
     return white.to(vectors.dtype)
 
 
