@@ -118,14 +118,20 @@ def test_sentiment_task_alone_is_mr_lstm_and_notebook_is_unidirectional(tmp_path
     assert vectors.embedding_dim == plain.model.net.embedding_dim and notebook.model.pretrained_embeddings is None
 
 
-def test_cbow_imdb_embeddings_are_the_measured_pretrain_embeddings_command(tmp_path):
-    skipgram = compose_config(["task=sentiment"], tmp_path).model.pretrained_embeddings
-    cbow = compose_config(["task=sentiment", "model/embeddings=cbow_imdb"], tmp_path).model.pretrained_embeddings
+def test_default_embeddings_are_cbow_imdb_and_the_pretrain_embeddings_commands_defaults(tmp_path):
+    def vectors(*overrides: str):
+        return compose_config(["task=sentiment", *overrides], tmp_path).model.pretrained_embeddings
+
+    cbow, skipgram = vectors(), vectors("model/embeddings=skipgram_imdb")
+    assert cbow == vectors("model/embeddings=cbow_imdb")
     assert {k for k in skipgram if k != "data" and skipgram[k] != cbow[k]} == {"method", "epochs", "whitened"}
     assert (cbow.method, cbow.epochs, cbow.whitened) == ("gensim_cbow", 10, True)
-    # python pretrain_embeddings.py data=imdb method=gensim_cbow epochs=10 workers=1 whitened=true
-    command = compose_config(["data=imdb", "method=gensim_cbow", "epochs=10", "workers=1", "whitened=true"], tmp_path,
-                             config_name="pretrain_embeddings")
+    assert (skipgram.method, skipgram.epochs, skipgram.whitened) == ("torch", 3, False)
+    assert {k for k in skipgram.data if skipgram.data[k] != cbow.data[k]} == {"min_freq", "max_size"}
+    assert (skipgram.data.min_freq, skipgram.data.max_size) == (2, 50000)
+    assert (cbow.data.min_freq, cbow.data.max_size) == (1, None)
+    # python pretrain_embeddings.py data=imdb
+    command = compose_config(["data=imdb"], tmp_path, config_name="pretrain_embeddings")
     for key in ("embedding_dim", "window", "negatives", "subsample", "epochs", "seed", "method", "workers", "whitened"):
         assert cbow[key] == command[key], key
     for key, value in cbow.data.items():

@@ -464,11 +464,11 @@ def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_p
     vectors = "model.pretrained_embeddings"
     overrides = ["task=sentiment", *TINY_TRAINER, "model.net.hidden_size=8", "model.net.embedding_dim=8",
                  f"{vectors}.data.imdb_layout=reviews_labels", f"{vectors}.data.reviews_file={reviews}",
-                 f"{vectors}.data.labels_file={labels}", f"{vectors}.epochs=1", f"{vectors}.batch_size=64",
-                 f"{vectors}.subsample=0", f"{vectors}.pretrain_if_missing=true"]
+                 f"{vectors}.data.labels_file={labels}", f"{vectors}.epochs=1", f"{vectors}.subsample=0",
+                 f"{vectors}.pretrain_if_missing=true"]
     with caplog.at_level("INFO"):
         train(compose_config(overrides, tmp_path))
-    (cached,) = (tmp_path / "cache" / "vectors").glob("skipgram-imdb-8d-*.pt")
+    (cached,) = (tmp_path / "cache" / "vectors").glob("cbow-imdb-8d-*.pt")  # gensim's CBOW, whitened
     found = [r.getMessage() for r in caplog.records if "word vectors from" in r.getMessage()]
     assert found and found[0].startswith("initialized ") and str(cached) in found[0]
     assert int(found[0].split()[1]) >= 4  # good, bad, film, acting ... are in both vocabularies

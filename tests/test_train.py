@@ -157,30 +157,29 @@ def test_eval_batch_size_1_is_the_perplexity_of_the_whole_stream(synthetic_ptb, 
     assert metrics["test/ppl"] == pytest.approx(math.exp(nll / (stream.size(1) - 1)), rel=1e-5)
 
 
-@pytest.mark.needs("gensim")
 def test_pretrain_embeddings_command_line(tmp_path):
     reviews, labels = tmp_path / "reviews.txt", tmp_path / "labels.txt"
     reviews.write_text("\n".join(["a good fine film", "a bad awful film", "the acting was superb"] * 20))
     labels.write_text("\n".join(["positive", "negative", "positive"] * 20))
     data = ["data=imdb", "data.imdb_layout=reviews_labels", f"data.reviews_file={reviews}",
             f"data.labels_file={labels}"]
-    out = tmp_path / "vectors.pt"
-    result = run_script("pretrain_embeddings.py", *data, "epochs=1", "embedding_dim=8", "batch_size=64",
-                        "subsample=0", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    saved = torch.load(out, weights_only=True)
-    assert saved["vectors"].shape == (len(saved["itos"]), 8) and "film" in saved["itos"]
-    result = run_script("pretrain_embeddings.py", *data, "method=gensim", "workers=1", "epochs=2", "embedding_dim=8",
-                        f"output={tmp_path / 'gensim.pt'}", f"hydra.run.dir={tmp_path / 'run2'}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    gensim = torch.load(tmp_path / "gensim.pt", weights_only=True)
-    assert gensim["itos"] == saved["itos"] and gensim["vectors"].shape == saved["vectors"].shape
-    result = run_script("pretrain_embeddings.py", *data, "method=gensim", "workers=1", "epochs=2", "embedding_dim=8",
-                        "whitened=true", f"output={tmp_path / 'white.pt'}", f"hydra.run.dir={tmp_path / 'run3'}",
-                        cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    white = torch.load(tmp_path / "white.pt", weights_only=True)["vectors"]  # one worker: the same run, whitened
-    assert torch.allclose(white, whiten(gensim["vectors"]), atol=1e-6)
+
+    def vectors(name: str, *args: str) -> dict:
+        out = tmp_path / f"{name}.pt"
+        result = run_script("pretrain_embeddings.py", *data, "epochs=2", "embedding_dim=8", "subsample=0", *args,
+                            f"output={out}", f"hydra.run.dir={tmp_path / name}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return torch.load(out, weights_only=True)
+
+    cbow = vectors("default")  # gensim's CBOW, one worker, whitened
+    assert cbow["vectors"].shape == (len(cbow["itos"]), 8) and "film" in cbow["itos"]
+    plain = vectors("plain", "whitened=false")
+    assert plain["itos"] == cbow["itos"] and torch.allclose(cbow["vectors"], whiten(plain["vectors"]), atol=1e-6)
+    sg = vectors("gensim", "method=gensim", "whitened=false")
+    assert sg["itos"] == cbow["itos"] and not torch.equal(sg["vectors"], plain["vectors"])  # skip-gram, not CBOW
+    own = vectors("torch", "method=torch", "whitened=false", "batch_size=64")
+    assert own["itos"] == cbow["itos"] and own["vectors"].shape == cbow["vectors"].shape
+    out = tmp_path / "default.pt"
     missing = run_script("pretrain_embeddings.py", *data[:2], f"data.reviews_file={tmp_path / 'none.txt'}",
                          f"data.labels_file={labels}", f"output={out}", cwd=tmp_path)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr

@@ -1,5 +1,6 @@
-"""Pretrain skip-gram word vectors on the sentiment training texts (for model.pretrained_embeddings), and the
-cache of vectors by their settings that `model/embeddings=skipgram_imdb` reads."""
+"""Pretrain word vectors on the sentiment training texts (for model.pretrained_embeddings): gensim's CBOW or
+skip-gram, or rnnlab's PyTorch skip-gram trainer; and the cache of vectors by their settings that
+`model/embeddings=cbow_imdb|skipgram_imdb` reads."""
 
 from __future__ import annotations
 
@@ -90,10 +91,10 @@ LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_sid
 
 
 def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window: int = 5, negatives: int = 5,
-                   subsample: float = 1e-4, epochs: int = 3, batch_size: int = 4096, lr: float = 3e-3,
-                   seed: int = 1234, method: str = "torch", workers: int = 1, whitened: bool = False,
+                   subsample: float = 1e-4, epochs: int = 10, batch_size: int = 4096, lr: float = 3e-3,
+                   seed: int = 1234, method: str = "gensim_cbow", workers: int = 1, whitened: bool = True,
                    pretrain_if_missing: bool = False) -> str:
-    """Path of the skip-gram vectors for these settings in `cache_dir/vectors/`.
+    """Path of the word vectors for these settings in `cache_dir/vectors/` (the defaults: `cbow_imdb`'s).
 
     The file name holds a hash of every setting that shapes the vectors (the texts' too, not their folders or
     batching; a gensim method adds itself and drops the PyTorch trainer's `batch_size` and `lr`; `workers` is
@@ -121,7 +122,7 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     if path.is_file():
         log.info("%s vectors: %s (cached)", model, path)
         return str(path)
-    minutes = "about 15 min" if method == "torch" else "a few minutes"
+    minutes = {"torch": "about 15 min", "gensim": "a few minutes", "gensim_cbow": "about a minute"}[method]
     if not pretrain_if_missing:
         raise DataFileError(
             f"the {model} vectors for these settings are not in {path.parent} yet: make them with the same "
@@ -142,9 +143,9 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
 def main(cfg: DictConfig) -> None:
     L.seed_everything(cfg.seed, workers=True)
     with one_line_errors("pretrain_embeddings.py"):
-        path = pretrain_vectors(cfg.get("method", "torch"), instantiate(cfg.data), cfg.output, cfg.embedding_dim,
-                                cfg.window, cfg.negatives, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.subsample,
-                                cfg.workers, cfg.whitened)
+        path = pretrain_vectors(cfg.method, instantiate(cfg.data), cfg.output, cfg.embedding_dim, cfg.window,
+                                cfg.negatives, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.subsample, cfg.workers,
+                                cfg.whitened)
     log.info("word vectors written to %s", path)
 
 
