@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from rnnlab import CONF_DIR
@@ -27,27 +28,24 @@ log = logging.getLogger(__name__)
 
 
 def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
-             lr: float, output: str | Path, seed: int = 0, subsample: float = 0.0,
-             trainer_kwargs: dict | None = None, whitened: bool = False) -> Path:
-    """Train skip-gram vectors on `datamodule`'s training texts and write them to `output` (`whitened`: through
-    `rnnlab.data.vectors.whiten`)."""
+             lr: float, seed: int = 0, subsample: float = 0.0, trainer_kwargs: dict | None = None) -> Tensor:
+    """Skip-gram vectors `(words, embedding_dim)` of `datamodule`'s vocabulary, trained by rnnlab's PyTorch
+    trainer on its training texts."""
     datamodule.setup()
     pairs = SkipGramPairs(datamodule.datasets["train"].ids, len(datamodule.vocab), window, negatives,
                           batch_size, seed, subsample)
     task = SkipGramTask(SkipGram(len(datamodule.vocab), embedding_dim), lr)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, **(trainer_kwargs or {}))
     trainer.fit(task, DataLoader(pairs, batch_size=None))
-    return save_vectors(datamodule.vocab, task.net.in_vectors.weight, Path(output), whitened)
+    return task.net.in_vectors.weight.detach()
 
 
-def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, output: str | Path,
-                    seed: int = 0, subsample: float = 0.0, workers: int = 2, cbow: bool = False,
-                    whitened: bool = False) -> Path:
-    """The same skip-gram vectors (negative sampling, frequent-word subsampling) trained by gensim's `Word2Vec`
-    (multi-threaded C) on the same encoded training texts, written in the same format; `cbow`: its CBOW instead
-    (each word from the mean of its window's vectors; about 5x faster). Words of the vocabulary that gensim never
-    saw keep small random vectors. `workers=1` makes a run repeatable; `whitened`: written through
-    `rnnlab.data.vectors.whiten` (CBOW's vectors crowd into a few directions, and whitened they classify better)."""
+def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, seed: int = 0,
+                    subsample: float = 0.0, workers: int = 2, cbow: bool = False) -> Tensor:
+    """The same skip-gram vectors `(words, embedding_dim)` (negative sampling, frequent-word subsampling) trained
+    by gensim's `Word2Vec` (multi-threaded C) on the same encoded training texts; `cbow`: its CBOW instead (each
+    word from the mean of its window's vectors; about 5x faster). Words of the vocabulary that gensim never saw
+    keep small random vectors. `workers=1` makes a run repeatable."""
     from gensim.models import Word2Vec
 
     datamodule.setup()
@@ -60,7 +58,7 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
     for i, word in enumerate(vocab.itos):
         if word in model.wv.key_to_index:
             vectors[i] = torch.from_numpy(model.wv[word].copy())
-    return save_vectors(vocab, vectors, Path(output), whitened)
+    return vectors
 
 
 # each method's model: rnnlab's PyTorch skip-gram trainer, gensim's Word2Vec skip-gram, its CBOW
@@ -77,13 +75,15 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
                      epochs: int, batch_size: int, lr: float, seed: int, subsample: float, workers: int,
                      whitened: bool = False) -> Path:
     """Word vectors of `datamodule`'s training texts by `method` (`batch_size` and `lr`: the PyTorch
-    trainer's; `workers`: gensim's), written to `output`, `whitened` or not."""
+    trainer's; `workers`: gensim's), written to `output`; `whitened`: through `rnnlab.data.vectors.whiten`
+    (CBOW's vectors crowd into a few directions, and whitened they classify better)."""
     check_method(method)
-    if method != "torch":
-        return pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, output, seed, subsample, workers,
-                               cbow=MODELS[method] == "CBOW", whitened=whitened)
-    return pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, output, seed, subsample,
-                    whitened=whitened)
+    if method == "torch":
+        vectors = pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, seed, subsample)
+    else:
+        vectors = pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, seed, subsample, workers,
+                                  cbow=MODELS[method] == "CBOW")
+    return save_vectors(datamodule.vocab, vectors, Path(output), whitened)
 
 
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
