@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -14,6 +15,7 @@ from rnnlab.models.classifier import RecurrentClassifier
 from rnnlab.models.skipgram import SkipGram
 from rnnlab.tasks.sentiment import SentimentClassifier
 from rnnlab.tasks.skipgram import SkipGramTask
+from tests.conftest import compose_config
 
 
 def test_pairs_lie_within_the_window_and_skip_pad_and_unk():
@@ -213,3 +215,16 @@ def test_gensim_vectors_are_repeatable_and_learn_cooccurrence(tmp_path, cbow):
     other = v[vocab.encode(["good"])[0]] @ v[vocab.encode(["awful"])[0]]
     assert same > other + 0.2  # words of one group end up closer
     assert first[vocab.encode(["never"])[0]].abs().max() < 0.1  # unseen: a small random vector
+
+
+@pytest.mark.parametrize(("preset", "name"), [("cbow_imdb", "cbow-imdb-128d-451a255b0d4689f1.pt"),
+                                              ("skipgram_imdb", "skipgram-imdb-128d-59f47b9c6b9460b3.pt")])
+def test_the_presets_cache_names_stay_those_users_have_on_disk(tmp_path, monkeypatch, preset, name):
+    import rnnlab.pretrain_embeddings as skipgram
+
+    written = []
+    monkeypatch.setattr(skipgram, "pretrain_vectors", lambda method, data, path, *a: written.append((method, path)))
+    overrides = ["task=sentiment", f"model/embeddings={preset}", "model.pretrained_embeddings.pretrain_if_missing=true"]
+    cfg = compose_config(overrides, tmp_path).model.pretrained_embeddings
+    path = Path(instantiate(cfg))  # the names the cached vectors had when each preset was measured
+    assert path == tmp_path / "cache" / "vectors" / name and written == [(cfg.method, path)]
