@@ -20,7 +20,7 @@ from rnnlab.cli import one_line_errors
 from rnnlab.data.corpus import cache_key
 from rnnlab.data.download import DataFileError
 from rnnlab.data.skipgram import SkipGramPairs
-from rnnlab.data.vectors import save_vectors
+from rnnlab.data.vectors import save_vectors, whiten
 from rnnlab.models.skipgram import SkipGram
 from rnnlab.tasks.skipgram import SkipGramTask
 
@@ -28,14 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def pretrain(datamodule, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
-             lr: float, seed: int = 0, subsample: float = 0.0, trainer_kwargs: dict | None = None) -> Tensor:
+             lr: float, seed: int = 0, subsample: float = 0.0) -> Tensor:
     """Skip-gram vectors `(words, embedding_dim)` of `datamodule`'s vocabulary, trained by rnnlab's PyTorch
     trainer on its training texts."""
     datamodule.setup()
     pairs = SkipGramPairs(datamodule.datasets["train"].ids, len(datamodule.vocab), window, negatives,
                           batch_size, seed, subsample)
     task = SkipGramTask(SkipGram(len(datamodule.vocab), embedding_dim), lr)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, **(trainer_kwargs or {}))
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False)
     trainer.fit(task, DataLoader(pairs, batch_size=None))
     return task.net.in_vectors.weight.detach()
 
@@ -61,14 +61,15 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
     return vectors
 
 
-# each method's model: rnnlab's PyTorch skip-gram trainer, gensim's Word2Vec skip-gram, its CBOW
-MODELS = {"torch": "skip-gram", "gensim": "skip-gram", "gensim_cbow": "CBOW"}
-METHODS = tuple(MODELS)
+# each method's model and its time on IMDB on a 2-core CPU: rnnlab's PyTorch skip-gram trainer, gensim's
+# Word2Vec skip-gram, its CBOW
+METHODS = {"torch": ("skip-gram", "about 15 min"), "gensim": ("skip-gram", "a few minutes"),
+           "gensim_cbow": ("CBOW", "about a minute")}
 
 
 def check_method(method: str) -> None:
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
 
 
 def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim: int, window: int, negatives: int,
@@ -82,8 +83,8 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
         vectors = pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, seed, subsample)
     else:
         vectors = pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, seed, subsample, workers,
-                                  cbow=MODELS[method] == "CBOW")
-    return save_vectors(datamodule.vocab, vectors, Path(output), whitened)
+                                  cbow=METHODS[method][0] == "CBOW")
+    return save_vectors(datamodule.vocab, whiten(vectors) if whitened else vectors, Path(output))
 
 
 LOADER_SETTINGS = ("data_dir", "cache_dir", "download", "batching", "padding_side", "batch_size", "eval_batch_size",
@@ -116,13 +117,12 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     if whitened:
         settings.update(whitened=True)
     key = cache_key(sorted(settings.items()))
-    model = MODELS[method]
+    model, minutes = METHODS[method]
     prefix = model.replace("-", "").lower()  # skipgram, cbow
     path = Path(cache_dir) / "vectors" / f"{prefix}-{data.hparams.dataset}-{embedding_dim}d-{key}.pt"
     if path.is_file():
         log.info("%s vectors: %s (cached)", model, path)
         return str(path)
-    minutes = {"torch": "about 15 min", "gensim": "a few minutes", "gensim_cbow": "about a minute"}[method]
     if not pretrain_if_missing:
         raise DataFileError(
             f"the {model} vectors for these settings are not in {path.parent} yet: make them with the same "

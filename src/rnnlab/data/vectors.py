@@ -24,10 +24,9 @@ def whiten(vectors: Tensor) -> Tensor:
     return white.to(vectors.dtype)
 
 
-def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path, whitened: bool = False) -> Path:
-    """Write `vectors` `(words, dim)` of `vocab`'s words to `path`; `whitened`: through `whiten` first."""
-    vectors = vectors.detach().cpu()
-    atomic_torch_save({"itos": list(vocab.itos), "vectors": whiten(vectors) if whitened else vectors}, Path(path))
+def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path) -> Path:
+    """Write `vectors` `(words, dim)` of `vocab`'s words to `path`."""
+    atomic_torch_save({"itos": list(vocab.itos), "vectors": vectors.detach().cpu()}, Path(path))
     return Path(path)
 
 
