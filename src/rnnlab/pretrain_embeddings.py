@@ -83,7 +83,7 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
         vectors = pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, seed, subsample)
     else:
         vectors = pretrain_gensim(datamodule, embedding_dim, window, negatives, epochs, seed, subsample, workers,
-                                  cbow=METHODS[method][0] == "CBOW")
+                                  cbow=method == "gensim_cbow")
     return save_vectors(datamodule.vocab, whiten(vectors) if whitened else vectors, Path(output))
 
 
