@@ -92,6 +92,46 @@ def test_data_errors_from_the_command_line_are_one_line(tmp_path):
     assert not list((tmp_path / "out").rglob("*.ckpt"))
 
 
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.net.cell=lstmm", "model.net: unknown cell 'lstmm'; expected one of ['gru', 'lstm', 'naive_gru', "
+                             "'naive_lstm', 'naive_rnn', 'rnn_relu', 'rnn_tanh']"),
+    ("trainer.max_epochs=-3", "trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3."),
+])
+def test_a_config_node_that_cannot_be_built_is_one_line_naming_its_key(synthetic_ptb, tmp_path, override, expected):
+    args = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, override, f"hydra.run.dir={tmp_path / 'out'}"]
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert one_line_error(result, "train.py") == f"train.py: error: {expected}"
+    assert "Error executing job" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+
+
+@pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
+def test_a_missing_mandatory_value_is_one_line_naming_the_key(tmp_path):
+    result = run_script("eval.py", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    expected = "eval.py: error: ckpt_path has no value: give it on the command line (ckpt_path=...)"
+    assert result.returncode == 1 and result.stderr.strip() == expected
+
+
+def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(monkeypatch, capsys):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rnnlab.cli import one_line_errors
+
+    cfg = OmegaConf.create({"data": {"vocab": {"_target_": "rnnlab.data.vocab.Vocabulary", "symbols": ["a"],
+                                               "no_such_argument": 1}}})
+    with pytest.raises(SystemExit) as exit_info, one_line_errors("train.py"):
+        instantiate(cfg)
+    assert exit_info.value.code == 1
+    line = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"train\.py: error: data\.vocab: .*unexpected keyword argument 'no_such_argument'", line)
+    with pytest.raises(RuntimeError, match="^a bug$"), one_line_errors("train.py"):
+        raise RuntimeError("a bug")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError, match="^bad value$"), one_line_errors("train.py"):
+        raise ValueError("bad value")
+
+
 def lm_files(tmp_path, train_text: str, valid_text: str = "w1 w2\n"):
     files = {"train": tmp_path / "train.txt", "valid": tmp_path / "valid.txt", "test": tmp_path / "test.txt"}
     files["train"].write_text(train_text)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from hydra.errors import InstantiationException
+from omegaconf.errors import MissingMandatoryValue
 
 from rnnlab.checkpoint import CheckpointError
 from rnnlab.data.download import DataFileError
@@ -82,16 +84,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def user_error_message(error: BaseException) -> str | None:
+    """The one line for an error a user caused, None for any other. A config node that fails to build
+    (Hydra's `InstantiationException`) is named by its key, followed by what its constructor said."""
+    if isinstance(error, MissingMandatoryValue):
+        return f"{error.full_key} has no value: give it on the command line ({error.full_key}=...)"
+    if isinstance(error, InstantiationException):
+        key = next((line.removeprefix("full_key:").strip() for line in str(error).splitlines()
+                    if line.startswith("full_key:")), "")
+        cause = error.__cause__
+        if cause is None:
+            return str(error).splitlines()[0]
+        message = user_error_message(cause) or str(cause).strip() or type(cause).__name__
+        return f"{key}: {message}" if key else message
+    if isinstance(error, USER_ERRORS):
+        return str(error).strip() or type(error).__name__
+    return None
+
+
 @contextmanager
 def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
-    """Turn the errors a user can cause into `prog: error: message` and exit status 1, without a
-    traceback (`RNNLAB_TRACEBACK=1` shows it)."""
+    """Turn the errors a user can cause (and `extra`) into `prog: error: message` and exit status 1,
+    without a traceback (`RNNLAB_TRACEBACK=1` or Hydra's `HYDRA_FULL_ERROR=1` shows it)."""
     try:
         yield
-    except USER_ERRORS + extra as e:
-        if os.environ.get("RNNLAB_TRACEBACK"):
+    except Exception as e:
+        message = user_error_message(e) or (str(e).strip() or type(e).__name__ if isinstance(e, extra) else None)
+        if message is None or os.environ.get("RNNLAB_TRACEBACK") or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        message = str(e).strip() or type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
@@ -192,7 +192,7 @@ def objective(metrics: dict[str, float], name: str | None) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with one_line_errors("train.py", extra=(TrainingDiverged,)):
+    with one_line_errors("train.py", extra=(TrainingDiverged, MisconfigurationException)):
         return objective(train(cfg), cfg.get("optimized_metric"))
 
 
