@@ -234,10 +234,11 @@ def test_keep_freed_memory_sets_glibcs_thresholds_once_per_process_setting(monke
     assert asked == [True, False]
 
 
-def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tmp_path):
+@pytest.mark.parametrize("print_config", [True, False])
+def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tmp_path, print_config):
     args = [*synthetic_overrides(synthetic_ptb), "trainer.max_steps=5", "trainer.max_epochs=10",
             "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", "logger=csv", "test=false",
-            f"hydra.run.dir={tmp_path / 'out'}"]
+            f"hydra.run.dir={tmp_path / 'out'}", f"extras.print_config={str(print_config).lower()}"]
     result = run_script("train.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(tmp_path / "out" / "checkpoints" / "last.ckpt")["global_step"] == 5
@@ -246,6 +247,7 @@ def test_max_steps_from_the_command_line_and_a_quiet_fresh_run(synthetic_ptb, tm
                   "was called without a model"):
         assert noise not in output, noise
     assert f"run folder: {tmp_path / 'out'}" in output
+    assert ("├── model" in output) is print_config and "\ntask_name: ptb" not in output  # the YAML: train.log only
     logged = (tmp_path / "out" / "train.log").read_text()
     assert "config:" in logged and "_target_: rnnlab.models.lm.RNNLM" in logged and "final metrics:" in logged
     assert "rnnlab.models.lm.RNNLM" in (tmp_path / "out" / "csv" / "hparams.yaml").read_text()

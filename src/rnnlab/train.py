@@ -160,9 +160,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         config_yaml = f"config:\n{OmegaConf.to_yaml(cfg, resolve=True)}"
         if cfg.get("extras", {}).get("print_config") and rank_zero_only.rank == 0:
             print_config_tree(cfg)
-            log_to_files(log, config_yaml)
-        else:
-            log.info(config_yaml)
+        log_to_files(log, config_yaml)
         save_config(cfg)
         trainer, model, datamodule = fit(cfg, ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
