@@ -4,6 +4,7 @@ scoring it, a proper distribution, and from the command line for word and charac
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from rnnlab.adapt import cache_log_probs, cache_nll, dynamic_nll, gradient_ms, p
 from rnnlab.evaluate import evaluate
 from rnnlab.models.lm import RNNLM
 from rnnlab.models.recurrent import detach_state
+from rnnlab.tasks.language_model import MAX_LOG_PPL
 from rnnlab.train import train
 from tests.conftest import TINY_TRAINER, compose_config, synthetic_overrides
 
@@ -77,6 +79,34 @@ def test_eval_script_reports_plain_and_adapted_numbers(synthetic_ptb, tmp_path, 
                                     tmp_path, config_name="eval"))
     assert metrics["test/ppl"] == pytest.approx(plain["test/ppl"], rel=1e-5)
     assert math.isfinite(metrics[f"test/ppl_{method}"]) and metrics[f"test/ppl_{method}"] <= metrics["test/ppl"] * 1.01
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["adapt=dynamic", "adapt.lr=-1"], "adapt.lr must be >= 0, got -1"),
+    (["adapt=dynamic", "adapt.decay=1.5"], "adapt.decay must be in [0, 1], got 1.5"),
+    (["adapt=dynamic", "adapt.bptt=0"], "adapt.bptt must be >= 1 or null, got 0"),
+    (["adapt=cache", "adapt.window=0"], "adapt.window must be >= 1, got 0"),
+    (["adapt=cache", "adapt.theta=-0.5"], "adapt.theta must be >= 0, got -0.5"),
+    (["adapt=cache", "adapt.lam=2"], "adapt.lam must be in [0, 1], got 2"),
+    (["adapt=cache", "adapt.search=true", "adapt.grid.lam=[0.1,-0.1]"], "adapt.grid.lam must be in [0, 1], got -0.1"),
+    (["batch_size=0"], "batch_size must be >= 1 or null, got 0"),
+    (["eval_bptt=0"], "eval_bptt must be >= 1 or null, got 0"),
+])
+def test_eval_settings_out_of_range_are_named_before_any_work(tmp_path, monkeypatch, overrides, message):
+    import rnnlab.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "load_run", lambda path: pytest.fail("read the checkpoint first"))
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        evaluate(compose_config(["ckpt_path=x.ckpt", *overrides], tmp_path, config_name="eval"))
+
+
+def test_a_diverged_adaptation_reports_a_capped_perplexity(synthetic_ptb, tmp_path):
+    """A learning rate far too high makes dynamic evaluation diverge: a huge perplexity, not an overflow."""
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    metrics = evaluate(compose_config([f"ckpt_path={ckpt}", "adapt=dynamic", "adapt.rule=sgd", "adapt.lr=1e6"],
+                                      tmp_path, config_name="eval"))
+    assert metrics["test/ppl_dynamic"] == math.exp(MAX_LOG_PPL) and metrics["test/ppl"] < 1e4
 
 
 def test_character_models_report_bits_per_char(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,36 @@ from torch import Tensor, nn
 
 from rnnlab.data.streams import BPTTStream
 from rnnlab.models.recurrent import detach_state
+
+# What each adaptation's settings may be: (lowest, highest) inclusive, None for no bound.
+SETTING_RANGES = {
+    "dynamic": {"lr": (0, None), "decay": (0, 1)},
+    "cache": {"window": (1, None), "theta": (0, None), "lam": (0, 1)},
+}
+
+
+def check_setting(method: str, setting: Mapping[str, float], where: str = "adapt") -> None:
+    """Raise a ValueError naming `<where>.<key>` for a value outside its range (SETTING_RANGES)."""
+    for key, (low, high) in SETTING_RANGES[method].items():
+        value = setting[key]
+        if (low is not None and value < low) or (high is not None and value > high):
+            expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"{where}.{key} must be {expected}, got {value}")
+
+
+def candidates(adapt: Mapping) -> list[dict[str, float]]:
+    """The settings an `adapt` config asks for: its own, or with `search` every one of its `grid`; each checked."""
+    names = list(SETTING_RANGES[adapt["method"]])
+    if not adapt["search"]:
+        settings, where = [{k: adapt[k] for k in names}], "adapt"
+    else:
+        settings = [dict(zip(names, values)) for values in itertools.product(*(adapt["grid"][k] for k in names))]
+        where = "adapt.grid"
+    for setting in settings:
+        check_setting(adapt["method"], setting, where)
+    if adapt.get("bptt") is not None and adapt["bptt"] < 1:
+        raise ValueError(f"adapt.bptt must be >= 1 or null, got {adapt['bptt']}")
+    return settings
 
 
 def windows(stream: Tensor, bptt: int) -> BPTTStream:

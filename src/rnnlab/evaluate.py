@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
@@ -14,11 +13,11 @@ from omegaconf import DictConfig
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
 
 from rnnlab import CONF_DIR
-from rnnlab.adapt import cache_nll, dynamic_nll, gradient_ms, plain_nll
+from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.predictor import ensemble
-from rnnlab.tasks.language_model import LanguageModel
+from rnnlab.tasks.language_model import LanguageModel, perplexity
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     keep_freed_memory(cfg.get("keep_freed_memory", True))
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
+    for key in ("batch_size", "eval_bptt"):
+        if cfg.get(key) is not None and cfg[key] < 1:
+            raise ValueError(f"{key} must be >= 1 or null, got {cfg[key]}")
+    if cfg.get("adapt"):
+        candidates(cfg.adapt)
     silence_known_warnings()
     run = load_run(cfg.ckpt_path)
     overrides = {"data_dir": cfg.paths.data_dir, "cache_dir": cfg.paths.cache_dir}
@@ -97,6 +101,7 @@ def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig,
     if not isinstance(run.model, LanguageModel):
         raise ValueError(f"adapt={adapt.method} applies to language models; {run.path} holds a "
                          f"{type(run.model).__name__}")
+    settings = candidates(adapt)
     datamodule.setup()
     net, bptt = run.model.net.to(device), run.model.hparams.bptt
     splits = {name: tokens.to(device) for name, tokens in datamodule.corpus.splits.items()}
@@ -108,16 +113,14 @@ def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig,
                                                  adapt.rule, ms),
         "cache": lambda stream, s: cache_nll(net, stream, bptt, s["window"], s["theta"], s["lam"]),
     }[adapt.method]
-    names = {"dynamic": ("lr", "decay"), "cache": ("window", "theta", "lam")}[adapt.method]
-    setting = {k: adapt[k] for k in names}
+    setting = settings[0]
     if adapt.search:
         rows = []
-        for values in itertools.product(*(adapt.grid[k] for k in names)):
-            candidate = dict(zip(names, values))
+        for candidate in settings:
             nll, count = measure(splits["valid"], candidate)
             rows.append((nll / count, candidate))
-            print(f"valid  {'  '.join(f'{k}={v:<6}' for k, v in candidate.items())}  ppl {math.exp(nll / count):9.2f}",
-                  flush=True)
+            values = "  ".join(f"{k}={v:<6}" for k, v in candidate.items())
+            print(f"valid  {values}  ppl {perplexity(nll / count):9.2f}", flush=True)
         setting = min(rows, key=lambda row: row[0])[1]
         print(f"best on valid: {setting}")
     start = time.perf_counter()
@@ -126,7 +129,7 @@ def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig,
     start = time.perf_counter()
     nll, _ = measure(splits[split], setting)
     adapted_seconds = time.perf_counter() - start
-    metrics = {f"{split}/ppl": math.exp(plain / count), f"{split}/ppl_{adapt.method}": math.exp(nll / count)}
+    metrics = {f"{split}/ppl": perplexity(plain / count), f"{split}/ppl_{adapt.method}": perplexity(nll / count)}
     if run.model.symbol_level == "char":
         bits = count * math.log(2)
         metrics |= {f"{split}/bpc": plain / bits, f"{split}/bpc_{adapt.method}": nll / bits}

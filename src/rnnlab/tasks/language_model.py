@@ -20,6 +20,11 @@ LOSS_REDUCTIONS = ("sum_time", "mean")
 MAX_LOG_PPL = 80.0
 
 
+def perplexity(nll: float) -> float:
+    """exp of a mean NLL per token, capped at exp(MAX_LOG_PPL)."""
+    return math.exp(min(nll, MAX_LOG_PPL))
+
+
 class LanguageModel(L.LightningModule):
     """Next-symbol prediction with `net` (ids `(batch, time)` -> logits `(batch, time, vocab)` and a state)
     over BPTT windows, carrying the hidden state between windows; reports perplexity.
@@ -130,7 +135,7 @@ class LanguageModel(L.LightningModule):
 
     def epoch_metrics(self, nll: float) -> dict[str, float]:
         """Metrics derived from the mean NLL per token of a whole split."""
-        return {"ppl": math.exp(min(nll, MAX_LOG_PPL))}
+        return {"ppl": perplexity(nll)}
 
     def _log_epoch(self, stage: str) -> None:
         metric = self.nll[f"{stage}_nll"]
