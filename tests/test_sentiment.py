@@ -1,6 +1,7 @@
 import dataclasses
 import io
 import json
+import re
 import tarfile
 from collections import Counter
 from types import SimpleNamespace
@@ -393,6 +394,20 @@ def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
     assert result.returncode == 1 and result.stderr.strip() == "predict.py: error: the text has no words to read"
     result = run_script("generate.py", f"ckpt_path={path}", cwd=tmp_path)
     assert result.returncode == 1 and "cannot generate text" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"threshold": 1.5}, "threshold must be in [0, 1], got 1.5"),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"trajectory_points": 0}, "trajectory_points must be >= 1 or null, got 0"),
+    ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+    ({"device": "cuda:0"}, "device=cuda:0, but PyTorch sees no CUDA device"),
+])
+def test_predict_settings_out_of_range_are_named(mr_checkpoint, monkeypatch, kw, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
+    path, _ = mr_checkpoint
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        predict(pcfg(path, text="a fine film", **kw), out=io.StringIO(), err=io.StringIO())
 
 
 def test_long_text_is_truncated_with_a_warning(tmp_path):

@@ -79,9 +79,19 @@ def keep_freed_memory(enabled: bool = True) -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`device=auto` (a CUDA GPU when PyTorch sees one, else the CPU), `cpu`, `cuda`, `cuda:N` or `mps`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    available = {"cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device is None or device.type not in available:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if not available[device.type]():
+        raise ValueError(f"device={name}, but PyTorch sees no {device.type.upper()} device")
+    return device
 
 
 def user_error_message(error: BaseException) -> str | None:

@@ -46,6 +46,11 @@ def plot_path(cfg: DictConfig) -> Path:
 
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     set_threads(cfg.get("threads"))
+    if not 0 <= cfg.threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {cfg.threshold}")
+    for key in ("batch_size", "trajectory_points"):
+        if cfg.get(key) is not None and cfg[key] < 1:
+            raise ValueError(f"{key} must be >= 1{' or null' if key == 'trajectory_points' else ''}, got {cfg[key]}")
     given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")
