@@ -84,13 +84,13 @@ def test_eval_script_reports_plain_and_adapted_numbers(synthetic_ptb, tmp_path, 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["adapt=dynamic", "adapt.lr=-1"], "adapt.lr must be >= 0, got -1"),
     (["adapt=dynamic", "adapt.decay=1.5"], "adapt.decay must be in [0, 1], got 1.5"),
-    (["adapt=dynamic", "adapt.bptt=0"], "adapt.bptt must be >= 1 or null, got 0"),
+    (["adapt=dynamic", "adapt.bptt=0"], "adapt.bptt must be an integer >= 1 or null, got 0"),
     (["adapt=cache", "adapt.window=0"], "adapt.window must be >= 1, got 0"),
     (["adapt=cache", "adapt.theta=-0.5"], "adapt.theta must be >= 0, got -0.5"),
     (["adapt=cache", "adapt.lam=2"], "adapt.lam must be in [0, 1], got 2"),
     (["adapt=cache", "adapt.search=true", "adapt.grid.lam=[0.1,-0.1]"], "adapt.grid.lam must be in [0, 1], got -0.1"),
-    (["batch_size=0"], "batch_size must be >= 1 or null, got 0"),
-    (["eval_bptt=0"], "eval_bptt must be >= 1 or null, got 0"),
+    (["batch_size=0"], "batch_size must be an integer >= 1 or null, got 0"),
+    (["eval_bptt=0"], "eval_bptt must be an integer >= 1 or null, got 0"),
 ])
 def test_eval_settings_out_of_range_are_named_before_any_work(tmp_path, monkeypatch, overrides, message):
     import rnnlab.evaluate as evaluate_module

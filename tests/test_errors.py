@@ -132,6 +132,36 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
         raise ValueError("bad value")
 
 
+@pytest.mark.parametrize(("task", "override", "message"), [
+    ("ptb", "data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
+    ("ptb", "data.eval_bptt=0", "data.eval_bptt must be an integer >= 1 or null, got 0"),
+    ("charrnn", "data.bptt=-2", "data.bptt must be an integer >= 1, got -2"),
+    ("sentiment", "data.max_len=0", "data.max_len must be an integer >= 1 or null, got 0"),
+    ("sentiment", "data.batch_size=2.5", "data.batch_size must be an integer >= 1, got 2.5"),
+    ("sentiment", "data.eval_batch_size=abc", "data.eval_batch_size must be an integer >= 1, got 'abc'"),
+    ("sine", "data.horizon=0", "data.horizon must be an integer >= 1, got 0"),
+])
+def test_counts_in_the_data_config_are_one_line_when_it_is_built(tmp_path, capsys, task, override, message):
+    from hydra.utils import instantiate
+
+    from rnnlab.cli import one_line_errors
+
+    cfg = compose_config([f"task={task}", override], tmp_path)
+    with pytest.raises(SystemExit), one_line_errors("train.py"):
+        instantiate(cfg.data)
+    assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
+
+
+@pytest.mark.parametrize(("lr", "cause"), [("abc", "'<=' not supported"), (-1.0, "Invalid learning rate: -1.0")])
+def test_an_optimizer_setting_of_the_wrong_type_or_range_is_named(lr, cause):
+    import functools
+
+    from rnnlab.optim import configure_optimizers
+
+    with pytest.raises(ValueError, match=rf"^model\.optimizer: {re.escape(cause)}"):
+        configure_optimizers(torch.nn.Linear(2, 2), functools.partial(torch.optim.Adam, lr=lr))
+
+
 def lm_files(tmp_path, train_text: str, valid_text: str = "w1 w2\n"):
     files = {"train": tmp_path / "train.txt", "valid": tmp_path / "valid.txt", "test": tmp_path / "test.txt"}
     files["train"].write_text(train_text)

@@ -194,7 +194,7 @@ def test_threads_setting_sets_the_intra_op_threads(synthetic_ptb, tmp_path):
         train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false", f"threads={threads}"],
                              tmp_path))
         assert torch.get_num_threads() == threads
-        with pytest.raises(ValueError, match="threads must be >= 1 or null, got 0"):
+        with pytest.raises(ValueError, match="threads must be an integer >= 1 or null, got 0"):
             train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "threads=0"], tmp_path / "b"))
     finally:
         torch.set_num_threads(before)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.checks import check_count
 from rnnlab.data.streams import BPTTStream
 from rnnlab.models.recurrent import detach_state
 
@@ -49,8 +50,7 @@ def candidates(adapt: Mapping) -> list[dict[str, float]]:
         where = "adapt.grid"
     for setting in settings:
         check_setting(adapt["method"], setting, where)
-    if adapt.get("bptt") is not None and adapt["bptt"] < 1:
-        raise ValueError(f"adapt.bptt must be >= 1 or null, got {adapt['bptt']}")
+    check_count("adapt.bptt", adapt.get("bptt"), nullable=True)
     return settings
 
 

@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
 from rnnlab.checkpoint import CheckpointError
+from rnnlab.checks import check_count
 from rnnlab.data.download import DataFileError
 from rnnlab.files import FolderLockedError, WriteError
 
@@ -53,9 +54,8 @@ def silence_known_warnings() -> None:
 
 def set_threads(threads: int | None) -> None:
     """Intra-op threads for this process (None: PyTorch's default, one per core)."""
+    check_count("threads", threads, nullable=True)
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1 or null, got {threads}")
         torch.set_num_threads(threads)
 
 
@@ -106,7 +106,8 @@ def user_error_message(error: BaseException) -> str | None:
         if cause is None:
             return str(error).splitlines()[0]
         message = user_error_message(cause) or str(cause).strip() or type(cause).__name__
-        return f"{key}: {message}" if key else message
+        named = not key or message.startswith((f"{key}.", f"{key}:", f"{key} ", f"{key}="))
+        return message if named else f"{key}: {message}"
     if isinstance(error, USER_ERRORS):
         return str(error).strip() or type(error).__name__
     return None

@@ -15,6 +15,7 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 from rnnlab import CONF_DIR
 from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
+from rnnlab.checks import check_count
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.predictor import ensemble
 from rnnlab.tasks.language_model import LanguageModel, perplexity
@@ -30,8 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     for key in ("batch_size", "eval_bptt"):
-        if cfg.get(key) is not None and cfg[key] < 1:
-            raise ValueError(f"{key} must be >= 1 or null, got {cfg[key]}")
+        check_count(key, cfg.get(key), nullable=True)
     if cfg.get("adapt"):
         candidates(cfg.adapt)
     silence_known_warnings()

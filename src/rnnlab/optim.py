@@ -25,7 +25,10 @@ def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: flo
     then `scheduler(optimizer=...)` stepped each epoch; `OneCycleLR` is stepped every batch, peaking at each
     group's lr over the run's steps. A missing or empty scheduler means a constant lr."""
     params = module.parameters() if params is None else params
-    optimizer = (optimizer or (lambda params: torch.optim.SGD(params, lr=default_lr)))(params=params)
+    try:
+        optimizer = (optimizer or (lambda params: torch.optim.SGD(params, lr=default_lr)))(params=params)
+    except (TypeError, ValueError) as e:  # a value of the wrong type or range in the config
+        raise ValueError(f"model.optimizer: {e}") from e
     for group in optimizer.param_groups:
         group["lr"] *= group.get("lr_scale", 1.0)
     if not scheduler:

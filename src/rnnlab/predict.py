@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run, run_folder
+from rnnlab.checks import check_count
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot
@@ -48,9 +49,8 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     set_threads(cfg.get("threads"))
     if not 0 <= cfg.threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {cfg.threshold}")
-    for key in ("batch_size", "trajectory_points"):
-        if cfg.get(key) is not None and cfg[key] < 1:
-            raise ValueError(f"{key} must be >= 1{' or null' if key == 'trajectory_points' else ''}, got {cfg[key]}")
+    check_count("batch_size", cfg.batch_size)
+    check_count("trajectory_points", cfg.get("trajectory_points"), nullable=True)
     given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")

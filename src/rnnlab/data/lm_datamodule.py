@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 
+from rnnlab.checks import check_count
 from rnnlab.data.corpus import TokenCorpus
 from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
 from rnnlab.data.ptb import load_ptb, tokenize_files
@@ -39,6 +40,10 @@ class LMDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("bptt", bptt)):
+            check_count(f"data.{name}", value)
+        for name, value in (("test_batch_size", test_batch_size), ("eval_bptt", eval_bptt)):
+            check_count(f"data.{name}", value, nullable=True)
         self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.data_dir = Path(data_dir).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None

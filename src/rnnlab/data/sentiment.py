@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset
 
+from rnnlab.checks import check_count
 from rnnlab.data.download import DataFileError, fetch_tree
 from rnnlab.data.loaders import ResumableLoader, process_rank
 from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, reading, tokenize
@@ -163,6 +164,10 @@ class SentimentDataModule(L.LightningDataModule):
             raise ValueError(f"data.batching must be 'pad' or 'bucket', got {batching!r}")
         if batching == "pad" and max_len is None:
             raise ValueError("data.batching=pad needs data.max_len (the length every text is padded to)")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                            ("chunk_batches", chunk_batches)):
+            check_count(f"data.{name}", value)
+        check_count("data.max_len", max_len, nullable=True)
         self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.vocab: Vocabulary | None = None
         self.new_words: int | None = None  # with a given vocabulary: add the training words it lacks seen this often

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, TensorDataset
 
+from rnnlab.checks import check_count
 from rnnlab.data.loaders import ResumableLoader, process_rank
 from rnnlab.data.series import make_windows, read_series, sine_series, split_windows
 
@@ -20,6 +21,8 @@ class SineDataModule(L.LightningDataModule):
                  noise_std: float = 0.0, seq_len: int = 50, horizon: int = 1, val_windows: int = 50,
                  series_file: str | None = None, batch_size: int = 16, seed: int = 0):
         super().__init__()
+        for name, value in (("seq_len", seq_len), ("horizon", horizon), ("batch_size", batch_size)):
+            check_count(f"data.{name}", value)
         self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.series: np.ndarray | None = None
 
