@@ -152,6 +152,22 @@ def test_counts_in_the_data_config_are_one_line_when_it_is_built(tmp_path, capsy
     assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
 
 
+@pytest.mark.parametrize(("task", "override", "message"), [
+    ("sentiment", "model.net.num_layers=0", "model.net.num_layers must be an integer >= 1, got 0"),
+    ("sentiment", "model.net.embedding_dim=0", "model.net.embedding_dim must be an integer >= 1, got 0"),
+    ("ptb", "model.net.embedding_dim=-3", "model.net.embedding_dim must be an integer >= 1 or null, got -3"),
+])
+def test_sizes_of_a_network_are_one_line_when_it_is_built(tmp_path, capsys, task, override, message):
+    from hydra.utils import instantiate
+
+    from rnnlab.cli import one_line_errors
+
+    cfg = compose_config([f"task={task}", override], tmp_path)
+    with pytest.raises(SystemExit), one_line_errors("train.py"):
+        instantiate(cfg.model.net, vocab_size=10)
+    assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
+
+
 @pytest.mark.parametrize(("lr", "cause"), [("abc", "'<=' not supported"), (-1.0, "Invalid learning rate: -1.0")])
 def test_an_optimizer_setting_of_the_wrong_type_or_range_is_named(lr, cause):
     import functools

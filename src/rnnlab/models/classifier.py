@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.checks import check_count
 from rnnlab.models.padded import PaddedRNN, valid_mask
 
 POOLINGS = ("last", "mean", "max", "concat")
@@ -39,6 +40,8 @@ class RecurrentClassifier(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"model.net.pooling must be one of {POOLINGS}, got {pooling!r}")
+        for name, value in (("embedding_dim", embedding_dim), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            check_count(f"model.net.{name}", value)
         self.pooling, self.num_outputs = pooling, num_outputs
         self.parts = CONCAT if pooling == "concat" else (pooling,)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)

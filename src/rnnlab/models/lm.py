@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from rnnlab.checks import check_count
 from rnnlab.models.recurrent import RecurrentStack, State
 from rnnlab.models.regularization import LockedDropout, word_dropout
 
@@ -80,6 +81,7 @@ class RNNLM(nn.Module):
             raise ValueError(f"recurrent_init must be one of {INITS}, got {recurrent_init!r}")
         if word_dropout and embedding_dim is None:
             raise ValueError("word_dropout needs an embedding (embedding_dim), not one-hot inputs")
+        check_count("model.net.embedding_dim", embedding_dim, nullable=True)
         self.vocab_size = vocab_size
         self.encoder = OneHot(vocab_size) if embedding_dim is None else nn.Embedding(vocab_size, embedding_dim)
         input_size = self.encoder.embedding_dim
