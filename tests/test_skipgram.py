@@ -192,6 +192,30 @@ def test_cached_vectors_by_gensim_are_keyed_apart_from_the_torch_trainers(tmp_pa
         skipgram.cached_vectors(synthetic_reviews(tmp_path), tmp_path, method="glove", **settings)
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"workers": 0}, "workers must be an integer >= 1, got 0"),  # gensim would write its untrained start
+    ({"negatives": -1}, "negatives must be an integer >= 1, got -1"),
+    ({"window": 0}, "window must be an integer >= 1, got 0"),
+    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"embedding_dim": 0}, "embedding_dim must be an integer >= 1, got 0"),
+    ({"subsample": 1.5}, "subsample must be in [0, 1) (0: keep every word), got 1.5"),
+])
+def test_pretraining_settings_out_of_range_are_named_before_any_text_is_read(tmp_path, monkeypatch, setting, message):
+    import re
+
+    import rnnlab.pretrain_embeddings as skipgram
+
+    data = synthetic_reviews(tmp_path)
+    monkeypatch.setattr(data, "setup", lambda *a: pytest.fail("read the texts first"))
+    settings = {"embedding_dim": 4, "window": 2, "negatives": 2, "epochs": 1, "batch_size": 16, "lr": 0.01, "seed": 0,
+                "subsample": 0.0, "workers": 1, **setting}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        skipgram.pretrain_vectors("gensim_cbow", data, tmp_path / "v.pt", **settings)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        skipgram.cached_vectors(data, tmp_path, **settings)
+    assert not (tmp_path / "v.pt").exists()
+
+
 @pytest.mark.parametrize("cbow", [False, True])
 def test_gensim_vectors_are_repeatable_and_learn_cooccurrence(tmp_path, cbow):
     from types import SimpleNamespace

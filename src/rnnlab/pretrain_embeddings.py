@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from rnnlab import CONF_DIR
+from rnnlab.checks import check_count
 from rnnlab.cli import one_line_errors
 from rnnlab.data.corpus import cache_key
 from rnnlab.data.download import DataFileError
@@ -67,9 +68,16 @@ METHODS = {"torch": ("skip-gram", "about 15 min"), "gensim": ("skip-gram", "a fe
            "gensim_cbow": ("CBOW", "about a minute")}
 
 
-def check_method(method: str) -> None:
+def check_settings(method: str, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
+                   workers: int, subsample: float) -> None:
+    """One line naming the first setting out of range, before any text is read."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
+    for name, value in (("embedding_dim", embedding_dim), ("window", window), ("negatives", negatives),
+                        ("epochs", epochs), ("batch_size", batch_size), ("workers", workers)):
+        check_count(name, value)
+    if not 0 <= subsample < 1:
+        raise ValueError(f"subsample must be in [0, 1) (0: keep every word), got {subsample}")
 
 
 def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim: int, window: int, negatives: int,
@@ -78,7 +86,7 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
     """Word vectors of `datamodule`'s training texts by `method` (`batch_size` and `lr`: the PyTorch
     trainer's; `workers`: gensim's), written to `output`; `whitened`: through `rnnlab.data.vectors.whiten`
     (CBOW's vectors crowd into a few directions, and whitened they classify better)."""
-    check_method(method)
+    check_settings(method, embedding_dim, window, negatives, epochs, batch_size, workers, subsample)
     if method == "torch":
         vectors = pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, seed, subsample)
     else:
@@ -105,7 +113,7 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     effect. It draws from its own seed inside a forked RNG: the caller's random state is the same whether the file
     was cached.
     """
-    check_method(method)
+    check_settings(method, embedding_dim, window, negatives, epochs, batch_size, workers, subsample)
     settings = {k: list(v) if isinstance(v, (tuple, ListConfig)) else v
                 for k, v in data.hparams.items() if k not in LOADER_SETTINGS}  # [0.8, 0.1] however it was given
     settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
