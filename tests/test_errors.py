@@ -140,31 +140,18 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
     ("sentiment", "data.batch_size=2.5", "data.batch_size must be an integer >= 1, got 2.5"),
     ("sentiment", "data.eval_batch_size=abc", "data.eval_batch_size must be an integer >= 1, got 'abc'"),
     ("sine", "data.horizon=0", "data.horizon must be an integer >= 1, got 0"),
-])
-def test_counts_in_the_data_config_are_one_line_when_it_is_built(tmp_path, capsys, task, override, message):
-    from hydra.utils import instantiate
-
-    from rnnlab.cli import one_line_errors
-
-    cfg = compose_config([f"task={task}", override], tmp_path)
-    with pytest.raises(SystemExit), one_line_errors("train.py"):
-        instantiate(cfg.data)
-    assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
-
-
-@pytest.mark.parametrize(("task", "override", "message"), [
     ("sentiment", "model.net.num_layers=0", "model.net.num_layers must be an integer >= 1, got 0"),
     ("sentiment", "model.net.embedding_dim=0", "model.net.embedding_dim must be an integer >= 1, got 0"),
     ("ptb", "model.net.embedding_dim=-3", "model.net.embedding_dim must be an integer >= 1 or null, got -3"),
 ])
-def test_sizes_of_a_network_are_one_line_when_it_is_built(tmp_path, capsys, task, override, message):
+def test_counts_in_the_data_and_network_configs_are_one_line_when_built(tmp_path, capsys, task, override, message):
     from hydra.utils import instantiate
 
     from rnnlab.cli import one_line_errors
 
     cfg = compose_config([f"task={task}", override], tmp_path)
     with pytest.raises(SystemExit), one_line_errors("train.py"):
-        instantiate(cfg.model.net, vocab_size=10)
+        instantiate(cfg.data) if override.startswith("data.") else instantiate(cfg.model.net, vocab_size=10)
     assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
 
 
