@@ -146,3 +146,19 @@ def test_cli_both_modes_and_errors(tmp_path, data_dir):
     empty.write_text("")
     result = run_script("numpy_rnn.py", "chars", "--text", str(empty), cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.strip() == f"numpy_rnn.py: error: {empty} is empty"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["sine", "--hidden", "0"], "argument --hidden: expected an integer >= 1, got '0'"),
+    (["sine", "--truncate", "2.5"], "argument --truncate: expected an integer >= 1, got '2.5'"),
+    (["sine", "--lr", "-1"], "argument --lr: expected a number > 0, got '-1'"),
+    (["chars", "--text", "x.txt", "--temperature", "0"], "argument --temperature: expected a number > 0, got '0'"),
+    (["chars", "--text", "x.txt", "--seq-len", "abc"], "argument --seq-len: expected an integer >= 1, got 'abc'"),
+])
+def test_cli_sizes_and_rates_out_of_range_are_refused_before_training(capsys, args, message):
+    from rnnlab.numpy_rnn import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"numpy_rnn.py {args[0]}: error: {message}"

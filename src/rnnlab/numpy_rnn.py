@@ -253,26 +253,44 @@ def train_chars(text: str, steps: int = 2000, hidden: int = 100, seq_len: int = 
     return model, start, smooth
 
 
+def count(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.lstrip("+").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def positive(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="numpy_rnn.py", description="The NumPy RNN: sine regression or a char model.")
     sub = parser.add_subparsers(dest="mode", required=True)
     sine = sub.add_parser("sine", help="the lab sheet's sine task")
-    sine.add_argument("--epochs", type=int, default=25)
-    sine.add_argument("--hidden", type=int, default=50)
-    sine.add_argument("--lr", type=float, default=0.01)
+    sine.add_argument("--epochs", type=count, default=25)
+    sine.add_argument("--hidden", type=count, default=50)
+    sine.add_argument("--lr", type=positive, default=0.01)
     sine.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adagrad")
     sine.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    sine.add_argument("--truncate", type=int, default=None, help="BPTT truncation k (default: full BPTT)")
+    sine.add_argument("--truncate", type=count, default=None, help="BPTT truncation k (default: full BPTT)")
     sine.add_argument("--seed", type=int, default=0)
     chars = sub.add_parser("chars", help="min-char-rnn on a text file; prints samples")
     chars.add_argument("--text", required=True)
-    chars.add_argument("--steps", type=int, default=5000)
-    chars.add_argument("--hidden", type=int, default=100)
-    chars.add_argument("--seq-len", type=int, default=25)
-    chars.add_argument("--lr", type=float, default=0.1)
-    chars.add_argument("--temperature", type=float, default=1.0)
-    chars.add_argument("--sample-every", type=int, default=1000)
-    chars.add_argument("--sample-length", type=int, default=200)
+    chars.add_argument("--steps", type=count, default=5000)
+    chars.add_argument("--hidden", type=count, default=100)
+    chars.add_argument("--seq-len", type=count, default=25)
+    chars.add_argument("--lr", type=positive, default=0.1)
+    chars.add_argument("--temperature", type=positive, default=1.0)
+    chars.add_argument("--sample-every", type=count, default=1000)
+    chars.add_argument("--sample-length", type=count, default=200)
     chars.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
