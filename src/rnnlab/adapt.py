@@ -20,24 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, check_range
 from rnnlab.data.streams import BPTTStream
 from rnnlab.models.recurrent import detach_state
 
-# What each adaptation's settings may be: (lowest, highest) inclusive, None for no bound.
+# What each adaptation's settings may be: (lowest, highest) inclusive, None for no upper bound.
 SETTING_RANGES = {
     "dynamic": {"lr": (0, None), "decay": (0, 1)},
     "cache": {"window": (1, None), "theta": (0, None), "lam": (0, 1)},
 }
-
-
-def check_setting(method: str, setting: Mapping[str, float], where: str = "adapt") -> None:
-    """Raise a ValueError naming `<where>.<key>` for a value outside its range (SETTING_RANGES)."""
-    for key, (low, high) in SETTING_RANGES[method].items():
-        value = setting[key]
-        if (low is not None and value < low) or (high is not None and value > high):
-            expected = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ValueError(f"{where}.{key} must be {expected}, got {value}")
 
 
 def candidates(adapt: Mapping) -> list[dict[str, float]]:
@@ -49,7 +40,8 @@ def candidates(adapt: Mapping) -> list[dict[str, float]]:
         settings = [dict(zip(names, values)) for values in itertools.product(*(adapt["grid"][k] for k in names))]
         where = "adapt.grid"
     for setting in settings:
-        check_setting(adapt["method"], setting, where)
+        for key, (low, high) in SETTING_RANGES[adapt["method"]].items():
+            check_range(f"{where}.{key}", setting[key], low, high)
     check_count("adapt.bptt", adapt.get("bptt"), nullable=True)
     return settings
 

@@ -9,3 +9,10 @@ def check_count(name: str, value: int | None, nullable: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1{' or null' if nullable else ''}, got {value!r}")
+
+
+def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    """A number >= `low`, and <= `high` when one is given."""
+    if value < low or (high is not None and value > high):
+        expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {expected}, got {value}")

@@ -32,8 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     for key in ("batch_size", "eval_bptt"):
         check_count(key, cfg.get(key), nullable=True)
-    if cfg.get("adapt"):
-        candidates(cfg.adapt)
+    settings = candidates(cfg.adapt) if cfg.get("adapt") else None
     silence_known_warnings()
     run = load_run(cfg.ckpt_path)
     overrides = {"data_dir": cfg.paths.data_dir, "cache_dir": cfg.paths.cache_dir}
@@ -48,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(run.config.data, **overrides)
     datamodule.vocab = run.vocab
     if cfg.get("adapt"):
-        return adapted(run, datamodule, cfg.split, cfg.adapt, adapt_device(cfg.trainer.get("accelerator")))
+        return adapted(run, datamodule, cfg.split, cfg.adapt, settings, adapt_device(cfg.trainer.get("accelerator")))
     trainer = instantiate(cfg.trainer)
     run_split = trainer.test if cfg.split == "test" else trainer.validate
     results = run_split(run.model, datamodule=datamodule)
@@ -94,14 +93,14 @@ def adapt_device(accelerator: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig,
+def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig, settings: list[dict[str, float]],
             device: torch.device | str = "cpu") -> dict[str, float]:
-    """Plain and adapted perplexity (and bits/char) of `split` at batch 1 on `device`; with `adapt.search`, the
-    settings are picked on the validation split first (a table of every setting is printed)."""
+    """Plain and adapted perplexity (and bits/char) of `split` at batch 1 on `device`, for `settings` (from
+    `adapt.candidates`): its one setting, or with `adapt.search` the best of them on the validation split
+    (a table of every setting is printed)."""
     if not isinstance(run.model, LanguageModel):
         raise ValueError(f"adapt={adapt.method} applies to language models; {run.path} holds a "
                          f"{type(run.model).__name__}")
-    settings = candidates(adapt)
     datamodule.setup()
     net, bptt = run.model.net.to(device), run.model.hparams.bptt
     splits = {name: tokens.to(device) for name, tokens in datamodule.corpus.splits.items()}

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run, run_folder
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, check_range
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot
@@ -47,8 +47,7 @@ def plot_path(cfg: DictConfig) -> Path:
 
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     set_threads(cfg.get("threads"))
-    if not 0 <= cfg.threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1], got {cfg.threshold}")
+    check_range("threshold", cfg.threshold, 0, 1)
     check_count("batch_size", cfg.batch_size)
     check_count("trajectory_points", cfg.get("trajectory_points"), nullable=True)
     given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
