@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from rnnlab.generate import generate
 from rnnlab.onnx_export import LMStep, OnnxModel, zero_states
 from rnnlab.predict import predict
 from rnnlab.train import train
-from tests.conftest import TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
+from tests.conftest import ROOT, TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
 
 pytestmark = pytest.mark.needs("onnx", "onnxscript", "onnxruntime")
 
@@ -79,12 +82,19 @@ def test_generation_with_onnxruntime_gives_the_pytorch_text(char_lm, tmp_path):
     assert len(generate(batched, out=io.StringIO())) == 3  # a dynamic batch
 
 
-def test_model_card_is_written_beside_the_export(char_lm, tmp_path):
-    _, onnx = char_lm
-    card = (tmp_path / "export" / "MODEL_CARD.md").read_text()
+def test_model_card_is_written_beside_the_export(char_lm, tmp_path, capsys):
+    ckpt, _ = char_lm
+    card = (tmp_path / "export" / "model.card.md").read_text()
     for section in ("## Data", "## Preset and command-line overrides", "## Metrics", "## Intended use", "## Limits"):
         assert section in card
     assert "language_model_step" in card and "CharDataModule" in card and "val/bpc" in card
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # the warnings a user would see
+    result = subprocess.run([sys.executable, str(ROOT / "export.py"), f"ckpt_path={ckpt}",
+                             f"output={tmp_path / 'export' / 'second.onnx'}"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ""  # no exporter warnings or logs that do not hold here
+    assert result.stdout.startswith(f"wrote {tmp_path / 'export' / 'second.onnx'} (language_model_step: ids, h0, c0")
+    assert (tmp_path / "export" / "model.card.md").read_text() == card  # a second export keeps the first card
+    assert (tmp_path / "export" / "second.card.md").read_text().startswith("# Model card: second.onnx\n")
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

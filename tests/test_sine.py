@@ -6,6 +6,7 @@ import torch
 
 from rnnlab.data.series import make_windows, read_series, sine_series, split_windows
 from rnnlab.data.sine import SineDataModule
+from rnnlab.evaluate import evaluate
 from rnnlab.train import train
 from tests.conftest import TINY_TRAINER, compose_config
 
@@ -85,3 +86,15 @@ def test_horizon_and_noise_from_the_command_line_train(tmp_path):
                           "model.net.hidden_sizes=[16]", "model.plot=false"], tmp_path)
     metrics = train(cfg)
     assert math.isfinite(metrics["val/mse"]) and metrics["val/baseline_mse"] > 0
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+
+    def evaluated(*overrides: str) -> float:
+        eval_cfg = compose_config([f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false", *overrides], tmp_path,
+                                  config_name="eval")
+        return evaluate(eval_cfg)["test/mse"]
+
+    assert evaluated("trainer.limit_test_batches=2") == pytest.approx(metrics["test/mse"], rel=1e-6)
+    assert evaluated("batch_size=3") == pytest.approx(evaluated(), rel=1e-5)  # every window, other batches
+    with pytest.raises(ValueError, match=r"^eval_bptt: the data of .*best.ckpt \(rnnlab.data.sine.SineDataModule\) "
+                                         r"has no evaluation windows"):
+        evaluated("eval_bptt=5")

@@ -35,13 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     settings = candidates(cfg.adapt) if cfg.get("adapt") else None
     silence_known_warnings()
     run = load_run(cfg.ckpt_path)
-    overrides = {"data_dir": cfg.paths.data_dir, "cache_dir": cfg.paths.cache_dir}
-    if cfg.get("batch_size"):
-        overrides["eval_batch_size"] = cfg.batch_size
-        if "test_batch_size" in run.config.data:
-            overrides["test_batch_size"] = cfg.batch_size
-    if cfg.get("eval_bptt"):
-        overrides["eval_bptt"] = cfg.eval_bptt
+    overrides = data_overrides(cfg, run)
     if cfg.get("ensemble"):
         return evaluate_ensemble(cfg, run, overrides)
     datamodule = instantiate(run.config.data, **overrides)
@@ -54,6 +48,23 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = dict(results[0]) if results else {}
     log.info("%s: %s", cfg.ckpt_path, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
     return metrics
+
+
+def data_overrides(cfg: DictConfig, run: TrainedRun) -> dict:
+    """What eval.py changes in the run's data config: this machine's folders, and `batch_size` / `eval_bptt`
+    where given, each only for a data config that has the setting (the sine data has no folders and one batch
+    size)."""
+    data = run.config.data
+    overrides = {key: cfg.paths[key] for key in ("data_dir", "cache_dir") if key in data}
+    if cfg.get("batch_size"):
+        keys = [key for key in ("eval_batch_size", "test_batch_size") if key in data] or ["batch_size"]
+        overrides |= dict.fromkeys(keys, cfg.batch_size)
+    if cfg.get("eval_bptt"):
+        if "eval_bptt" not in data:
+            raise ValueError(f"eval_bptt: the data of {cfg.ckpt_path} ({data.get('_target_', '?')}) has no "
+                             "evaluation windows; eval_bptt is for word language models")
+        overrides["eval_bptt"] = cfg.eval_bptt
+    return overrides
 
 
 def evaluate_ensemble(cfg: DictConfig, run: TrainedRun, overrides: dict) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Export a checkpoint for deployment: `python export.py ckpt_path=... format=onnx output=model.onnx`.
 
-Writes the model and a MODEL_CARD.md beside it (data, preset, metrics, intended use, limits)."""
+Writes the model and its model card beside it, `model.card.md` for `model.onnx` (data, preset, metrics, intended
+use, limits)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ FORMATS = ("onnx",)
 
 
 def export(cfg: DictConfig) -> Path:
-    """The exported file; its model card is `MODEL_CARD.md` in the same folder."""
+    """The exported file; its model card is `<output's stem>.card.md` in the same folder, so that two exports
+    into one folder keep both cards."""
     set_threads(cfg.get("threads"))
     silence_known_warnings()
     if cfg.format not in FORMATS:
@@ -30,11 +32,16 @@ def export(cfg: DictConfig) -> Path:
     run = load_run(cfg.ckpt_path)
     output = Path(cfg.output).expanduser()
     exported = export_onnx(run, output)
-    card = output.parent / "MODEL_CARD.md"
+    card = card_path(output)
     atomic_write(card, lambda tmp: Path(tmp).write_text(model_card(run, exported, output)))
     print(f"wrote {output} ({exported['kind']}: {', '.join(exported['inputs'])} -> "
           f"{', '.join(exported['outputs'])}) and {card}")
     return output
+
+
+def card_path(output: Path) -> Path:
+    """`model.card.md` for `model.onnx`."""
+    return output.with_name(f"{output.stem}.card.md")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")

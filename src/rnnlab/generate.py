@@ -42,7 +42,7 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     if not isinstance(run.model, LanguageModel) or run.vocab is None:
         raise ValueError(
             f"{cfg.ckpt_path} holds a {type(run.model).__name__} ({run.config.get('task_name')} task), "
-            "which cannot generate text; use a language-model checkpoint (task=charrnn or task=ptb)"
+            "which cannot generate text; use a language-model checkpoint (task=charrnn, ptb or lm)"
         )
     level = run.model.symbol_level
     prime_text = default_prime(level) if cfg.prime is None else str(cfg.prime)

@@ -12,6 +12,8 @@ Batch and time axes are dynamic.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,12 @@ def fused_cells_only(cell: str) -> None:
                          "export a run with a fused cell (lstm, gru, rnn_tanh, rnn_relu)")
 
 
+# The exporters' warnings that do not hold for these graphs: the batch axes are named alike on purpose, and the
+# sequence models' initial states are zeros built inside the graph at the input's batch size (both tested with
+# another batch than the example's).
+EXPORT_WARNINGS = (r".*The axis name: batch will not be used.*", r".*with a batch_size other than 1.*")
+
+
 def export_onnx(run: TrainedRun, output: Path) -> dict:
     """Writes `output` (atomically) and returns what was exported: `{"kind", "inputs", "outputs"}`."""
     model = run.model.cpu().eval()
@@ -111,8 +119,17 @@ def export_onnx(run: TrainedRun, output: Path) -> dict:
             torch.onnx.export(module, args, tmp, dynamo=False, input_names=inputs, output_names=outputs,
                               dynamic_axes=axes)
 
-    with torch.no_grad():
-        atomic_write(output, write)
+    module.eval()  # the wrappers' own mode; the networks inside are already in eval mode
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            for pattern in EXPORT_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            atomic_write(output, write)
+    finally:
+        registration.setLevel(level)
     return {"kind": kind, "inputs": inputs, "outputs": outputs}
 
 
@@ -192,7 +209,7 @@ def model_card(run: TrainedRun, export: dict, output: Path) -> str:
         f"({net.get('cell', '?')} cells, sizes {list(net.get('hidden_sizes') or [net.get('hidden_size')])}).",
         "",
         "## Data",
-        f"`{data}` from `{config.data.get('data_dir', '?')}`"
+        f"`{data}` from `{config.data.get('data_dir') or config.data.get('series_file') or 'its generated series'}`"
         + (f" ({len(run.vocab)} symbols in the vocabulary, stored in the checkpoint)" if run.vocab is not None else ""),
         "",
         "## Preset and command-line overrides",
