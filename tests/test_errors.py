@@ -96,7 +96,7 @@ def test_data_errors_from_the_command_line_are_one_line(tmp_path):
 @pytest.mark.parametrize(("override", "expected"), [
     ("model.net.cell=lstmm", "model.net: unknown cell 'lstmm'; expected one of ['gru', 'lstm', 'naive_gru', "
                              "'naive_lstm', 'naive_rnn', 'rnn_relu', 'rnn_tanh']"),
-    ("trainer.max_epochs=-3", "trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3."),
+    ("trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input using cpu accelerator."),
 ])
 def test_a_config_node_that_cannot_be_built_is_one_line_naming_its_key(synthetic_ptb, tmp_path, override, expected):
     args = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, override, f"hydra.run.dir={tmp_path / 'out'}"]
@@ -152,6 +152,29 @@ def test_counts_in_the_data_and_network_configs_are_one_line_when_built(tmp_path
     cfg = compose_config([f"task={task}", override], tmp_path)
     with pytest.raises(SystemExit), one_line_errors("train.py"):
         instantiate(cfg.data) if override.startswith("data.") else instantiate(cfg.model.net, vocab_size=10)
+    assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
+
+
+@pytest.mark.parametrize(("override", "message"), [  # before the check: an AssertionError, ZeroDivisionErrors,
+    ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1 or null, got 1.5"),  # a sign flip
+    ("trainer.min_epochs=abc", "trainer.min_epochs must be an integer >= 0 or null, got 'abc'"),  # and an ignored
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches must be an integer >= 1, got 0"),  # value
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch must be an integer >= 1 or null, got 0"),
+    ("trainer.log_every_n_steps=-1", "trainer.log_every_n_steps must be an integer >= 0 or null, got -1"),
+    ("trainer.gradient_clip_val=-1",
+     "trainer.gradient_clip_val must be a number >= 0 (0: no clipping) or null, got -1"),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval must be an integer >= 1 (batches), a fraction in "
+                                     "(0, 1] of an epoch or null, got 0"),
+    ("trainer.val_check_interval=1.5", "trainer.val_check_interval must be an integer >= 1 (batches), a fraction "
+                                       "in (0, 1] of an epoch or null, got 1.5"),
+])
+def test_loop_settings_lightning_takes_unchecked_are_one_line(tmp_path, capsys, override, message):
+    from rnnlab.cli import one_line_errors
+    from rnnlab.train import build
+
+    cfg = compose_config(["task=sine", override], tmp_path)
+    with pytest.raises(SystemExit), one_line_errors("train.py"):
+        build(cfg)
     assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
 
 

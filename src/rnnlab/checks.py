@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 def check_count(name: str, value: int | None, nullable: bool = False) -> None:
     """A count (a batch size, a window length): an int >= 1, or None where `nullable` (the default it stands for)."""
@@ -16,3 +18,29 @@ def check_range(name: str, value: float, low: float, high: float | None = None) 
     if value < low or (high is not None and value > high):
         expected = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {expected}, got {value}")
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_trainer(trainer: Mapping) -> None:
+    """The loop settings Lightning takes without checking: a fractional `max_epochs` ends in an assertion, a zero
+    `accumulate_grad_batches` or interval in a ZeroDivisionError, a negative `gradient_clip_val` flips the
+    gradient's sign, a string `min_epochs` is ignored."""
+    for key in ("accumulate_grad_batches", "check_val_every_n_epoch"):
+        if key in trainer:
+            check_count(f"trainer.{key}", trainer[key], nullable=key == "check_val_every_n_epoch")
+    for key, low in (("max_epochs", -1), ("max_steps", -1), ("min_epochs", 0), ("min_steps", 0),
+                     ("log_every_n_steps", 0)):
+        value = trainer.get(key)
+        if value is not None and (not is_int(value) or value < low):
+            raise ValueError(f"trainer.{key} must be an integer >= {low} or null, got {value!r}")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip < 0):
+        raise ValueError(f"trainer.gradient_clip_val must be a number >= 0 (0: no clipping) or null, got {clip!r}")
+    interval = trainer.get("val_check_interval")
+    if interval is not None and not ((is_int(interval) and interval >= 1)
+                                     or (isinstance(interval, float) and 0 < interval <= 1)):
+        raise ValueError("trainer.val_check_interval must be an integer >= 1 (batches), a fraction in (0, 1] of an "
+                         f"epoch or null, got {interval!r}")

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
 from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint
+from rnnlab.checks import check_trainer
 from rnnlab.cli import (
     keep_freed_memory,
     log_to_files,
@@ -95,6 +96,7 @@ def tag(logger, tags: list[str]) -> None:
 
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """(datamodule, model, trainer) for a composed run config."""
+    check_trainer(cfg.trainer)
     encoder = vocab = init_checkpoint = None
     if cfg.get("encoder") and cfg.encoder.get("ckpt_path"):  # LM transfer: the LM's vocabulary, sizes, weights
         encoder = read_lm_encoder(cfg.encoder.ckpt_path)
