@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
 
 import hydra
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
 
@@ -50,19 +51,32 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def init_parameters(cls: type) -> set[str]:
+    """The keyword arguments `cls(...)` takes, through the `**kwargs` its `__init__` hands to a base class."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters.values()
+            names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
+    return names
+
+
 def data_overrides(cfg: DictConfig, run: TrainedRun) -> dict:
     """What eval.py changes in the run's data config: this machine's folders, and `batch_size` / `eval_bptt`
-    where given, each only for a data config that has the setting (the sine data has no folders and one batch
+    where given, each only for a DataModule that takes the setting (the sine data has no folders and one batch
     size)."""
     data = run.config.data
-    overrides = {key: cfg.paths[key] for key in ("data_dir", "cache_dir") if key in data}
+    takes = init_parameters(get_class(data._target_))
+    overrides = {key: cfg.paths[key] for key in ("data_dir", "cache_dir") if key in takes}
     if cfg.get("batch_size"):
-        keys = [key for key in ("eval_batch_size", "test_batch_size") if key in data] or ["batch_size"]
+        keys = [key for key in ("eval_batch_size", "test_batch_size") if key in takes] or ["batch_size"]
         overrides |= dict.fromkeys(keys, cfg.batch_size)
     if cfg.get("eval_bptt"):
-        if "eval_bptt" not in data:
-            raise ValueError(f"eval_bptt: the data of {cfg.ckpt_path} ({data.get('_target_', '?')}) has no "
-                             "evaluation windows; eval_bptt is for word language models")
+        if "eval_bptt" not in takes:
+            raise ValueError(f"eval_bptt: the data of {cfg.ckpt_path} ({data._target_}) has no evaluation "
+                             "windows; eval_bptt is for language models")
         overrides["eval_bptt"] = cfg.eval_bptt
     return overrides
 
