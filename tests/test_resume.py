@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab.checkpoint import read_checkpoint
 from rnnlab.train import RunDirectoryError, train
@@ -208,3 +208,41 @@ def test_a_second_process_in_the_same_run_folder_is_refused(synthetic_ptb, tmp_p
         first.send_signal(signal.SIGTERM)
         _, err = first.communicate(timeout=60)
     assert first.returncode == 143, err[-2000:]
+
+
+@pytest.mark.slow  # subprocesses: Hydra's own writing of .hydra/ is what this checks
+def test_a_refused_resume_leaves_the_run_config_and_a_resumed_one_keeps_the_earlier(tmp_path):
+    out = tmp_path / "out"
+    common = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false", "logger=none",
+              "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]
+    first = ["task=sine", "model.plot=false", "trainer.max_epochs=1"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *common], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert run(*first).returncode == 0
+    hydra_dir = out / ".hydra"
+    before = {p.name: p.read_text() for p in hydra_dir.iterdir()}
+    assert sorted(before) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    ckpt, overrides = out / "checkpoints" / "last.ckpt", hydra_dir / "overrides.yaml"
+    their_overrides = " ".join([*first, *common[:-1]])  # Hydra's own settings (hydra.run.dir) are not among them
+    refusals = {  # before this check: Hydra overwrote .hydra/ first, then a traceback (another task, other sizes)
+        ("ckpt_path=last",): f"ckpt_path: {ckpt} was trained with task_name=sine, this command has task_name=ptb",
+        ("task=sine", "model.plot=false", "model.net.hidden_sizes=[8]", "ckpt_path=last"):
+            f"ckpt_path: the weights of {ckpt} do not fit this run's network (model.net.hidden_sizes: [100] there, "
+            "[8] here)",
+    }
+    for args, message in refusals.items():
+        result = run(*args)
+        assert result.returncode == 1
+        expected = f"train.py: error: {message}; resume with the run's own overrides ({overrides}): {their_overrides}"
+        assert result.stderr.strip().splitlines()[-1] == expected
+        assert {p.name: p.read_text() for p in hydra_dir.iterdir()} == before
+    assert run("task=sine", "model.plot=false", "trainer.max_epochs=2", "ckpt_path=last").returncode == 0
+    assert (hydra_dir / "config.1.yaml").read_text() == before["config.yaml"]
+    assert (hydra_dir / "overrides.1.yaml").read_text() == before["overrides.yaml"]
+    resumed = OmegaConf.load(hydra_dir / "config.yaml")
+    assert resumed.trainer.max_epochs == 2 and resumed.ckpt_path is None  # retrains from the start, not a resume
+    assert "ckpt_path=last" in OmegaConf.load(overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -15,11 +16,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
-from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint
+from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint, run_folder
 from rnnlab.checks import check_trainer
 from rnnlab.cli import (
     keep_freed_memory,
@@ -52,18 +53,37 @@ def instantiate_all(group: DictConfig | None) -> list:
 
 @rank_zero_only
 def save_config(cfg: DictConfig) -> None:
-    """The composed config as `<paths.output_dir>/.hydra/config.yaml` where Hydra did not write it
-    itself (`paths.output_dir=...`, or a config composed in Python), so every run keeps its config."""
-    out = Path(cfg.paths.output_dir)
-    if HydraConfig.initialized() and Path(HydraConfig.get().runtime.output_dir).resolve() == out.resolve():
-        return
-    atomic_write(out / ".hydra" / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
+    """The run's `.hydra/config.yaml` and, under Hydra, its `overrides.yaml` and `hydra.yaml`, in
+    `paths.output_dir`. rnnlab writes them after the resume checks, not Hydra (`hydra.output_subdir: null`):
+    Hydra writes them before the job starts, so a refused resume used to overwrite the run's files. The saved
+    config leaves `ckpt_path` out (null), so that it retrains the run from the start; a resume whose config
+    differs keeps the earlier files as `config.1.yaml`, `overrides.1.yaml`, ..."""
+    folder = Path(cfg.paths.output_dir) / ".hydra"
+    saved = cfg.copy()
+    with open_dict(saved):
+        saved.ckpt_path = None
+    files = {"config.yaml": OmegaConf.to_yaml(saved)}
+    if HydraConfig.initialized():
+        files["overrides.yaml"] = OmegaConf.to_yaml(HydraConfig.get().overrides.task)
+        files["hydra.yaml"] = OmegaConf.to_yaml({"hydra": HydraConfig.get()})
+    earlier = folder / "config.yaml"
+    if earlier.is_file() and earlier.read_text() != files["config.yaml"]:
+        n = next(k for k in itertools.count(1) if not (folder / f"config.{k}.yaml").exists())
+        for name in HYDRA_FILES:
+            if (folder / name).is_file():
+                (folder / name).replace(folder / f"{Path(name).stem}.{n}.yaml")
+    for name, text in files.items():
+        atomic_write(folder / name, lambda tmp, text=text: Path(tmp).write_text(text))
+
+
+HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 
 
 def resume_path(cfg: DictConfig) -> str | None:
     """The checkpoint to resume from: `ckpt_path=last` (this run folder's `last.ckpt`), a file, or none.
 
-    Without `ckpt_path`, a run folder that already holds checkpoints is refused: it belongs to another run.
+    Without `ckpt_path`, a run folder that already holds checkpoints is refused: it belongs to another run. A
+    checkpoint of another task or model than this command's is refused, naming the run's own overrides.
     """
     out = Path(cfg.paths.output_dir)
     folder = out / "checkpoints"
@@ -75,7 +95,7 @@ def resume_path(cfg: DictConfig) -> str | None:
     if rank_zero_only.rank != 0:  # rank 0 has checked the file and the folder before the others started
         return ckpt_path or None
     if ckpt_path:
-        read_checkpoint(ckpt_path)  # weights-only; refuses anything else before Lightning opens it
+        check_resumable(read_checkpoint(ckpt_path), cfg, str(ckpt_path))  # weights-only, before Lightning opens it
         return str(ckpt_path)
     existing = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
     if existing:
@@ -84,6 +104,46 @@ def resume_path(cfg: DictConfig) -> str | None:
             "and ckpt_path=last, or train into a fresh folder (the default hydra.run.dir is new for every run)"
         )
     return None
+
+
+def run_overrides(ckpt_path: str) -> str:
+    """'resume with the run's own overrides: ...' from the checkpoint's run folder, where it has them."""
+    path = run_folder(ckpt_path) / ".hydra" / "overrides.yaml"
+    overrides = [o for o in OmegaConf.load(path) if not str(o).startswith("ckpt_path=")] if path.is_file() else None
+    if overrides is None:
+        return "resume with the overrides that run was trained with"
+    return f"resume with the run's own overrides ({path}): {' '.join(overrides) or '(none)'}"
+
+
+def check_resumable(checkpoint: dict, cfg: DictConfig, ckpt_path: str) -> None:
+    """Refuses a checkpoint of another task or model, or whose network has other parameters or shapes than
+    the one this config builds (with the data sizes the checkpoint's run had), before anything is written."""
+    saved = checkpoint["rnnlab"].get("config", {})
+    for key in ("task_name", "model._target_"):
+        theirs, ours = OmegaConf.select(OmegaConf.create(saved), key), OmegaConf.select(cfg, key)
+        if theirs != ours:
+            raise RunDirectoryError(f"ckpt_path: {ckpt_path} was trained with {key}={theirs}, this command has "
+                                    f"{key}={ours}; {run_overrides(ckpt_path)}")
+    if (cfg.get("encoder") or {}).get("ckpt_path") or cfg.get("init_from"):
+        return  # the network is taken from another checkpoint when built; fit() names a mismatch then
+    net = instantiate(cfg.model.net, **checkpoint["rnnlab"].get("model_kwargs", {}).get("net", {}))
+    ours = {f"net.{k}": tuple(v.shape) for k, v in net.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    if ours != theirs:
+        first = next(f"{k}: {theirs.get(k)} there, {ours.get(k)} here" for k in sorted(set(ours) | set(theirs))
+                     if ours.get(k) != theirs.get(k))
+        raise_misfit(ckpt_path, saved, cfg, first)
+
+
+def raise_misfit(ckpt_path: str, saved: dict, cfg: DictConfig, fallback: str) -> None:
+    """A one-line error for a checkpoint whose weights do not fit this config's network: the `model.net`
+    settings that differ (else `fallback`, e.g. the first parameter whose shape differs), and the run's overrides."""
+    theirs = saved.get("model", {}).get("net", {})
+    ours = OmegaConf.to_container(cfg.model.net, resolve=True)
+    differences = [f"model.net.{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here"
+                   for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    raise RunDirectoryError(f"ckpt_path: the weights of {ckpt_path} do not fit this run's network "
+                            f"({'; '.join(differences) or fallback}); {run_overrides(ckpt_path)}")
 
 
 def tag(logger, tags: list[str]) -> None:
@@ -140,6 +200,11 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
     datamodule, model, trainer = build(cfg)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except RuntimeError as e:  # the checkpoint's weights do not fit the network this config builds
+        if ckpt_path and str(e).startswith("Error(s) in loading state_dict"):
+            first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), "")
+            raise_misfit(ckpt_path, read_checkpoint(ckpt_path)["rnnlab"].get("config", {}), cfg, first)
+        raise
     except SIGTERMException:
         raise TrainingStopped(EXIT_SIGTERM) from None
     except SystemExit as e:  # Lightning exits with status 1 after a KeyboardInterrupt
