@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from rnnlab.checkpoint import load_run
 from rnnlab.data.lm_datamodule import CharDataModule
 from rnnlab.data.shakespeare import UNK_CHAR, char_corpus, load_tinyshakespeare, split_text
 from rnnlab.data.streams import BPTTStream
@@ -160,13 +161,29 @@ def test_generate_streams_and_repeats_under_a_seed(char_checkpoint):
 @pytest.mark.parametrize("kw, message", [
     (dict(temperature=0.0), "temperature must be > 0, got 0.0"),
     (dict(length=0), "length must be >= 1, got 0"),
-    (dict(prime="ROMEO~#"), r"2 symbol\(s\) not in the vocabulary: '#', '~'$"),
+    (dict(prime="ROMEO~#"), r"^prime: 2 symbol\(s\) not in the vocabulary: '#', '~' \(unknown=unk reads them as "
+                            r"'\ufffd'\)$"),
+    (dict(unknown="skip"), r"^unknown must be one of \('error', 'unk'\), got 'skip'$"),
     (dict(sampling="beam"), "sampling must be one of"),
 ])
 def test_generate_bad_input(char_checkpoint, kw, message):
     path, _ = char_checkpoint
     with pytest.raises(ValueError, match=message):
         generate(gen_cfg(path, **kw), io.StringIO())
+
+
+def test_generate_reads_unknown_prime_symbols_as_unk_when_asked(char_checkpoint, monkeypatch):
+    import rnnlab.generate
+
+    path, _ = char_checkpoint
+    primes = []
+    monkeypatch.setattr(rnnlab.generate, "sample", lambda net, prime, *args: primes.append(prime) or sample(
+        net, prime, *args))
+    asked = generate(gen_cfg(path, prime="RO~EO#", unknown="unk"), io.StringIO())
+    assert asked == generate(gen_cfg(path, prime=f"RO{UNK_CHAR}EO{UNK_CHAR}"), io.StringIO())
+    vocab = load_run(path).vocab
+    assert primes[0] == primes[1] == vocab.encode(["R", "O", UNK_CHAR, "E", "O", UNK_CHAR])
+    assert vocab.unk == UNK_CHAR and "~" not in vocab and "#" not in vocab
 
 
 @pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)

@@ -32,6 +32,9 @@ def streamer(out, vocab, level: str, every: int = 64):
     return on_step
 
 
+UNKNOWN = ("error", "unk")  # what a prime's symbols outside the vocabulary do
+
+
 def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     """The generated texts (without the prime); streams them to `out` as they are produced."""
     set_threads(cfg.get("threads"))
@@ -50,8 +53,14 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     if not prime:
         raise ValueError("prime is empty; give some text or leave it unset (null)")
     unknown = run.vocab.unknown(prime)
+    on_unknown = cfg.get("unknown", "error")
+    if on_unknown not in UNKNOWN:
+        raise ValueError(f"unknown must be one of {UNKNOWN}, got {on_unknown!r}")
+    if unknown and (on_unknown == "error" or run.vocab.unk is None):
+        hint = f" (unknown=unk reads them as {run.vocab.unk!r})" if run.vocab.unk is not None else ""
+        raise UnknownSymbolError(unknown, where="prime", hint=hint)
     if unknown:
-        raise UnknownSymbolError(unknown)
+        prime = [s if s in run.vocab else run.vocab.unk for s in prime]
     stream = cfg.num_samples == 1
     if cfg.print_prime and stream:
         out.write(from_symbols(prime, level) if cfg.prime is not None else "")

@@ -11,12 +11,12 @@ class UnknownSymbolError(ValueError):
 
     SHOWN = 20
 
-    def __init__(self, symbols: Iterable[str], where: str = ""):
+    def __init__(self, symbols: Iterable[str], where: str = "", hint: str = ""):
         self.symbols = sorted(set(symbols))
         shown = ", ".join(repr(s) for s in self.symbols[: self.SHOWN])
         more = f" and {len(self.symbols) - self.SHOWN} more" if len(self.symbols) > self.SHOWN else ""
         prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{len(self.symbols)} symbol(s) not in the vocabulary: {shown}{more}")
+        super().__init__(f"{prefix}{len(self.symbols)} symbol(s) not in the vocabulary: {shown}{more}{hint}")
 
 
 class Vocabulary:
