@@ -379,12 +379,16 @@ def test_predict_warns_on_unknown_words_and_batch_mode(mr_checkpoint, tmp_path):
     assert "no word of the text is in the vocabulary" in err.getvalue()
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("a fine film\n\n!!!\nboring and bad\n")
-    out_file = tmp_path / "p.jsonl"
+    out_file = tmp_path / "new" / "folder" / "p.jsonl"  # made, as export.py makes its folder
     probs = predict(pcfg(path, input=str(reviews), output=str(out_file)), io.StringIO(), err)
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["line"] for r in rows] == [1, 2, 3, 4] and rows[1]["p_positive"] is None and probs[2] is None
+    assert [p.name for p in out_file.parent.iterdir()] == ["p.jsonl"]  # written beside, then renamed
     single = predict(pcfg(path, text="boring and bad"), io.StringIO(), io.StringIO())[0].probability
     assert rows[3]["p_positive"] == pytest.approx(single, abs=1e-5)
+    with pytest.raises(ValueError, match=r"^output=.*reviews.txt is the input file; write the predictions to another"):
+        predict(pcfg(path, input=str(reviews), output=str(tmp_path / "." / "reviews.txt")), io.StringIO(), err)
+    assert reviews.read_text() == "a fine film\n\n!!!\nboring and bad\n"
 
 
 @pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)

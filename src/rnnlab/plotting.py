@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import ModuleType
+
+from rnnlab.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -19,3 +22,10 @@ def pyplot() -> ModuleType | None:
         log.warning("matplotlib is not installed: no figure (pip install 'rnnlab[plot]')")
         return None
     return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    """`fig` as the image file `path` (its suffix gives the format, png without one), written atomically."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png"))
+    return path

@@ -13,8 +13,9 @@ from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run, run_folder
 from rnnlab.checks import check_count, check_range
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
+from rnnlab.files import atomic_write
 from rnnlab.onnx_export import OnnxModel, backend
-from rnnlab.plotting import pyplot
+from rnnlab.plotting import pyplot, save_figure
 from rnnlab.predictor import Prediction, Predictor, averaged
 
 
@@ -33,7 +34,7 @@ def plot_trajectory(pred: Prediction, path: Path) -> Path:
     ax.set_ylabel("P(positive)")
     ax.set_title("prediction after each word")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -85,19 +86,19 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     path = Path(cfg.input).expanduser()
     if not path.is_file():
         raise ValueError(f"input file {path} does not exist")
+    if cfg.output and Path(cfg.output).expanduser().resolve() == path.resolve():
+        raise ValueError(f"output={cfg.output} is the input file; write the predictions to another file")
     texts = path.read_text(encoding="utf-8", errors="replace").splitlines()
     probs = averaged([member.many(texts, cfg.batch_size) for member in [predictor, *members]])
     empty = sum(p is None for p in probs)
     if empty:
         err.write(f"warning: {empty} line(s) of {path} have no words; their prediction is null\n")
-    sink = open(cfg.output, "w", encoding="utf-8") if cfg.output else out  # noqa: SIM115
-    try:
-        for i, p in enumerate(probs):
-            record = {"line": i + 1, "p_positive": p, "label": None if p is None else label(p)}
-            sink.write(json.dumps(record) + "\n")
-    finally:
-        if sink is not out:
-            sink.close()
+    lines = "".join(json.dumps({"line": i + 1, "p_positive": p, "label": None if p is None else label(p)}) + "\n"
+                    for i, p in enumerate(probs))
+    if cfg.output:
+        atomic_write(Path(cfg.output).expanduser(), lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    else:
+        out.write(lines)
     return probs
 
 

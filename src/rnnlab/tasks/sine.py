@@ -15,7 +15,7 @@ from torchmetrics import MeanSquaredError
 
 from rnnlab.models.sine import SeriesRegressor
 from rnnlab.optim import configure_optimizers
-from rnnlab.plotting import pyplot
+from rnnlab.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,7 @@ def plot_predictions(model: SineRegressor, trainer: L.Trainer) -> Path | None:
         ax.legend(loc="upper right")
     axes[1].set_xlabel("validation window")
     fig.tight_layout()
-    path = Path(trainer.default_root_dir) / "sine_predictions.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = save_figure(fig, Path(trainer.default_root_dir) / "sine_predictions.png")
     for logger in trainer.loggers:
         if hasattr(logger.experiment, "add_figure"):
             logger.experiment.add_figure("predictions", fig, trainer.global_step)
