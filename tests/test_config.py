@@ -165,3 +165,14 @@ def test_each_network_config_lists_the_networks_own_defaults(name):
         value = OmegaConf.to_container(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]
         default = signature.parameters[key].default
         assert (list(default) if isinstance(default, tuple) else default) == value, key
+
+
+@pytest.mark.parametrize(("name", "subdir"), [("train", None), ("eval", ".hydra"), ("pretrain_embeddings", ".hydra"),
+                                              ("generate", None), ("predict", None), ("export", None)])
+def test_train_writes_its_run_files_itself_and_each_script_has_its_own_help(name, subdir):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(name, return_hydra_config=True)
+    assert cfg.hydra.output_subdir == subdir  # train.py: after its resume checks (tests/test_resume.py)
+    assert cfg.hydra.help.header.startswith(f"{name}.py (rnnlab): ")
