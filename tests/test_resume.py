@@ -246,3 +246,19 @@ def test_a_refused_resume_leaves_the_run_config_and_a_resumed_one_keeps_the_earl
     resumed = OmegaConf.load(hydra_dir / "config.yaml")
     assert resumed.trainer.max_epochs == 2 and resumed.ckpt_path is None  # retrains from the start, not a resume
     assert "ckpt_path=last" in OmegaConf.load(overrides)
+
+
+def test_a_checkpoint_whose_vocabulary_does_not_fit_is_one_line_naming_the_first_misfit(synthetic_ptb, tmp_path):
+    overrides = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false", "logger=none"]
+    train(compose_config(overrides, tmp_path))
+    small = tmp_path / "small.txt"  # another training text, hence a vocabulary of 4 words (w1, w2, <unk>, <eos>)
+    small.write_text("w1 w2 <unk>\n" * 50)
+    resume = compose_config([*overrides, f"data.train={small}", f"data.valid={small}", "ckpt_path=last"], tmp_path)
+    before = {p.name: p.read_text() for p in (tmp_path / "run" / ".hydra").iterdir()}
+    with pytest.raises(RunDirectoryError, match=r"^ckpt_path: the weights of .*last.ckpt do not fit this run's network "
+                       r"\(size mismatch for net.encoder.weight: copying a param with shape torch.Size\(\[42, 8\]\) "
+                       r"from checkpoint, the shape in current model is torch.Size\(\[4, 8\]\)\.\); resume with the "
+                       r"overrides that run was trained with$"):
+        train(resume)
+    assert sorted(p.name for p in (tmp_path / "run" / ".hydra").iterdir()) == ["config.1.yaml", "config.yaml"]
+    assert (tmp_path / "run" / ".hydra" / "config.1.yaml").read_text() == before["config.yaml"]

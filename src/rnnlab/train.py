@@ -39,7 +39,8 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 class RunDirectoryError(ValueError):
-    """Training into a folder that already holds another run's checkpoints, without asking to resume."""
+    """Training into a folder that already holds another run's checkpoints without asking to resume, or resuming
+    from a checkpoint of another task or network."""
 
 
 class TrainingStopped(SystemExit):
