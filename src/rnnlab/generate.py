@@ -41,6 +41,9 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k)
     if cfg.num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
+    on_unknown = cfg.get("unknown", "error")
+    if on_unknown not in UNKNOWN:
+        raise ValueError(f"unknown must be one of {UNKNOWN}, got {on_unknown!r}")
     run = load_run(cfg.ckpt_path, map_location=resolve_device(cfg.device))
     if not isinstance(run.model, LanguageModel) or run.vocab is None:
         raise ValueError(
@@ -53,9 +56,6 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     if not prime:
         raise ValueError("prime is empty; give some text or leave it unset (null)")
     unknown = run.vocab.unknown(prime)
-    on_unknown = cfg.get("unknown", "error")
-    if on_unknown not in UNKNOWN:
-        raise ValueError(f"unknown must be one of {UNKNOWN}, got {on_unknown!r}")
     if unknown and (on_unknown == "error" or run.vocab.unk is None):
         hint = f" (unknown=unk reads them as {run.vocab.unk!r})" if run.vocab.unk is not None else ""
         raise UnknownSymbolError(unknown, where="prime", hint=hint)
