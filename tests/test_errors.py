@@ -156,9 +156,9 @@ def test_counts_in_the_data_and_network_configs_are_one_line_when_built(tmp_path
 
 
 @pytest.mark.parametrize(("override", "message"), [  # before the check: an AssertionError, ZeroDivisionErrors,
-    ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1 or null, got 1.5"),  # a sign flip
-    ("trainer.min_epochs=abc", "trainer.min_epochs must be an integer >= 0 or null, got 'abc'"),  # and an ignored
-    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches must be an integer >= 1, got 0"),  # value
+    ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1 or null, got 1.5"),  # and settings
+    ("trainer.min_epochs=abc", "trainer.min_epochs must be an integer >= 0 or null, got 'abc'"),  # silently
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches must be an integer >= 1, got 0"),  # off
     ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch must be an integer >= 1 or null, got 0"),
     ("trainer.log_every_n_steps=-1", "trainer.log_every_n_steps must be an integer >= 0 or null, got -1"),
     ("trainer.gradient_clip_val=-1",

@@ -26,8 +26,8 @@ def is_int(value: object) -> bool:
 
 def check_trainer(trainer: Mapping) -> None:
     """The loop settings Lightning takes without checking: a fractional `max_epochs` ends in an assertion, a zero
-    `accumulate_grad_batches` or interval in a ZeroDivisionError, a negative `gradient_clip_val` flips the
-    gradient's sign, a string `min_epochs` is ignored."""
+    `accumulate_grad_batches` or interval in a ZeroDivisionError, a negative `gradient_clip_val` turns clipping
+    off without a word, a string `min_epochs` is ignored."""
     for key in ("accumulate_grad_batches", "check_val_every_n_epoch"):
         if key in trainer:
             check_count(f"trainer.{key}", trainer[key], nullable=key == "check_val_every_n_epoch")
