@@ -168,7 +168,7 @@ def test_reviews_labels_form_and_its_errors(tmp_path):
         read_reviews_labels(reviews, labels)
 
 
-TASK_ARGS = ("padding_side", "loss", "pack", "unfreeze", "freeze_embeddings")
+TASK_ARGS = ("padding_side", "loss", "pack", "unfreeze", "freeze_embeddings", "label_smoothing")
 
 
 def model(**kw):
@@ -252,6 +252,31 @@ def test_the_three_losses():
     mse = model(loss="mse")
     one = torch.tensor([[0.0], [0.0]])
     assert mse.loss(one, labels).item() == pytest.approx(0.25) and mse.net.head.out_features == 1
+
+
+def test_label_smoothing_trains_against_softened_targets_and_validation_reports_the_plain_loss():
+    logits, labels = torch.tensor([[0.0, 2.0], [1.0, -1.0]]), torch.tensor([1, 0])
+    log_p = logits.log_softmax(-1)
+    ce = model(loss="ce", label_smoothing=0.2)  # targets 0.9 for the label, 0.1 for the other class
+    expected = -(0.9 * log_p[0, 1] + 0.1 * log_p[0, 0] + 0.9 * log_p[1, 0] + 0.1 * log_p[1, 1]) / 2
+    assert ce.loss(logits, labels, 0.2).item() == pytest.approx(expected.item(), rel=1e-6)
+    bce = model(loss="bce", label_smoothing=0.2)
+    q = torch.sigmoid(logits)
+    targets = torch.tensor([[0.1, 0.9], [0.9, 0.1]])
+    expected = -(targets * q.log() + (1 - targets) * (1 - q).log()).mean()
+    assert bce.loss(logits, labels, 0.2).item() == pytest.approx(expected.item(), rel=1e-6)
+    ids, lengths = torch.tensor([[3, 4, 5], [6, 7, 0]]), torch.tensor([3, 2])
+    seen = {}
+    ce.log = lambda name, value, **kw: seen.setdefault(name, value)
+    trained = ce.training_step((ids, lengths, labels), 0)
+    out = ce(ids, lengths)
+    assert trained.item() == pytest.approx(ce.loss(out, labels, 0.2).item(), rel=1e-6)
+    ce.validation_step((ids, lengths, labels), 0)
+    assert seen["val/loss"].item() == pytest.approx(ce.loss(out, labels).item(), rel=1e-6)
+    assert seen["val/loss"].item() != pytest.approx(trained.item(), rel=1e-3)
+    with pytest.raises(ValueError, match=r"^model.label_smoothing must be in \[0, 1\) with the ce or bce loss, got 0.1 "
+                                         r"with model.loss=mse$"):
+        model(loss="mse", label_smoothing=0.1)
 
 
 MR_SMALL = ["task=sentiment", "model/embeddings=none", *TINY_TRAINER, "trainer.limit_train_batches=null",

@@ -42,15 +42,20 @@ class SentimentClassifier(L.LightningModule):
     the recurrent layers on packed sequences (no work past each text's end); `pack="auto"` packs only
     on a GPU (on a CPU the packed kernels are slower). Losses: `ce` (softmax cross-entropy over two
     classes), `bce` (sigmoid BCE on one-hot targets, as the reference post), `mse` (a sigmoid output
-    against 0/1, as the reference notebook; the network then has one output).
+    against 0/1, as the reference notebook; the network then has one output). `label_smoothing` (ce and bce)
+    trains against targets of 1 - smoothing / 2 and smoothing / 2.
     """
 
     # pragma: no mutate start (save_hyperparameters reads the constructor's frame, which mutmut would wrap)
     def __init__(self, net: RecurrentClassifier, padding_side: str = "right", loss: str = "ce",
                  pack: bool | str = "auto", pretrained_embeddings: str | None = None, freeze_embeddings: bool = False,
                  optimizer: Callable | None = None, scheduler: Callable | None = None, vocab=None,
-                 unfreeze: int | None = None, lr_decay_per_layer: float | None = None, missing_vectors: str = "keep"):
+                 unfreeze: int | None = None, lr_decay_per_layer: float | None = None, missing_vectors: str = "keep",
+                 label_smoothing: float = 0.0):
         super().__init__()
+        if not 0 <= label_smoothing < 1 or (label_smoothing and loss == "mse"):
+            raise ValueError(f"model.label_smoothing must be in [0, 1) with the ce or bce loss, got {label_smoothing} "
+                             f"with model.loss={loss}")
         if unfreeze is not None and unfreeze < 1:
             raise ValueError(f"model.unfreeze must be >= 1 (epochs per layer) or null, got {unfreeze}")
         if lr_decay_per_layer is not None and lr_decay_per_layer <= 0:
@@ -84,11 +89,14 @@ class SentimentClassifier(L.LightningModule):
             return logits.softmax(-1)[..., 1]
         return torch.sigmoid(logits[..., -1])
 
-    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
+        """The loss of logits `(batch, outputs)` against labels `(batch,)`; `smoothing` moves that much of each
+        target's probability to the two classes evenly (training only: validation and test report the plain loss)."""
         if self.hparams.loss == "ce":
-            return F.cross_entropy(logits, labels)
+            return F.cross_entropy(logits, labels, label_smoothing=smoothing)
         if self.hparams.loss == "bce":
-            return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, 2).to(logits.dtype))
+            targets = F.one_hot(labels, 2).to(logits.dtype) * (1 - smoothing) + smoothing / 2
+            return F.binary_cross_entropy_with_logits(logits, targets)
         return F.mse_loss(torch.sigmoid(logits[:, 0]), labels.to(logits.dtype))
 
     @torch.no_grad()
@@ -101,7 +109,7 @@ class SentimentClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         ids, lengths, labels = batch
-        loss = self.loss(self(ids, lengths), labels)
+        loss = self.loss(self(ids, lengths), labels, self.hparams.label_smoothing)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=ids.size(0))
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=ids.size(0))
         return loss
