@@ -12,10 +12,10 @@ from rnnlab.checkpoint import load_run
 from rnnlab.data.lm_datamodule import CharDataModule
 from rnnlab.data.shakespeare import UNK_CHAR, char_corpus, load_tinyshakespeare, split_text
 from rnnlab.data.streams import BPTTStream
-from rnnlab.data.vocab import UnknownSymbolError
+from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
 from rnnlab.generate import generate
 from rnnlab.models.lm import RNNLM
-from rnnlab.sampling import choose, sample
+from rnnlab.sampling import choose, sample, sample_steps
 from rnnlab.train import train
 from tests.conftest import ROOT, TINY_TRAINER, compose_config, run_script
 
@@ -107,6 +107,24 @@ def test_sampling_is_deterministic_under_a_seed_and_batched():
     assert torch.equal(top1, sample(net, [1, 2], 40, strategy="argmax"))
 
 
+def test_banned_ids_are_never_drawn_even_when_most_likely():
+    from rnnlab.data.text import PAD, build_vocab, never_sampled
+
+    net = RNNLM(20, [16], "gru", embedding_dim=8, init_scale=0.5)
+    with torch.no_grad():
+        net.decoder.bias[0] = 50.0  # id 0 (a document LM's <pad>) dominates every distribution
+    assert (sample(net, [1, 2], 30, seed=1) == 0).all()
+    for kw in ({"seed": 1}, {"strategy": "argmax"}, {"top_k": 1}):
+        drawn = sample(net, [1, 2], 30, num_samples=2, banned=[0], **kw)
+        assert drawn.shape == (2, 30) and not (drawn == 0).any()
+    step = net.stepper()
+    layers = net.rnn.to_layers(None, 2)
+    stepped = sample_steps(step, layers, [1, 2], 30, num_samples=2, seed=1, banned=[0])  # the onnxruntime path
+    assert not (stepped == 0).any()
+    assert never_sampled(build_vocab([["a", "b"]])) == [0] and build_vocab([["a"]]).itos[0] == PAD
+    assert never_sampled(Vocabulary([UNK_CHAR, "a", "b"], UNK_CHAR)) == []  # a char vocabulary pads nothing
+
+
 def test_argmax_follows_the_most_likely_path_of_a_trained_model():
     torch.manual_seed(0)
     net = RNNLM(5, [16], "lstm", embedding_dim=8, init_scale=0.3)
@@ -177,8 +195,8 @@ def test_generate_reads_unknown_prime_symbols_as_unk_when_asked(char_checkpoint,
 
     path, _ = char_checkpoint
     primes = []
-    monkeypatch.setattr(rnnlab.generate, "sample", lambda net, prime, *args: primes.append(prime) or sample(
-        net, prime, *args))
+    monkeypatch.setattr(rnnlab.generate, "sample", lambda net, prime, *args, **kw: primes.append(prime) or sample(
+        net, prime, *args, **kw))
     asked = generate(gen_cfg(path, prime="RO~EO#", unknown="unk"), io.StringIO())
     assert asked == generate(gen_cfg(path, prime=f"RO{UNK_CHAR}EO{UNK_CHAR}"), io.StringIO())
     vocab = load_run(path).vocab

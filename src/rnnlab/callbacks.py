@@ -19,6 +19,7 @@ from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rnnlab.checkpoint import non_finite
+from rnnlab.data.text import never_sampled
 from rnnlab.plotting import pyplot
 from rnnlab.sampling import default_prime, from_symbols, sample, to_symbols
 
@@ -270,9 +271,10 @@ class TextSamples(L.Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         level = pl_module.symbol_level
+        banned = never_sampled(vocab)
         prime = [s for s in to_symbols(self.prime or default_prime(level), level) if s in vocab]
-        prime = prime or [vocab.itos[0]]
-        ids = sample(pl_module.net, vocab.encode(prime), self.length, self.temperature, seed=self.seed)
+        prime = prime or [vocab.itos[min(set(range(len(vocab))) - set(banned))]]
+        ids = sample(pl_module.net, vocab.encode(prime), self.length, self.temperature, seed=self.seed, banned=banned)
         text = from_symbols(prime + vocab.decode(ids[0]), level)
         for logger in loggers:  # two spaces before a newline keep line breaks in TensorBoard's markdown
             logger.experiment.add_text("samples", text.replace("\n", "  \n"), trainer.global_step)

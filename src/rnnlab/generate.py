@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
+from rnnlab.data.text import never_sampled
 from rnnlab.data.vocab import UnknownSymbolError
 from rnnlab.onnx_export import OnnxModel, backend, onnx_stepper, zero_states
 from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, sample, sample_steps, to_symbols
@@ -69,9 +70,10 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     if backend(cfg) == "onnxruntime":
         session = OnnxModel(cfg.onnx_path, "language_model_step", cfg.get("threads"))
         states = zero_states(run.model.net, cfg.num_samples)
-        ids = sample_steps(onnx_stepper(session), states, run.vocab.encode(prime), *args)
+        ids = sample_steps(onnx_stepper(session), states, run.vocab.encode(prime), *args,
+                           banned=never_sampled(run.vocab))
     else:
-        ids = sample(run.model.net, run.vocab.encode(prime), *args)
+        ids = sample(run.model.net, run.vocab.encode(prime), *args, banned=never_sampled(run.vocab))
     texts = [from_symbols(run.vocab.decode(row), level) for row in ids.tolist()]
     if stream:
         out.write("\n")

@@ -51,13 +51,15 @@ def sample(
     seed: int | None = None,
     on_step: Callable[[Tensor], None] | None = None,
     single_step: bool = True,
+    banned: Sequence[int] = (),
 ) -> Tensor:
     """`num_samples` continuations of `prime`, `(num_samples, length)` ids.
 
     The prime is read in one call to warm the state; each further symbol costs one time step, so the
     cost per symbol does not grow with the length. With `single_step` (and a network that has a
     `stepper()`, as `RNNLM`) a step goes through the cells' single-step functions; otherwise through
-    `net` on a window of one step. `on_step` receives each step's ids `(num_samples,)`.
+    `net` on a window of one step. `on_step` receives each step's ids `(num_samples,)`. Ids in `banned` (a
+    padding symbol, which no text holds) are never drawn.
     """
     check_sampling_args(length, temperature, strategy, top_k)
     if len(prime) == 0:
@@ -75,21 +77,24 @@ def sample(
         def step(nxt: Tensor, state):
             logits, state = net(nxt[:, None], state)
             return logits[:, -1], state
-    out = continue_sampling(step, logits, state, length, temperature, strategy, top_k, generator, on_step)
+    out = continue_sampling(step, logits, state, length, temperature, strategy, top_k, generator, on_step, banned)
     net.train(was_training)
     return out
 
 
 def continue_sampling(step: Callable, logits: Tensor, state, length: int, temperature: float, strategy: str,
                       top_k: int | None, generator: torch.Generator | None,
-                      on_step: Callable[[Tensor], None] | None) -> Tensor:
+                      on_step: Callable[[Tensor], None] | None, banned: Sequence[int] = ()) -> Tensor:
     """`length` symbols `(batch, length)` drawn from `logits` `(batch, vocab)` and then from
-    `step(ids (batch,), state) -> logits, state` after each draw."""
+    `step(ids (batch,), state) -> logits, state` after each draw, never one of the `banned` ids."""
     if not torch.isfinite(logits).all():
         raise ValueError("the network's logits are not finite (NaN or inf) before the first draw: its weights or "
                          "its state have diverged")
+    banned_ids = torch.tensor(list(banned), dtype=torch.long, device=logits.device) if banned else None
     out = []
     for t in range(length):
+        if banned_ids is not None:
+            logits = logits.index_fill(1, banned_ids, float("-inf"))
         nxt = choose(logits, temperature, strategy, top_k, generator)
         out.append(nxt)
         if on_step is not None:
@@ -102,7 +107,8 @@ def continue_sampling(step: Callable, logits: Tensor, state, length: int, temper
 @torch.inference_mode()
 def sample_steps(step: Callable, state, prime: Sequence[int], length: int, temperature: float = 1.0,
                  strategy: str = "multinomial", top_k: int | None = None, num_samples: int = 1,
-                 seed: int | None = None, on_step: Callable[[Tensor], None] | None = None) -> Tensor:
+                 seed: int | None = None, on_step: Callable[[Tensor], None] | None = None,
+                 banned: Sequence[int] = ()) -> Tensor:
     """`sample` over a step function alone (an exported model run by onnxruntime): the prime is read one
     symbol at a time from `state` (for `num_samples` rows), then as `sample`, the same draws for the same seed."""
     check_sampling_args(length, temperature, strategy, top_k)
@@ -111,7 +117,7 @@ def sample_steps(step: Callable, state, prime: Sequence[int], length: int, tempe
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for symbol in prime:
         logits, state = step(torch.full((num_samples,), int(symbol), dtype=torch.long), state)
-    return continue_sampling(step, logits, state, length, temperature, strategy, top_k, generator, on_step)
+    return continue_sampling(step, logits, state, length, temperature, strategy, top_k, generator, on_step, banned)
 
 
 def to_symbols(text: str, level: str) -> list[str]:

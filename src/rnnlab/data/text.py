@@ -17,6 +17,12 @@ HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 PUNCTUATION = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
 
 
+def never_sampled(vocab) -> list[int]:
+    """Ids a language model must never emit: the padding symbol's (a document LM's vocabulary has one, shared with
+    the classifier it may start), which no text holds."""
+    return [vocab.stoi[PAD]] if PAD in vocab else []
+
+
 def tokenize(text: str, lower: bool = True, strip_html: bool = True, strip_punctuation: bool = True) -> list[str]:
     """Words of `text`: optionally lower-cased, `<br />` removed and punctuation dropped (apostrophes inside
     words are kept: "don't")."""
