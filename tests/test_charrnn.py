@@ -190,6 +190,17 @@ def test_generate_bad_input(char_checkpoint, kw, message):
         generate(gen_cfg(path, **kw), io.StringIO())
 
 
+@pytest.mark.parametrize(("kw", "shown"), [({}, "ROMEO:"), ({"prime": None}, ""), ({"print_prime": False}, "")])
+def test_several_samples_show_the_prime_as_one_stream_does(char_checkpoint, kw, shown):
+    path, _ = char_checkpoint
+    out = io.StringIO()
+    texts = generate(gen_cfg(path, num_samples=2, **kw), out)
+    assert out.getvalue() == "".join(f"--- sample {i + 1} ---\n{shown}{text}\n" for i, text in enumerate(texts))
+    one = io.StringIO()
+    generate(gen_cfg(path, **kw), one)
+    assert one.getvalue().startswith(shown) and len(one.getvalue()) == len(shown) + 40 + 1
+
+
 def test_generate_reads_unknown_prime_symbols_as_unk_when_asked(char_checkpoint, monkeypatch):
     import rnnlab.generate
 

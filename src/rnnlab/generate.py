@@ -63,8 +63,9 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     if unknown:
         prime = [s if s in run.vocab else run.vocab.unk for s in prime]
     stream = cfg.num_samples == 1
-    if cfg.print_prime and stream:
-        out.write(from_symbols(prime, level) if cfg.prime is not None else "")
+    shown = from_symbols(prime, level) if cfg.print_prime and cfg.prime is not None else ""  # as the model read it
+    if stream:
+        out.write(shown)
     on_step = streamer(out, run.vocab, level) if stream else None
     args = (cfg.length, cfg.temperature, cfg.sampling, cfg.top_k, cfg.num_samples, cfg.seed, on_step)
     if backend(cfg) == "onnxruntime":
@@ -79,7 +80,7 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
         out.write("\n")
     else:
         for i, text in enumerate(texts):
-            out.write(f"--- sample {i + 1} ---\n{prime_text if cfg.print_prime else ''}{text}\n")
+            out.write(f"--- sample {i + 1} ---\n{shown}{text}\n")
     out.flush()
     return texts
 
