@@ -21,6 +21,7 @@ def check_range(name: str, value: float, low: float, high: float | None = None) 
 
 
 def is_int(value: object) -> bool:
+    """An int and not a bool (YAML's true is not a count)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -17,7 +17,7 @@ HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 PUNCTUATION = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
 
 
-def never_sampled(vocab) -> list[int]:
+def never_sampled(vocab: Vocabulary) -> list[int]:
     """Ids a language model must never emit: the padding symbol's (a document LM's vocabulary has one, shared with
     the classifier it may start), which no text holds."""
     return [vocab.stoi[PAD]] if PAD in vocab else []
