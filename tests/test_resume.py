@@ -260,5 +260,4 @@ def test_a_checkpoint_whose_vocabulary_does_not_fit_is_one_line_naming_the_first
                        r"from checkpoint, the shape in current model is torch.Size\(\[4, 8\]\)\.\); resume with the "
                        r"overrides that run was trained with$"):
         train(resume)
-    assert sorted(p.name for p in (tmp_path / "run" / ".hydra").iterdir()) == ["config.1.yaml", "config.yaml"]
-    assert (tmp_path / "run" / ".hydra" / "config.1.yaml").read_text() == before["config.yaml"]
+    assert {p.name: p.read_text() for p in (tmp_path / "run" / ".hydra").iterdir()} == before  # put back

@@ -53,12 +53,12 @@ def instantiate_all(group: DictConfig | None) -> list:
 
 
 @rank_zero_only
-def save_config(cfg: DictConfig) -> None:
+def save_config(cfg: DictConfig) -> int | None:
     """The run's `.hydra/config.yaml` and, under Hydra, its `overrides.yaml` and `hydra.yaml`, in
     `paths.output_dir`. rnnlab writes them after the resume checks, not Hydra (`hydra.output_subdir: null`):
     Hydra writes them before the job starts, so a refused resume used to overwrite the run's files. The saved
     config leaves `ckpt_path` out (null), so that it retrains the run from the start; a resume whose config
-    differs keeps the earlier files as `config.1.yaml`, `overrides.1.yaml`, ..."""
+    differs keeps the earlier files as `config.1.yaml`, `overrides.1.yaml`, ... Returns that number, if any."""
     folder = Path(cfg.paths.output_dir) / ".hydra"
     saved = cfg.copy()
     with open_dict(saved):
@@ -67,7 +67,7 @@ def save_config(cfg: DictConfig) -> None:
     if HydraConfig.initialized():
         files["overrides.yaml"] = OmegaConf.to_yaml(HydraConfig.get().overrides.task)
         files["hydra.yaml"] = OmegaConf.to_yaml({"hydra": HydraConfig.get()})
-    earlier = folder / "config.yaml"
+    earlier, n = folder / "config.yaml", None
     if earlier.is_file() and earlier.read_text() != files["config.yaml"]:
         n = next(k for k in itertools.count(1) if not (folder / f"config.{k}.yaml").exists())
         for name in HYDRA_FILES:
@@ -75,6 +75,20 @@ def save_config(cfg: DictConfig) -> None:
                 (folder / name).replace(folder / f"{Path(name).stem}.{n}.yaml")
     for name, text in files.items():
         atomic_write(folder / name, lambda tmp, text=text: Path(tmp).write_text(text))
+    return n
+
+
+@rank_zero_only
+def restore_config(cfg: DictConfig, archived: int | None) -> None:
+    """Undoes `save_config` for a resume refused once the data was read: the files it kept as `*.<archived>.yaml`
+    go back in place."""
+    if archived is None:
+        return
+    folder = Path(cfg.paths.output_dir) / ".hydra"
+    for name in HYDRA_FILES:
+        kept = folder / f"{Path(name).stem}.{archived}.yaml"
+        if kept.is_file():
+            kept.replace(folder / name)
 
 
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
@@ -229,8 +243,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("extras", {}).get("print_config") and rank_zero_only.rank == 0:
             print_config_tree(cfg)
         log_to_files(log, config_yaml)
-        save_config(cfg)
-        trainer, model, datamodule = fit(cfg, ckpt_path)
+        archived = save_config(cfg)
+        try:
+            trainer, model, datamodule = fit(cfg, ckpt_path)
+        except RunDirectoryError:  # a checkpoint that does not fit: the run's own files go back in place
+            restore_config(cfg, archived)
+            raise
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
