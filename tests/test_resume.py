@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab.checkpoint import read_checkpoint
 from rnnlab.train import RunDirectoryError, train
-from tests.conftest import ROOT, TINY_TRAINER, compose_config, make_imdb_tree, synthetic_overrides
+from tests.conftest import ROOT, TINY_TRAINER, compose_config, make_imdb_tree, run_script, synthetic_overrides
 
 
 class SignalAt(L.Callback):
@@ -216,11 +216,9 @@ def test_a_refused_resume_leaves_the_run_config_and_a_resumed_one_keeps_the_earl
     common = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false", "logger=none",
               "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]
     first = ["task=sine", "model.plot=false", "trainer.max_epochs=1"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *common], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return run_script("train.py", *args, *common, cwd=tmp_path)
 
     assert run(*first).returncode == 0
     hydra_dir = out / ".hydra"

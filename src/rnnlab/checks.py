@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
+def is_int(value: object) -> bool:
+    """An int and not a bool (YAML's true is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_count(name: str, value: int | None, nullable: bool = False) -> None:
     """A count (a batch size, a window length): an int >= 1, or None where `nullable` (the default it stands for)."""
     if value is None and nullable:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1{' or null' if nullable else ''}, got {value!r}")
 
 
@@ -18,11 +23,6 @@ def check_range(name: str, value: float, low: float, high: float | None = None) 
     if value < low or (high is not None and value > high):
         expected = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {expected}, got {value}")
-
-
-def is_int(value: object) -> bool:
-    """An int and not a bool (YAML's true is not a count)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_trainer(trainer: Mapping) -> None:
@@ -38,7 +38,7 @@ def check_trainer(trainer: Mapping) -> None:
         if value is not None and (not is_int(value) or value < low):
             raise ValueError(f"trainer.{key} must be an integer >= {low} or null, got {value!r}")
     clip = trainer.get("gradient_clip_val")
-    if clip is not None and (not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip < 0):
+    if clip is not None and (not (is_int(clip) or isinstance(clip, float)) or clip < 0):
         raise ValueError(f"trainer.gradient_clip_val must be a number >= 0 (0: no clipping) or null, got {clip!r}")
     interval = trainer.get("val_check_interval")
     if interval is not None and not ((is_int(interval) and interval >= 1)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 import lightning as L
@@ -134,8 +135,9 @@ def check_resumable(checkpoint: dict, cfg: DictConfig, ckpt_path: str) -> None:
     """Refuses a checkpoint of another task or model, or whose network has other parameters or shapes than
     the one this config builds (with the data sizes the checkpoint's run had), before anything is written."""
     saved = checkpoint["rnnlab"].get("config", {})
+    saved_config = OmegaConf.create(saved)
     for key in ("task_name", "model._target_"):
-        theirs, ours = OmegaConf.select(OmegaConf.create(saved), key), OmegaConf.select(cfg, key)
+        theirs, ours = OmegaConf.select(saved_config, key), OmegaConf.select(cfg, key)
         if theirs != ours:
             raise RunDirectoryError(f"ckpt_path: {ckpt_path} was trained with {key}={theirs}, this command has "
                                     f"{key}={ours}; {run_overrides(ckpt_path)}")
@@ -150,7 +152,7 @@ def check_resumable(checkpoint: dict, cfg: DictConfig, ckpt_path: str) -> None:
         raise_misfit(ckpt_path, saved, cfg, first)
 
 
-def raise_misfit(ckpt_path: str, saved: dict, cfg: DictConfig, fallback: str) -> None:
+def raise_misfit(ckpt_path: str, saved: dict, cfg: DictConfig, fallback: str) -> NoReturn:
     """A one-line error for a checkpoint whose weights do not fit this config's network: the `model.net`
     settings that differ (else `fallback`, e.g. the first parameter whose shape differs), and the run's overrides."""
     theirs = saved.get("model", {}).get("net", {})

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor, nn
 
 from rnnlab.checkpoint import CheckpointError, read_checkpoint
+from rnnlab.checks import is_int
 from rnnlab.data.text import PAD, UNK
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.models.recurrent import layer_parameters
@@ -97,7 +98,7 @@ def new_words(value) -> int | None:
     occur to be added to the classifier's vocabulary."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"encoder.new_words must be null or a count of at least 1 (how often a training word "
                          f"the LM lacks must occur to be added), got {value!r}")
     return value
