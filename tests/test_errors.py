@@ -208,7 +208,16 @@ def test_unknown_words_list_twenty_and_the_count(tmp_path):
         train(compose_config(overrides, tmp_path))
     message = str(err.value)
     assert message.startswith(f"{files['valid']}: 30 symbol(s) not in the vocabulary: 'v000', 'v001'")
-    assert message.endswith("'v019' and 10 more") and "v020" not in message
+    assert "'v019' and 10 more (the training file has no <unk>: write rare words as <unk> in every file" in message
+    assert message.endswith("task=lm data.path=<file or folder>, which keeps a vocabulary of its own)")
+    assert "v020" not in message
+
+
+def test_a_split_too_short_for_its_batch_names_the_split_and_the_setting(tmp_path):
+    overrides, _ = lm_files(tmp_path, "w1 w2 w1 w2\n" * 50, "w1 w2 w1\n")
+    with pytest.raises(ValueError, match=r"^the valid split: a stream of 4 tokens is too short for 10 rows "
+                                         r"\(lower data.eval_batch_size, or give the split more text\)$"):
+        train(compose_config([*overrides, "data.eval_batch_size=10"], tmp_path))
 
 
 def test_non_utf8_text_names_the_file_and_byte(tmp_path):

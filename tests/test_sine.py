@@ -54,6 +54,31 @@ def test_series_file_with_non_finite_values_is_refused(tmp_path):
     assert dm.x_train.shape == (50, 10, 1)
 
 
+def test_series_files_that_are_not_one_real_series_are_refused_naming_the_file(tmp_path):
+    cases = {
+        "words.txt": ("1 2, 3 abc 5", r"words.txt: value 3 \('abc'\) is not a number"),
+        "text.npy": ("garbage", r"text.npy: not a .npy file \(no NumPy header\)"),
+        "objects.npy": (np.array([1, "a", None], dtype=object),
+                        r"objects.npy: not a NumPy array of numbers \(it holds Python objects\)"),
+        "complex.npy": (np.ones(80) + 1j, r"complex.npy: expected real numbers, got dtype complex128"),
+        "grid.npy": (np.zeros((40, 2)),
+                     r"grid.npy: expected one series, shaped \(n,\), \(n, 1\) or \(1, n\); got \(40, 2\)"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            np.save(path, content, allow_pickle=True)
+        with pytest.raises(ValueError, match=message):
+            read_series(path)
+    for shape in [(80,), (80, 1), (1, 80)]:
+        np.save(tmp_path / "ok.npy", np.arange(80.0).reshape(shape))
+        assert np.array_equal(read_series(tmp_path / "ok.npy"), np.arange(80.0))
+    np.save(tmp_path / "ints.npy", np.arange(5))
+    assert read_series(tmp_path / "ints.npy").dtype == np.float64
+
+
 def test_lightning_sine_beats_the_last_value_baseline(tmp_path):
     full_data = [f"trainer.limit_{s}_batches=null" for s in ("train", "val", "test")]
     cfg = compose_config(["task=sine", *TINY_TRAINER, *full_data, "trainer.max_epochs=8", "model.net.hidden_sizes=[32]",

@@ -55,12 +55,12 @@ def cached_corpus(cache_dir: str | Path | None, name: str, key: str, build: Call
     return corpus
 
 
-def encode_ids(vocab: Vocabulary, symbols: list[str], where: str = "") -> Tensor:
+def encode_ids(vocab: Vocabulary, symbols: list[str], where: str = "", hint: str = "") -> Tensor:
     """Ids of `symbols`; an unknown symbol is an error naming `where` (the file) when the vocabulary has no unk."""
     try:
         return torch.tensor(vocab.encode(symbols), dtype=torch.long)
     except UnknownSymbolError as e:
-        raise UnknownSymbolError(e.symbols, where) from None
+        raise UnknownSymbolError(e.symbols, where, hint) from None
 
 
 def read_text(path: Path) -> str:

@@ -78,7 +78,8 @@ class LMDataModule(L.LightningDataModule):
         try:
             return BPTTStream(tokens, batch_size, bptt, rank, world_size, vary_length=vary, seed=self.hparams.seed)
         except ValueError as e:
-            raise ValueError(f"the {split} split: {e}") from None
+            key = {"train": "data.batch_size", "valid": "data.eval_batch_size"}.get(split, "data.test_batch_size")
+            raise ValueError(f"the {split} split: {e} (lower {key}, or give the split more text)") from None
 
     def _loader(self, split: str, batch_size: int, train: bool = False) -> ResumableLoader:
         vary = train and self.hparams.vary_bptt

@@ -9,6 +9,8 @@ from rnnlab.data.download import DataFileError, corpus_files, fetch
 from rnnlab.data.vocab import Vocabulary
 
 EOS, UNK = "<eos>", "<unk>"
+NO_UNK_HINT = (f" (the training file has no {UNK}: write rare words as {UNK} in every file, as PTB does, or train "
+               "on raw documents with task=lm data.path=<file or folder>, which keeps a vocabulary of its own)")
 
 
 def read_words(path: Path) -> list[str]:
@@ -30,7 +32,8 @@ def tokenize_files(files: dict[str, Path], vocab: Vocabulary | None = None) -> T
     if vocab is None:
         unk = UNK if UNK in set(words["train"]) else None
         vocab = Vocabulary.build(words["train"], specials=[EOS], unk=unk)
-    return TokenCorpus(vocab, {split: encode_ids(vocab, w, str(files[split])) for split, w in words.items()})
+    return TokenCorpus(vocab, {split: encode_ids(vocab, w, str(files[split]), NO_UNK_HINT)
+                               for split, w in words.items()})
 
 
 def load_ptb(data_dir: str | Path, cache_dir: str | Path | None = None, download: bool = True,

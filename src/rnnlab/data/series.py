@@ -22,19 +22,44 @@ def sine_series(length: int = 200, step: float = 1.0, waves: Sequence[dict] | No
 
 
 def read_series(path: str | Path) -> np.ndarray:
-    """A 1-D series from a `.npy` file or a text file of numbers (whitespace or comma separated)."""
+    """A series `(length,)` from a `.npy` file of real numbers shaped `(n,)`, `(n, 1)` or `(1, n)`, or from a
+    text file of numbers (whitespace or comma separated). Anything else is a `ValueError` naming the file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"data.series_file: {path} does not exist")
     if path.suffix == ".npy":
-        values = np.load(path)
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(f"{path}: not a .npy file (no NumPy header)")
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            reason = "it holds Python objects" if "pickle" in str(e) else e
+            raise ValueError(f"{path}: not a NumPy array of numbers ({reason})") from None
+        if values.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: expected real numbers, got dtype {values.dtype}")
+        if sum(d > 1 for d in values.shape) > 1:
+            raise ValueError(f"{path}: expected one series, shaped (n,), (n, 1) or (1, n); got {values.shape}")
     else:
-        values = np.array(path.read_text().replace(",", " ").split(), dtype=np.float64)
+        words = path.read_text(errors="replace").replace(",", " ").split()
+        try:
+            values = np.array(words, dtype=np.float64)
+        except ValueError:
+            i = next(i for i, w in enumerate(words) if not _is_number(w))
+            raise ValueError(f"{path}: value {i} ({words[i]!r}) is not a number") from None
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise ValueError(f"{path}: {bad.size} non-finite value(s), first at index {bad[0]} ({values[bad[0]]})")
     return values
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def make_windows(series: np.ndarray, seq_len: int = 50, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
