@@ -162,3 +162,31 @@ def test_cli_sizes_and_rates_out_of_range_are_refused_before_training(capsys, ar
         main(args)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"numpy_rnn.py {args[0]}: error: {message}"
+
+
+def test_cli_text_files_that_cannot_be_read_are_named(tmp_path):
+    from rnnlab.numpy_rnn import main
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    cases = {str(tmp_path / "missing.txt"): f"--text: {tmp_path / 'missing.txt'} does not exist",
+             str(latin1): f"--text: {latin1} is not UTF-8 text (byte 3)",
+             str(tmp_path): f"--text: cannot read {tmp_path} (Is a directory)"}
+    for path, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(["chars", "--text", path])
+        assert exit_info.value.code == f"numpy_rnn.py: error: {message}"
+
+
+def test_cli_help_gives_every_option_a_meaning_and_its_default(capsys):
+    from rnnlab.numpy_rnn import main
+
+    for mode in ("sine", "chars"):
+        with pytest.raises(SystemExit):
+            main([mode, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text
+        expected = {"sine": ["--hidden HIDDEN hidden units (default: 50)", "BPTT truncation k (default: full BPTT)"],
+                    "chars": ["--text TEXT the UTF-8 text file to learn --steps", "(default: 5000)"]}[mode]
+        for line in expected:
+            assert line in text

@@ -18,6 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -271,27 +272,39 @@ def positive(text: str) -> float:
     return value
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Help lines that end in their default, where there is one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="numpy_rnn.py", description="The NumPy RNN: sine regression or a char model.")
     sub = parser.add_subparsers(dest="mode", required=True)
-    sine = sub.add_parser("sine", help="the lab sheet's sine task")
-    sine.add_argument("--epochs", type=count, default=25)
-    sine.add_argument("--hidden", type=count, default=50)
-    sine.add_argument("--lr", type=positive, default=0.01)
-    sine.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adagrad")
-    sine.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    defaults = DefaultsHelp
+    sine = sub.add_parser("sine", help="the lab sheet's sine task", formatter_class=defaults,
+                          description="An Elman RNN reads 50 values of sin(x) and predicts the 51st; prints the "
+                                      "validation MSE.")
+    sine.add_argument("--epochs", type=count, default=25, help="passes over the training windows")
+    sine.add_argument("--hidden", type=count, default=50, help="hidden units")
+    sine.add_argument("--lr", type=positive, default=0.01, help="learning rate")
+    sine.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adagrad", help="update rule")
+    sine.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden activation")
     sine.add_argument("--truncate", type=count, default=None, help="BPTT truncation k (default: full BPTT)")
-    sine.add_argument("--seed", type=int, default=0)
-    chars = sub.add_parser("chars", help="min-char-rnn on a text file; prints samples")
-    chars.add_argument("--text", required=True)
-    chars.add_argument("--steps", type=count, default=5000)
-    chars.add_argument("--hidden", type=count, default=100)
-    chars.add_argument("--seq-len", type=count, default=25)
-    chars.add_argument("--lr", type=positive, default=0.1)
-    chars.add_argument("--temperature", type=positive, default=1.0)
-    chars.add_argument("--sample-every", type=count, default=1000)
-    chars.add_argument("--sample-length", type=count, default=200)
-    chars.add_argument("--seed", type=int, default=0)
+    sine.add_argument("--seed", type=int, default=0, help="seed of the weights and the shuffles")
+    chars = sub.add_parser("chars", help="min-char-rnn on a text file; prints samples", formatter_class=defaults,
+                           description="Karpathy's min-char-rnn: a tanh RNN over the characters of a UTF-8 text "
+                                       "file, trained with Adagrad; prints samples as it trains.")
+    chars.add_argument("--text", required=True, help="the UTF-8 text file to learn")
+    chars.add_argument("--steps", type=count, default=5000, help="updates, one window each")
+    chars.add_argument("--hidden", type=count, default=100, help="hidden units")
+    chars.add_argument("--seq-len", type=count, default=25, help="characters per window (BPTT length)")
+    chars.add_argument("--lr", type=positive, default=0.1, help="Adagrad's learning rate")
+    chars.add_argument("--temperature", type=positive, default=1.0, help="sampling temperature")
+    chars.add_argument("--sample-every", type=count, default=1000, help="steps between samples")
+    chars.add_argument("--sample-length", type=count, default=200, help="characters per sample")
+    chars.add_argument("--seed", type=int, default=0, help="seed of the weights and the samples")
     args = parser.parse_args(argv)
     try:
         if args.mode == "sine":
@@ -299,8 +312,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 seed=args.seed)
             print(f"final validation MSE {mse:.3e}")
         else:
-            with open(args.text, encoding="utf-8") as f:
-                text = f.read()
+            try:
+                text = Path(args.text).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ValueError(f"--text: {args.text} does not exist") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"--text: {args.text} is not UTF-8 text (byte {e.start})") from None
+            except OSError as e:
+                raise ValueError(f"--text: cannot read {args.text} ({e.strerror})") from None
             if not text:
                 raise ValueError(f"{args.text} is empty")
             _, before, after = train_chars(text, args.steps, args.hidden, args.seq_len, args.lr, args.temperature,
