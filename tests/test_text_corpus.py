@@ -153,3 +153,68 @@ def test_adaptive_softmax_cutoffs_outside_the_vocabulary_are_one_clear_error():
         RNNLM(50, [8], adaptive_softmax=[2000, 10000])
     with pytest.raises(ValueError, match="got \\[20, 10\\]"):
         RNNLM(50, [8], adaptive_softmax=[20, 10])
+
+
+def tiny_document_lm(tmp_path, *overrides):
+    folder = tmp_path / "docs"
+    folder.mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    words = ["alpha", "beta", "gamma", "delta"]
+    for i in range(12):
+        (folder / f"{i:02d}.txt").write_text(" ".join(words[j] for j in torch.randint(0, 4, (30,), generator=g)))
+    train(compose_config(["task=lm", f"data.path={folder}", "data.batch_size=4", "data.eval_batch_size=2",
+                          "data.bptt=8", "model.net.hidden_sizes=[8]", "model.net.embedding_dim=8", *TINY_TRAINER,
+                          *overrides], tmp_path))
+    return tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_generate_reads_a_prime_as_the_lm_read_its_documents(tmp_path, monkeypatch, backward):
+    import io
+
+    from omegaconf import OmegaConf
+
+    import rnnlab.generate
+    from rnnlab.generate import generate
+    from rnnlab.sampling import from_symbols, sample
+
+    path = tiny_document_lm(tmp_path, f"data.reverse={backward}", "callbacks.text_samples=null")
+    vocab = load_run(path).vocab
+    calls = []
+
+    def spy(net, prime, *args, **kw):
+        calls.append((prime, sample(net, prime, *args, **kw)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(rnnlab.generate, "sample", spy)
+    cfg = dict(ckpt_path=str(path), prime="Alpha,<br />BETA gamma!", unknown="error", length=12, temperature=1.0,
+               sampling="multinomial", top_k=None, num_samples=1, seed=3, device="cpu", print_prime=True)
+    for num_samples in (1, 2):
+        out = io.StringIO()
+        texts = generate(OmegaConf.create(cfg | {"num_samples": num_samples}), out)
+        prime, ids = calls[-1]
+        read = ["alpha", "beta", "gamma"]  # lower-cased, line-break tags and punctuation dropped, in the LM's reading order
+        assert prime == vocab.encode(read[::-1] if backward else read)
+        drawn = [vocab.decode(row) for row in ids.tolist()]
+        # a backward LM drew the words before the prime, last first: they are written in the text's order
+        assert texts == [from_symbols(row[::-1] if backward else row, "word") for row in drawn]
+        shown = "alpha beta gamma "
+        lines = [text + shown if backward else shown + text for text in texts]
+        if num_samples > 1:
+            lines = [f"--- sample {i + 1} ---\n{line}" for i, line in enumerate(lines)]
+        assert out.getvalue() == "".join(f"{line}\n" for line in lines)
+    with pytest.raises(ValueError, match="^prime has no symbols as the model's documents are tokenized"):
+        generate(OmegaConf.create(cfg | {"prime": "!!! ..."}), io.StringIO())
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_tensorboard_samples_read_the_prime_as_the_lm_reads_and_show_the_text_in_its_order(tmp_path, backward):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = tiny_document_lm(tmp_path, f"data.reverse={backward}", "logger=tensorboard",
+                            "callbacks.text_samples.prime='Alpha,<br />BETA gamma'", "callbacks.text_samples.length=5")
+    events = EventAccumulator(str(path.parent.parent / "tensorboard"))
+    events.Reload()
+    text = events.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text.endswith("alpha beta gamma ") if backward else text.startswith("alpha beta gamma ")
+    assert len(text.replace("<eos>", "").split()) == 3 + 5 - text.count("  \n")

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from rnnlab.checkpoint import non_finite
 from rnnlab.data.text import never_sampled
 from rnnlab.plotting import pyplot
-from rnnlab.sampling import default_prime, from_symbols, sample, to_symbols
+from rnnlab.sampling import default_prime, from_symbols, reads_backward, sample, to_symbols
 
 
 def batch_rows(batch: Any) -> int:
@@ -270,12 +270,13 @@ class TextSamples(L.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        level = pl_module.symbol_level
+        level, data = pl_module.symbol_level, getattr(trainer.datamodule, "hparams", None)
         banned = never_sampled(vocab)
-        prime = [s for s in to_symbols(self.prime or default_prime(level), level) if s in vocab]
-        prime = prime or [vocab.itos[min(set(range(len(vocab))) - set(banned))]]
+        symbols = to_symbols(self.prime, level, data) if self.prime else to_symbols(default_prime(level), level)
+        prime = [s for s in symbols if s in vocab] or [vocab.itos[min(set(range(len(vocab))) - set(banned))]]
         ids = sample(pl_module.net, vocab.encode(prime), self.length, self.temperature, seed=self.seed, banned=banned)
-        text = from_symbols(prime + vocab.decode(ids[0]), level)
+        symbols = prime + vocab.decode(ids[0])
+        text = from_symbols(symbols[::-1] if reads_backward(level, data) else symbols, level)
         for logger in loggers:  # two spaces before a newline keep line breaks in TensorBoard's markdown
             logger.experiment.add_text("samples", text.replace("\n", "  \n"), trainer.global_step)
 

@@ -1,4 +1,4 @@
-"""Sample text from a language-model checkpoint (CharRNN or PTB), streaming it to stdout."""
+"""Sample text from a language-model checkpoint (CharRNN, PTB or a word LM over documents), streaming it to stdout."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.data.text import never_sampled
 from rnnlab.data.vocab import UnknownSymbolError
 from rnnlab.onnx_export import OnnxModel, backend, onnx_stepper, zero_states
-from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, sample, sample_steps, to_symbols
+from rnnlab.sampling import (
+    check_sampling_args,
+    default_prime,
+    from_symbols,
+    reads_backward,
+    sample,
+    sample_steps,
+    to_symbols,
+)
 from rnnlab.tasks.language_model import LanguageModel
 
 
@@ -37,7 +45,10 @@ UNKNOWN = ("error", "unk")  # what a prime's symbols outside the vocabulary do
 
 
 def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
-    """The generated texts (without the prime); streams them to `out` as they are produced."""
+    """The generated texts (without the prime); streams them to `out` as they are produced.
+
+    A prime for a word LM over documents (`task=lm`) is tokenized as its documents were (lower-cased, punctuation
+    dropped); a backward LM (`data.reverse=true`) writes the text that leads up to the prime, in the order it is read by people."""
     set_threads(cfg.get("threads"))
     check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k)
     if cfg.num_samples < 1:
@@ -52,18 +63,22 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
             "which cannot generate text; use a language-model checkpoint (task=charrnn, ptb or lm)"
         )
     level = run.model.symbol_level
-    prime_text = default_prime(level) if cfg.prime is None else str(cfg.prime)
-    prime = to_symbols(prime_text, level)
+    data = run.config.get("data")
+    backward = reads_backward(level, data)
+    prime = to_symbols(default_prime(level), level) if cfg.prime is None else to_symbols(str(cfg.prime), level, data)
     if not prime:
-        raise ValueError("prime is empty; give some text or leave it unset (null)")
+        read = " as the model's documents are tokenized" if str(cfg.prime).strip() else ""
+        raise ValueError(f"prime has no symbols{read}; give some text or leave it unset (null)")
     unknown = run.vocab.unknown(prime)
     if unknown and (on_unknown == "error" or run.vocab.unk is None):
         hint = f" (unknown=unk reads them as {run.vocab.unk!r})" if run.vocab.unk is not None else ""
         raise UnknownSymbolError(unknown, where="prime", hint=hint)
     if unknown:
         prime = [s if s in run.vocab else run.vocab.unk for s in prime]
-    stream = cfg.num_samples == 1
-    shown = from_symbols(prime, level) if cfg.print_prime and cfg.prime is not None else ""  # as the model read it
+    stream = cfg.num_samples == 1 and not backward  # a backward LM writes what comes before: shown once done
+    shown = ""  # the prime as the model read it, in the text's order
+    if cfg.print_prime and cfg.prime is not None:
+        shown = from_symbols(prime[::-1] if backward else prime, level)
     if stream:
         out.write(shown)
     on_step = streamer(out, run.vocab, level) if stream else None
@@ -75,12 +90,13 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
                            banned=never_sampled(run.vocab))
     else:
         ids = sample(run.model.net, run.vocab.encode(prime), *args, banned=never_sampled(run.vocab))
-    texts = [from_symbols(run.vocab.decode(row), level) for row in ids.tolist()]
+    texts = [from_symbols(run.vocab.decode(row[::-1] if backward else row), level) for row in ids.tolist()]
     if stream:
         out.write("\n")
     else:
         for i, text in enumerate(texts):
-            out.write(f"--- sample {i + 1} ---\n{shown}{text}\n")
+            header = f"--- sample {i + 1} ---\n" if cfg.num_samples > 1 else ""
+            out.write(f"{header}{text}{shown}\n" if backward else f"{header}{shown}{text}\n")
     out.flush()
     return texts
 

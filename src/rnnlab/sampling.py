@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from rnnlab.data.text import document_words, is_document_corpus, tokenization
 
 STRATEGIES = ("multinomial", "argmax")
 
@@ -120,9 +122,18 @@ def sample_steps(step: Callable, state, prime: Sequence[int], length: int, tempe
     return continue_sampling(step, logits, state, length, temperature, strategy, top_k, generator, on_step, banned)
 
 
-def to_symbols(text: str, level: str) -> list[str]:
-    """A prime as the model's symbols: characters, or whitespace-separated words."""
-    return list(text) if level == "char" else text.split()
+def to_symbols(text: str, level: str, data: Mapping | None = None) -> list[str]:
+    """A prime as the model's symbols, in its reading order: characters; for a word LM over documents (`task=lm`),
+    the words its data config `data` reads (lower-cased, punctuation dropped, last first for a backward LM);
+    else whitespace-separated words."""
+    if level == "char":
+        return list(text)
+    return document_words(text, data) if data is not None and is_document_corpus(data) else text.split()
+
+
+def reads_backward(level: str, data: Mapping | None) -> bool:
+    """Whether a word LM reads its documents last word first (`data.reverse`): it samples what comes before."""
+    return level == "word" and data is not None and is_document_corpus(data) and tokenization(data)["reverse"]
 
 
 def from_symbols(symbols: Sequence[str], level: str) -> str:

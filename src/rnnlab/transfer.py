@@ -12,12 +12,10 @@ from torch import Tensor, nn
 
 from rnnlab.checkpoint import CheckpointError, read_checkpoint
 from rnnlab.checks import is_int
-from rnnlab.data.text import PAD, UNK
+from rnnlab.data.text import PAD, UNK, is_document_corpus, tokenization
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.models.recurrent import layer_parameters
 
-TOKENIZATION = ("lower", "strip_html", "strip_punctuation")
-READING = {"reverse": False}  # how the LM reads its texts; checkpoints older than the setting read forward
 ARCHITECTURE = ("cell", "hidden_sizes", "embedding_dim", "tie_weights", "adaptive_softmax", "adaptive_div_value")
 LM_LAYERS = "net.rnn."  # where an RNNLM's RecurrentStack sits in the LM's state dict
 
@@ -46,19 +44,13 @@ def read_document_lm(path: str | os.PathLike, where: str) -> tuple[dict, dict, d
     if not str(net.get("_target_", "")).endswith("RNNLM") or "vocab" not in extra:
         raise CheckpointError(f"{where} is not a word language model checkpoint (its network is "
                               f"{net.get('_target_')})")
-    missing = [key for key in TOKENIZATION if key not in data]
-    if missing:
+    if not is_document_corpus(data):
         raise CheckpointError(f"{where}: its data ({data.get('_target_')}) is not tokenized as the sentiment "
                               "texts; train the LM with data=text_corpus or data=imdb_text")
     vocab = Vocabulary.from_state_dict(extra["vocab"])
     if vocab.itos[:2] != [PAD, UNK]:
         raise CheckpointError(f"{where}: its vocabulary does not start with {PAD}, {UNK} (got {vocab.itos[:2]})")
     return checkpoint, net, data, vocab
-
-
-def tokenization(data: dict) -> dict[str, bool]:
-    """How an LM's data config turns text into its word stream: what the classifier must do the same way."""
-    return {key: data[key] for key in TOKENIZATION} | {key: data.get(key, default) for key, default in READING.items()}
 
 
 def use_lm_checkpoint(cfg: DictConfig, path: str | os.PathLike) -> tuple[Vocabulary, dict]:

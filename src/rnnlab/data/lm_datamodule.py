@@ -12,7 +12,7 @@ from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
 from rnnlab.data.ptb import load_ptb, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
 from rnnlab.data.streams import BPTTStream
-from rnnlab.data.text import reading, tokenize
+from rnnlab.data.text import document_words
 from rnnlab.data.text_corpus import load_text_corpus
 from rnnlab.data.vocab import Vocabulary
 
@@ -143,8 +143,7 @@ class TextCorpusDataModule(LMDataModule):
         super().__init__(**kwargs)
 
     def tokenize(self, text: str) -> list[str]:
-        h = self.hparams
-        return reading(tokenize(text, h.lower, h.strip_html, h.strip_punctuation), reverse=h.reverse)
+        return document_words(text, self.hparams)
 
     def load_corpus(self) -> TokenCorpus:
         h = self.hparams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -21,6 +21,27 @@ def never_sampled(vocab: Vocabulary) -> list[int]:
     """Ids a language model must never emit: the padding symbol's (a document LM's vocabulary has one, shared with
     the classifier it may start), which no text holds."""
     return [vocab.stoi[PAD]] if PAD in vocab else []
+
+
+TOKENIZATION = ("lower", "strip_html", "strip_punctuation")  # a document corpus's settings of `tokenize`
+READING = {"reverse": False}  # its reading order; checkpoints older than the setting read forward
+
+
+def tokenization(data: Mapping) -> dict[str, bool]:
+    """How a document corpus's data config turns text into its word stream (what a classifier started from its
+    LM, or a prime for its LM, must do the same way)."""
+    return {key: data[key] for key in TOKENIZATION} | {key: data.get(key, default) for key, default in READING.items()}
+
+
+def is_document_corpus(data: Mapping) -> bool:
+    """Whether the data config `data` tokenizes documents (`tokenize`) rather than splitting at whitespace."""
+    return all(key in data for key in TOKENIZATION)
+
+
+def document_words(text: str, data: Mapping) -> list[str]:
+    """The words of `text` that a model over the document corpus `data` (a data config) reads, in its order."""
+    t = tokenization(data)
+    return reading(tokenize(text, t["lower"], t["strip_html"], t["strip_punctuation"]), reverse=t["reverse"])
 
 
 def tokenize(text: str, lower: bool = True, strip_html: bool = True, strip_punctuation: bool = True) -> list[str]:
