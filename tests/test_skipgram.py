@@ -252,3 +252,23 @@ def test_the_presets_cache_names_stay_those_users_have_on_disk(tmp_path, monkeyp
     cfg = compose_config(overrides, tmp_path).model.pretrained_embeddings
     path = Path(instantiate(cfg))  # the names the cached vectors had when each preset was measured
     assert path == tmp_path / "cache" / "vectors" / name and written == [(cfg.method, path)]
+
+
+def test_vectors_come_from_sentiment_texts_only_and_gensim_says_one_line(tmp_path, caplog):
+    import logging
+
+    import rnnlab.pretrain_embeddings as skipgram
+    from rnnlab.data.sine import SineDataModule
+
+    settings = dict(embedding_dim=4, window=2, negatives=2, epochs=2, batch_size=16, lr=1e-3, seed=0, subsample=0.0,
+                    workers=1)
+    with pytest.raises(ValueError, match=r"^data: word vectors are made from a sentiment dataset's training texts "
+                                         r"\(data=imdb or data=mr\), not from SineDataModule$"):
+        skipgram.pretrain_vectors("gensim_cbow", SineDataModule(), tmp_path / "v.pt", **settings)
+    assert not (tmp_path / "v.pt").exists()
+    with caplog.at_level(logging.INFO):
+        skipgram.pretrain_vectors("gensim_cbow", synthetic_reviews(tmp_path), tmp_path / "v.pt", **settings)
+    assert [r.name for r in caplog.records if r.name.startswith("gensim")] == []
+    assert [r.getMessage() for r in caplog.records if r.name == skipgram.log.name][0].startswith(
+        "gensim CBOW: 2 epochs over 32 texts of 112 words in ")
+    assert logging.getLogger("gensim").level == logging.NOTSET  # its level is put back

@@ -193,7 +193,7 @@ def test_generate_reads_a_prime_as_the_lm_read_its_documents(tmp_path, monkeypat
         out = io.StringIO()
         texts = generate(OmegaConf.create(cfg | {"num_samples": num_samples}), out)
         prime, ids = calls[-1]
-        read = ["alpha", "beta", "gamma"]  # lower-cased, line-break tags and punctuation dropped, in the LM's reading order
+        read = ["alpha", "beta", "gamma"]  # lower-cased, <br /> and punctuation dropped, in reading order
         assert prime == vocab.encode(read[::-1] if backward else read)
         drawn = [vocab.decode(row) for row in ids.tolist()]
         # a backward LM drew the words before the prime, last first: they are written in the text's order

@@ -48,7 +48,7 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     """The generated texts (without the prime); streams them to `out` as they are produced.
 
     A prime for a word LM over documents (`task=lm`) is tokenized as its documents were (lower-cased, punctuation
-    dropped); a backward LM (`data.reverse=true`) writes the text that leads up to the prime, in the order it is read by people."""
+    dropped); a backward LM (`data.reverse=true`) writes the text that leads up to the prime, in the usual order."""
     set_threads(cfg.get("threads"))
     check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k)
     if cfg.num_samples < 1:

@@ -5,6 +5,7 @@ skip-gram, or rnnlab's PyTorch skip-gram trainer; and the cache of vectors by th
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from rnnlab.checks import check_count
 from rnnlab.cli import one_line_errors
 from rnnlab.data.corpus import cache_key
 from rnnlab.data.download import DataFileError
+from rnnlab.data.sentiment import SentimentDataModule
 from rnnlab.data.skipgram import SkipGramPairs
 from rnnlab.data.vectors import save_vectors, whiten
 from rnnlab.models.skipgram import SkipGram
@@ -52,8 +54,16 @@ def pretrain_gensim(datamodule, embedding_dim: int, window: int, negatives: int,
     datamodule.setup()
     vocab = datamodule.vocab
     texts = [vocab.decode(ids) for ids in datamodule.datasets["train"].ids]
-    model = Word2Vec(texts, vector_size=embedding_dim, window=window, negative=negatives, sg=int(not cbow), min_count=1,
-                     sample=subsample, epochs=epochs, seed=seed, workers=workers, shrink_windows=False)
+    gensim_log = logging.getLogger("gensim")
+    level, start = gensim_log.level, time.perf_counter()
+    gensim_log.setLevel(logging.WARNING)  # its INFO lines are a dozen dumps of its settings
+    try:
+        model = Word2Vec(texts, vector_size=embedding_dim, window=window, negative=negatives, sg=int(not cbow),
+                         min_count=1, sample=subsample, epochs=epochs, seed=seed, workers=workers, shrink_windows=False)
+    finally:
+        gensim_log.setLevel(level)
+    log.info("gensim %s: %d epochs over %d texts of %d words in %.1f s", "CBOW" if cbow else "skip-gram", epochs,
+             len(texts), model.corpus_total_words, time.perf_counter() - start)
     generator = torch.Generator().manual_seed(seed)
     vectors = (torch.rand(len(vocab), embedding_dim, generator=generator) - 0.5) / embedding_dim
     for i, word in enumerate(vocab.itos):
@@ -87,6 +97,9 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
     trainer's; `workers`: gensim's), written to `output`; `whitened`: through `rnnlab.data.vectors.whiten`
     (CBOW's vectors crowd into a few directions, and whitened they classify better)."""
     check_settings(method, embedding_dim, window, negatives, epochs, batch_size, workers, subsample)
+    if not isinstance(datamodule, SentimentDataModule):
+        raise ValueError(f"data: word vectors are made from a sentiment dataset's training texts (data=imdb or "
+                         f"data=mr), not from {type(datamodule).__name__}")
     if method == "torch":
         vectors = pretrain(datamodule, embedding_dim, window, negatives, epochs, batch_size, lr, seed, subsample)
     else:
