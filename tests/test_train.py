@@ -113,6 +113,27 @@ def test_train_script_hydra_run_dir_saved_config(synthetic_ptb, tmp_path):
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_eval_multirun_over_checkpoints_writes_each_jobs_metrics_and_the_summary(synthetic_ptb, tmp_path):
+    import csv
+    import json
+
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    folder = tmp_path / "run" / "checkpoints"
+    direct = evaluate(compose_config([f"ckpt_path={folder / 'best.ckpt'}", "split=valid"], tmp_path, "eval"))
+    sweep = tmp_path / "evals"
+    result = run_script("eval.py", "-m", f"ckpt_path={folder / 'best.ckpt'},{folder / 'last.ckpt'}", "split=valid",
+                        f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [json.loads((sweep / str(job) / "metrics.json").read_text()) for job in (0, 1)]
+    assert all(metrics.keys() == {"val/loss", "val/ppl"} for metrics in jobs)
+    assert jobs[0] == pytest.approx(direct, rel=1e-6)
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [row["overrides"] for row in rows] == [f"ckpt_path={folder / n}.ckpt split=valid" for n in ("best", "last")]
+    assert [float(row["val/ppl"]) for row in rows] == pytest.approx([m["val/ppl"] for m in jobs], rel=1e-5)
+    assert "status" not in rows[0]
+
+
 @pytest.mark.parametrize("content", [None, b"not a checkpoint", "plain-torch"])
 def test_eval_script_bad_checkpoint_is_one_line(tmp_path, content):
     path = tmp_path / "model.ckpt"

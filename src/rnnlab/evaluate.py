@@ -18,6 +18,7 @@ from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.checks import check_count
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
+from rnnlab.files import write_metrics
 from rnnlab.predictor import ensemble
 from rnnlab.tasks.language_model import LanguageModel, perplexity
 
@@ -168,7 +169,7 @@ def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig, settings
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("eval.py"):
-        evaluate(cfg)
+        write_metrics(cfg.paths.output_dir, evaluate(cfg))  # beside the run's .hydra/: for eval.py -m summaries
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -81,6 +82,13 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     finally:
         if tmp_name is not None:
             Path(tmp_name).unlink(missing_ok=True)
+
+
+def write_metrics(folder: str | Path, metrics: dict[str, float]) -> Path:
+    """`folder/metrics.json`, written atomically: a run's final metrics, for multirun summaries and scripts."""
+    path = Path(folder) / "metrics.json"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1) + "\n"))
+    return path
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:

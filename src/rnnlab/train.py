@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from rnnlab.cli import (
     set_threads,
     silence_known_warnings,
 )
-from rnnlab.files import FolderLock, atomic_write
+from rnnlab.files import FolderLock, atomic_write, write_metrics
 from rnnlab.transfer import copy_encoder, new_words, read_lm_encoder, use_encoder, use_lm_checkpoint
 
 log = logging.getLogger(__name__)
@@ -260,7 +259,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 log.info("best checkpoint: %s", best)
         log.info("final metrics:\n%s", "\n".join(f"  {k:28s} {v:.6g}" for k, v in sorted(metrics.items())))
         if rank_zero_only.rank == 0:  # for multirun summaries and scripts
-            atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1) + "\n"))
+            write_metrics(out, metrics)
         return metrics
     finally:
         if lock is not None:
