@@ -87,7 +87,8 @@ def test_model_card_is_written_beside_the_export(char_lm, tmp_path, capsys):
     card = (tmp_path / "export" / "model.card.md").read_text()
     for section in ("## Data", "## Preset and command-line overrides", "## Metrics", "## Intended use", "## Limits"):
         assert section in card
-    assert "language_model_step" in card and "CharDataModule" in card and "val/bpc" in card
+    assert "language_model_step" in card and "val/bpc" in card
+    assert f"## Data\n`CharDataModule` from `{tmp_path / 'text.txt'}` (" in card  # the text it learned, not a folder
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # the warnings a user would see
     result = subprocess.run([sys.executable, str(ROOT / "export.py"), f"ckpt_path={ckpt}",
                              f"output={tmp_path / 'export' / 'second.onnx'}"], env=env, capture_output=True, text=True)
@@ -137,3 +138,23 @@ def test_onnx_backend_needs_a_path_and_the_right_kind_of_file(char_lm, tmp_path)
         generate(script_config("generate", [f"ckpt_path={ckpt}", "backend=onnxruntime"]))
     with pytest.raises(ValueError, match=r"is not an exported sentiment classifier"):
         OnnxModel(onnx, "sentiment_classifier")
+
+
+@pytest.mark.parametrize(("data", "source"), [
+    ({"train": "a.txt", "valid": "b.txt", "test": "c.txt", "data_dir": "d"}, "`a.txt`, `b.txt`, `c.txt`"),
+    ({"text_file": "t.txt", "data_dir": "d"}, "`t.txt`"),
+    ({"text_file": None, "data_dir": "d"}, "`d`"),  # Tiny Shakespeare
+    ({"source": "files", "path": "docs/", "data_dir": "d"}, "`docs/`"),
+    ({"source": "imdb", "path": None, "data_dir": "d"}, "imdb texts in `d`"),
+    ({"dataset": "imdb", "reviews_file": "r.txt", "labels_file": "l.txt", "data_dir": "d"},
+     "`r.txt` with labels `l.txt`"),
+    ({"dataset": "mr", "reviews_file": None, "data_dir": "d"}, "mr texts in `d`"),
+    ({"series_file": "s.npy"}, "`s.npy`"),
+    ({"series_file": None}, "clean synthetic sines, generated"),
+])
+def test_the_model_card_names_the_files_the_run_read(data, source):
+    from omegaconf import OmegaConf
+
+    from rnnlab.onnx_export import data_source
+
+    assert data_source(OmegaConf.create(data)) == source

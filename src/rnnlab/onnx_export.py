@@ -178,14 +178,29 @@ def onnx_stepper(model: OnnxModel):
     return step
 
 
+def data_source(data) -> str:
+    """Where a run's data config read its texts or series from, for the model card."""
+    files = [data.get(key) for key in ("train", "valid", "test")]
+    if all(files):  # data=text_files
+        return ", ".join(f"`{f}`" for f in files)
+    for key in ("series_file", "text_file", "path", "reviews_file"):  # your own files
+        if data.get(key):
+            labels = f" with labels `{data.labels_file}`" if key == "reviews_file" else ""
+            return f"`{data[key]}`{labels}"
+    if "series_file" in data:
+        return "clean synthetic sines, generated"
+    source = data.get("source") or data.get("dataset")
+    return f"{source} texts in `{data.get('data_dir')}`" if source else f"`{data.get('data_dir')}`"
+
+
 def model_card(run: TrainedRun, export: dict, output: Path) -> str:
-    """MODEL_CARD.md text for an exported run: data, preset, metrics, intended use, limits."""
+    """`<stem>.card.md` text for an exported run: data, preset, metrics, intended use, limits."""
     config, net, run_dir = run.config, run.config.model.net, run_folder(run.path)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     overrides = overrides_file.read_text().strip() if overrides_file.is_file() else "(not recorded)"
     metrics_file = run_dir / "metrics.json"
     metrics = metrics_file.read_text().strip() if metrics_file.is_file() else "(no metrics.json beside the run)"
-    data = config.data.get("_target_", "?").rsplit(".", 1)[-1]
+    data, source = config.data.get("_target_", "?").rsplit(".", 1)[-1], data_source(config.data)
     uses = {
         "language_model_step": ("Scoring and sampling text like the training corpus, one symbol at a time "
                                 "(generate.py backend=onnxruntime).",
@@ -197,8 +212,8 @@ def model_card(run: TrainedRun, export: dict, output: Path) -> str:
                                  "Trained on one domain of English text (movie reviews or snippets); other domains, "
                                  "languages, sarcasm and very long texts (past max_len) are read poorly; words "
                                  "outside its vocabulary are ignored as <unk>."),
-        "series_regressor": ("Next-value regression on windows of a series like its synthetic sine training data.",
-                             "Learned on clean synthetic sines; no claim beyond that distribution."),
+        "series_regressor": ("Next-value regression on windows of a series like its training series.",
+                             f"Learned on one series ({source}); no claim beyond that distribution."),
     }[export["kind"]]
     return "\n".join([
         f"# Model card: {output.name}",
@@ -209,7 +224,7 @@ def model_card(run: TrainedRun, export: dict, output: Path) -> str:
         f"({net.get('cell', '?')} cells, sizes {list(net.get('hidden_sizes') or [net.get('hidden_size')])}).",
         "",
         "## Data",
-        f"`{data}` from `{config.data.get('data_dir') or config.data.get('series_file') or 'its generated series'}`"
+        f"`{data}` from {source}"
         + (f" ({len(run.vocab)} symbols in the vocabulary, stored in the checkpoint)" if run.vocab is not None else ""),
         "",
         "## Preset and command-line overrides",
