@@ -160,6 +160,24 @@ def test_smoke_train_on_real_tinyshakespeare_reports_bits_per_char(char_checkpoi
     assert metrics["val/loss"] < math.log(66)
 
 
+def test_eval_text_file_of_a_char_model_is_the_files_characters(char_checkpoint, tmp_path, data_dir):
+    from rnnlab.evaluate import evaluate
+
+    path, _ = char_checkpoint
+    text = (data_dir / "tinyshakespeare" / "input.txt").read_text()
+    (tmp_path / "test_part.txt").write_text(split_text(text, (0.9, 0.05, 0.05))["test"])
+    (tmp_path / "other.txt").write_text("ROMEO: ~wherefore~ art thou\n" * 3)
+
+    def evaluated(*overrides):
+        return evaluate(compose_config([f"ckpt_path={path}", "trainer.enable_progress_bar=false", *overrides],
+                                       tmp_path, "eval"))
+
+    own = evaluated(f"text_file={tmp_path / 'test_part.txt'}")
+    assert own == pytest.approx(evaluated(), rel=1e-6) and own.keys() == {"test/loss", "test/ppl", "test/bpc"}
+    other = evaluated(f"text_file={tmp_path / 'other.txt'}", "batch_size=1")  # '~' is read as U+FFFD
+    assert other["test/bpc"] == pytest.approx(other["test/loss"] / math.log(2), rel=1e-6)
+
+
 def gen_cfg(path, **kw):
     base = dict(ckpt_path=str(path), prime="ROMEO:", length=40, temperature=0.8, sampling="multinomial",
                 top_k=None, num_samples=1, seed=3, device="cpu", print_prime=True)

@@ -218,3 +218,19 @@ def test_tensorboard_samples_read_the_prime_as_the_lm_reads_and_show_the_text_in
     text = events.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
     assert text.endswith("alpha beta gamma ") if backward else text.startswith("alpha beta gamma ")
     assert len(text.replace("<eos>", "").split()) == 3 + 5 - text.count("  \n")
+
+
+def test_eval_text_file_of_a_document_lm_reads_documents_as_its_corpus(tmp_path):
+    from hydra.utils import instantiate
+
+    path = tiny_document_lm(tmp_path, "callbacks.text_samples=null")
+    run = load_run(path)
+    datamodule = instantiate(run.config.data)
+    datamodule.vocab = run.vocab
+    text = tmp_path / "reviews.txt"
+    text.write_text("Alpha, BETA!<br />zzz\n\n  \nGamma delta.\n")
+    assert run.vocab.decode(datamodule.encode_file(text).tolist()) == ["alpha", "beta", UNK, EOS, "gamma", "delta", EOS]
+    assert run.vocab.decode(datamodule.encode_file(tmp_path / "docs").tolist()).count(EOS) == 12  # a file a document
+    metrics = evaluate(compose_config([f"ckpt_path={path}", f"text_file={tmp_path / 'docs'}", "batch_size=1",
+                                       "trainer.enable_progress_bar=false"], tmp_path, "eval"))
+    assert math.isfinite(metrics["test/ppl"]) and metrics["test/ppl"] > 1

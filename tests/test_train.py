@@ -134,6 +134,38 @@ def test_eval_multirun_over_checkpoints_writes_each_jobs_metrics_and_the_summary
     assert "status" not in rows[0]
 
 
+def test_eval_text_file_reads_any_text_as_the_run_read_its_corpus(synthetic_ptb, tmp_path):
+    from hydra.utils import instantiate
+
+    from rnnlab.data.sine import SineDataModule
+    from rnnlab.evaluate import use_text_file
+
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    def evaluated(*overrides):
+        return evaluate(compose_config([f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false", *overrides],
+                                       tmp_path, "eval"))
+
+    for split in ("test", "valid"):  # the run's own text as a file: the same numbers
+        own = evaluated(f"split={split}", f"text_file={synthetic_ptb / f'ptb.{split}.txt'}")
+        assert own == pytest.approx(evaluated(f"split={split}"), rel=1e-6)
+    other = tmp_path / "other.txt"
+    other.write_text("w1 w2 w3 zzz\n" + "w5 w6 w7 w8 w9 w10 w11\n" * 20)
+    run = load_run(ckpt)
+    datamodule = instantiate(run.config.data)
+    datamodule.vocab = run.vocab
+    assert run.vocab.decode(datamodule.encode_file(other)[:6].tolist()) == ["w1", "w2", "w3", "<unk>", "<eos>", "w5"]
+    (synthetic_ptb / "ptb.train.txt").rename(tmp_path / "moved.txt")  # a text file needs none of the run's files
+    on_other = evaluated(f"text_file={other}")
+    assert on_other.keys() == {"test/loss", "test/ppl"} and 1 < on_other["test/ppl"] < len(run.vocab)  # < uniform
+    with pytest.raises(FileNotFoundError, match="^data.train: .*ptb.train.txt does not exist"):
+        evaluated()
+    with pytest.raises(ValueError, match=r"^text_file: m.ckpt is not a language model \(SineDataModule\); text_file "
+                                         r"gives a language model's perplexity on a text$"):
+        use_text_file(SineDataModule(), str(other), "test", keep_corpus=False, where="m.ckpt")
+
+
 @pytest.mark.parametrize("content", [None, b"not a checkpoint", "plain-torch"])
 def test_eval_script_bad_checkpoint_is_one_line(tmp_path, content):
     path = tmp_path / "model.ckpt"

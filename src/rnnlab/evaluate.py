@@ -18,6 +18,7 @@ from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.checks import check_count
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
+from rnnlab.data.corpus import TokenCorpus
 from rnnlab.files import write_metrics
 from rnnlab.predictor import ensemble
 from rnnlab.tasks.language_model import LanguageModel, perplexity
@@ -42,14 +43,31 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         return evaluate_ensemble(cfg, run, overrides)
     datamodule = instantiate(run.config.data, **overrides)
     datamodule.vocab = run.vocab
+    if cfg.get("text_file"):
+        use_text_file(datamodule, cfg.text_file, cfg.split, keep_corpus=bool(cfg.get("adapt")), where=cfg.ckpt_path)
     if cfg.get("adapt"):
         return adapted(run, datamodule, cfg.split, cfg.adapt, settings, adapt_device(cfg.trainer.get("accelerator")))
     trainer = instantiate(cfg.trainer)
     run_split = trainer.test if cfg.split == "test" else trainer.validate
     results = run_split(run.model, datamodule=datamodule)
     metrics = dict(results[0]) if results else {}
-    log.info("%s: %s", cfg.ckpt_path, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
+    on = f" on {cfg.text_file}" if cfg.get("text_file") else ""
+    log.info("%s%s: %s", cfg.ckpt_path, on, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
     return metrics
+
+
+def use_text_file(datamodule, path: str, split: str, keep_corpus: bool, where: str) -> None:
+    """`split` becomes the text of `path`, read as the run read its corpus (`datamodule.encode_file`); the run's
+    own corpus is read only when `keep_corpus` (adaptive evaluation tunes on its validation text)."""
+    if not hasattr(datamodule, "encode_file"):
+        raise ValueError(f"text_file: {where} is not a language model ({type(datamodule).__name__}); text_file "
+                         "gives a language model's perplexity on a text")
+    tokens = datamodule.encode_file(path)
+    if keep_corpus:
+        datamodule.setup()
+        datamodule.corpus.splits[split] = tokens
+    else:
+        datamodule.corpus = TokenCorpus(datamodule.vocab, {split: tokens})
 
 
 def init_parameters(cls: type) -> set[str]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from torch import Tensor
 
 from rnnlab.checks import check_count
-from rnnlab.data.corpus import TokenCorpus
+from rnnlab.data.corpus import TokenCorpus, encode_ids, read_text
+from rnnlab.data.download import DataFileError
 from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
-from rnnlab.data.ptb import load_ptb, tokenize_files
+from rnnlab.data.ptb import NO_UNK_HINT, load_ptb, read_words, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
 from rnnlab.data.streams import BPTTStream
 from rnnlab.data.text import document_words
-from rnnlab.data.text_corpus import load_text_corpus
+from rnnlab.data.text_corpus import EOS, load_text_corpus, text_documents
 from rnnlab.data.vocab import Vocabulary
 
 
@@ -53,8 +55,14 @@ class LMDataModule(L.LightningDataModule):
     def load_corpus(self) -> TokenCorpus:
         raise NotImplementedError
 
+    def encode_file(self, path: str | Path) -> Tensor:
+        """The ids `(tokens,)` of another text file, read as this corpus reads its text (here: words, `<eos>` at
+        each line end), with `vocab`: a trained model's perplexity on any text (`eval.py text_file=...`)."""
+        return encode_ids(self.vocab, read_words(Path(path).expanduser()), str(path), NO_UNK_HINT)
+
     def prepare_data(self) -> None:
-        self.load_corpus()
+        if self.corpus is None:  # a corpus given (eval.py text_file=...) needs no files
+            self.load_corpus()
 
     def setup(self, stage: str | None = None) -> None:
         if self.corpus is None:
@@ -145,6 +153,15 @@ class TextCorpusDataModule(LMDataModule):
     def tokenize(self, text: str) -> list[str]:
         return document_words(text, self.hparams)
 
+    def encode_file(self, path: str | Path) -> Tensor:
+        """A file as documents (a document a non-empty line; a folder: a document a `.txt` file), tokenized as
+        this corpus's, `<eos>` after each; words outside `vocab` are `<unk>`."""
+        where = Path(path).expanduser()
+        if not where.exists():
+            raise DataFileError(f"{where} does not exist")
+        words = [w for doc in text_documents(where) for w in (*self.tokenize(doc), EOS)]
+        return encode_ids(self.vocab, words, str(path))
+
     def load_corpus(self) -> TokenCorpus:
         h = self.hparams
         return load_text_corpus(h.source, h.path, self.data_dir, self.cache_dir, self.tokenize,
@@ -174,3 +191,7 @@ class CharDataModule(LMDataModule):
         if not self.text_file.is_file():
             raise FileNotFoundError(f"data.text_file: {self.text_file} does not exist")
         return load_chars(self.text_file, self.split, self.on_unknown)
+
+    def encode_file(self, path: str | Path) -> Tensor:
+        """A file's characters; those outside `vocab` are U+FFFD (or an error, as the run's `on_unknown` says)."""
+        return encode_ids(self.vocab, list(read_text(Path(path).expanduser())), str(path))
