@@ -156,8 +156,11 @@ def test_eval_text_file_reads_any_text_as_the_run_read_its_corpus(synthetic_ptb,
     datamodule = instantiate(run.config.data)
     datamodule.vocab = run.vocab
     assert run.vocab.decode(datamodule.encode_file(other)[:6].tolist()) == ["w1", "w2", "w3", "<unk>", "<eos>", "w5"]
+    adapted = evaluated(f"text_file={other}", "adapt=dynamic")  # adapts over the file's text
+    assert adapted.keys() == {"test/ppl", "test/ppl_dynamic"} and adapted["test/ppl_dynamic"] != adapted["test/ppl"]
     (synthetic_ptb / "ptb.train.txt").rename(tmp_path / "moved.txt")  # a text file needs none of the run's files
-    on_other = evaluated(f"text_file={other}")
+    on_other = evaluated(f"text_file={other}", "batch_size=1")
+    assert on_other["test/ppl"] == pytest.approx(adapted["test/ppl"], rel=1e-5)  # both at batch 1
     assert on_other.keys() == {"test/loss", "test/ppl"} and 1 < on_other["test/ppl"] < len(run.vocab)  # < uniform
     with pytest.raises(FileNotFoundError, match="^data.train: .*ptb.train.txt does not exist"):
         evaluated()
