@@ -201,6 +201,8 @@ def test_generate_streams_and_repeats_under_a_seed(char_checkpoint):
                             r"'\ufffd'\)$"),
     (dict(unknown="skip"), r"^unknown must be one of \('error', 'unk'\), got 'skip'$"),
     (dict(sampling="beam"), "sampling must be one of"),
+    (dict(seed="abc"), r"^seed must be an integer in \[0, 4294967295\] or null, got 'abc'$"),  # a traceback before
+    (dict(print_prime="maybe"), r"^print_prime must be true or false, got 'maybe'$"),
 ])
 def test_generate_bad_input(char_checkpoint, kw, message):
     path, _ = char_checkpoint

@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rnnlab import CONF_DIR
-from rnnlab.checks import check_trainer
+from rnnlab.checks import check_run
 from tests.conftest import ROOT, compose_config
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -48,7 +48,7 @@ def test_every_preset_composes_and_instantiates(preset, tmp_path, monkeypatch):
             assert model.hparams[key] == expected, key
     assert f"{type(model.net).__module__}.{type(model.net).__name__}" == cfg.model.net._target_
     assert callable(model.hparams.optimizer)
-    check_trainer(cfg.trainer)  # every preset's loop settings pass the checks train.py makes
+    check_run(cfg)  # every preset's settings pass the checks train.py makes
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
 

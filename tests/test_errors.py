@@ -178,6 +178,22 @@ def test_loop_settings_lightning_takes_unchecked_are_one_line(tmp_path, capsys, 
     assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("seed=abc", "seed must be an integer in [0, 4294967295], got 'abc'"),  # before: int()'s message, no name
+    ("seed=-1", "seed must be an integer in [0, 4294967295], got -1"),  # before: NumPy's message
+    ("test=maybe", "test must be true or false, got 'maybe'"),  # before: taken as true
+    ("keep_freed_memory=maybe", "keep_freed_memory must be true or false, got 'maybe'"),
+    ("tags=abc", "tags must be a list, e.g. tags=[baseline,ptb], got 'abc'"),  # before: tags a, b and c
+    ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1 or null, got 1.5"),
+])
+def test_a_runs_own_settings_are_checked_before_any_file_is_written(tmp_path, override, message):
+    from rnnlab.train import train
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        train(compose_config(["task=sine", override], tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("lr", "cause"), [("abc", "'<=' not supported"), (-1.0, "Invalid learning rate: -1.0")])
 def test_an_optimizer_setting_of_the_wrong_type_or_range_is_named(lr, cause):
     import functools

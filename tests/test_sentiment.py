@@ -429,6 +429,7 @@ def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
     ({"threshold": 1.5}, "threshold must be in [0, 1], got 1.5"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
     ({"trajectory_points": 0}, "trajectory_points must be an integer >= 1 or null, got 0"),
+    ({"plot": "maybe"}, "plot must be true or false, got 'maybe'"),  # before: a plot
     ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ({"device": "cuda:0"}, "device=cuda:0, but PyTorch sees no CUDA device"),
 ])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+SEED_MAX = 2**32 - 1
 
 
 def is_int(value: object) -> bool:
@@ -16,6 +18,20 @@ def check_count(name: str, value: int | None, nullable: bool = False) -> None:
         return
     if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1{' or null' if nullable else ''}, got {value!r}")
+
+
+def check_switch(name: str, value: object) -> None:
+    """A yes/no setting: YAML's true or false (a typo such as `maybe` is not a yes)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def check_seed(name: str, value: object, nullable: bool = False) -> None:
+    """A seed: an int in NumPy's range [0, 2**32 - 1] (which seed_everything sets too), or None where `nullable`."""
+    if value is None and nullable:
+        return
+    if not is_int(value) or not 0 <= value <= SEED_MAX:
+        raise ValueError(f"{name} must be an integer in [0, {SEED_MAX}]{' or null' if nullable else ''}, got {value!r}")
 
 
 def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
@@ -45,3 +61,16 @@ def check_trainer(trainer: Mapping) -> None:
                                      or (isinstance(interval, float) and 0 < interval <= 1)):
         raise ValueError("trainer.val_check_interval must be an integer >= 1 (batches), a fraction in (0, 1] of an "
                          f"epoch or null, got {interval!r}")
+
+
+def check_run(cfg: Mapping) -> None:
+    """A run's own settings, before any file is written: `seed`, the switches `test` and `keep_freed_memory`, the
+    list `tags`, and the Trainer's (`check_trainer`)."""
+    check_seed("seed", cfg.get("seed"))
+    for key in ("test", "keep_freed_memory"):
+        if key in cfg:
+            check_switch(key, cfg[key])
+    tags = cfg.get("tags")
+    if tags is not None and (isinstance(tags, str) or not isinstance(tags, Sequence)):
+        raise ValueError(f"tags must be a list, e.g. tags=[baseline,ptb], got {tags!r}")
+    check_trainer(cfg.get("trainer") or {})

@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 from rnnlab import CONF_DIR
 from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, check_switch
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.data.corpus import TokenCorpus
 from rnnlab.files import write_metrics
@@ -30,6 +30,7 @@ SPLITS = ("test", "valid")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     set_threads(cfg.get("threads"))
+    check_switch("keep_freed_memory", cfg.get("keep_freed_memory", True))
     keep_freed_memory(cfg.get("keep_freed_memory", True))
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")

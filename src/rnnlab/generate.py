@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
+from rnnlab.checks import check_seed, check_switch
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.data.text import never_sampled
 from rnnlab.data.vocab import UnknownSymbolError
@@ -53,6 +54,8 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k)
     if cfg.num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
+    check_seed("seed", cfg.get("seed"), nullable=True)
+    check_switch("print_prime", cfg.get("print_prime", True))
     on_unknown = cfg.get("unknown", "error")
     if on_unknown not in UNKNOWN:
         raise ValueError(f"unknown must be one of {UNKNOWN}, got {on_unknown!r}")

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run, run_folder
-from rnnlab.checks import check_count, check_range
+from rnnlab.checks import check_count, check_range, check_switch
 from rnnlab.cli import one_line_errors, resolve_device, set_threads
 from rnnlab.files import atomic_write
 from rnnlab.onnx_export import OnnxModel, backend
@@ -51,6 +51,7 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     check_range("threshold", cfg.threshold, 0, 1)
     check_count("batch_size", cfg.batch_size)
     check_count("trajectory_points", cfg.get("trajectory_points"), nullable=True)
+    check_switch("plot", cfg.plot)
     given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")
