@@ -143,13 +143,24 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
     ("sentiment", "model.net.num_layers=0", "model.net.num_layers must be an integer >= 1, got 0"),
     ("sentiment", "model.net.embedding_dim=0", "model.net.embedding_dim must be an integer >= 1, got 0"),
     ("ptb", "model.net.embedding_dim=-3", "model.net.embedding_dim must be an integer >= 1 or null, got -3"),
+    ("sentiment", "data.folds=1", "data.folds must be an integer >= 2 or null, got 1"),  # a ZeroDivisionError
+    ("sentiment", "data.folds=10 data.fold=10", "data.fold must be in [0, 10), got 10"),
+    ("sentiment", "data.split=[0.5,0.5]", "data.split must be three non-negative fractions (train, valid, test) "
+                                          "summing to 1, got [0.5, 0.5]"),  # a KeyError
+    ("lm", "data.split=[0.5,0.6,-0.1]", "data.split must be three non-negative fractions (train, valid, test) "
+                                        "summing to 1, got [0.5, 0.6, -0.1]"),
+    ("sentiment", "data.lower=maybe", "data.lower must be true or false, got 'maybe'"),  # taken as true
+    ("lm", "data.reverse=1", "data.reverse must be true or false, got 1"),
+    ("sentiment", "data.max_size=0", "data.max_size must be an integer >= 1 or null, got 0"),  # every word <unk>
+    ("lm", "data.min_freq=0", "data.min_freq must be an integer >= 1, got 0"),
+    ("sentiment", "data.truncate_keep=middle", "data.truncate_keep must be 'start' or 'end', got 'middle'"),
 ])
 def test_counts_in_the_data_and_network_configs_are_one_line_when_built(tmp_path, capsys, task, override, message):
     from hydra.utils import instantiate
 
     from rnnlab.cli import one_line_errors
 
-    cfg = compose_config([f"task={task}", override], tmp_path)
+    cfg = compose_config([f"task={task}", *override.split()], tmp_path)
     with pytest.raises(SystemExit), one_line_errors("train.py"):
         instantiate(cfg.data) if override.startswith("data.") else instantiate(cfg.model.net, vocab_size=10)
     assert capsys.readouterr().err.strip() == f"train.py: error: {message}"

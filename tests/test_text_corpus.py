@@ -41,7 +41,7 @@ def test_documents_are_split_whole_each_exactly_once():
     assert sorted(parts["train"] + parts["valid"] + parts["test"]) == sorted(docs)
     assert parts == split_documents(docs, (0.8, 0.1, 0.1), seed=3)
     assert parts != split_documents(docs, (0.8, 0.1, 0.1), seed=4)
-    with pytest.raises(ValueError, match=r"three fractions summing to 1, got \[0.8, 0.1\]"):
+    with pytest.raises(ValueError, match=r"fractions \(train, valid, test\) summing to 1, got \[0.8, 0.1\]"):
         split_documents(docs, (0.8, 0.1), seed=0)
 
 

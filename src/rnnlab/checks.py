@@ -26,12 +26,38 @@ def check_switch(name: str, value: object) -> None:
         raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
+def check_switches(prefix: str, **switches: object) -> None:
+    """Several yes/no settings, named `prefix` + their keyword."""
+    for name, value in switches.items():
+        check_switch(f"{prefix}{name}", value)
+
+
 def check_seed(name: str, value: object, nullable: bool = False) -> None:
     """A seed: an int in NumPy's range [0, 2**32 - 1] (which seed_everything sets too), or None where `nullable`."""
     if value is None and nullable:
         return
     if not is_int(value) or not 0 <= value <= SEED_MAX:
         raise ValueError(f"{name} must be an integer in [0, {SEED_MAX}]{' or null' if nullable else ''}, got {value!r}")
+
+
+def check_fractions(name: str, fractions: object) -> None:
+    """Train / valid / test fractions: three numbers >= 0 summing to 1."""
+    values = list(fractions) if isinstance(fractions, Sequence) and not isinstance(fractions, str) else None
+    if (values is None or len(values) != 3 or not all(isinstance(f, (int, float)) and f >= 0 for f in values)
+            or abs(sum(values) - 1) > 1e-6):
+        shown = values if values is not None else fractions
+        raise ValueError(f"{name} must be three non-negative fractions (train, valid, test) summing to 1, "
+                         f"got {shown!r}")
+
+
+def check_folds(folds: object, fold: object) -> None:
+    """Cross-validation: `data.folds` null (one split) or an int >= 2, and `data.fold` (the test fold) one of them."""
+    if folds is None:
+        return
+    if not is_int(folds) or folds < 2:
+        raise ValueError(f"data.folds must be an integer >= 2 or null, got {folds!r}")
+    if not is_int(fold) or not 0 <= fold < folds:
+        raise ValueError(f"data.fold must be in [0, {folds}), got {fold!r}")
 
 
 def check_range(name: str, value: float, low: float, high: float | None = None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from torch import Tensor
 
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, check_fractions, check_switches
 from rnnlab.data.corpus import TokenCorpus, encode_ids, read_text
 from rnnlab.data.download import DataFileError
 from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
@@ -149,6 +149,11 @@ class TextCorpusDataModule(LMDataModule):
                  max_size: int | None = None, folds: int | None = None, fold: int = 0,
                  sentiment_split=(0.8, 0.1, 0.1), reverse: bool = False, **kwargs):
         super().__init__(**kwargs)
+        check_switches("data.", lower=lower, strip_html=strip_html, strip_punctuation=strip_punctuation,
+                       reverse=reverse)
+        check_count("data.min_freq", min_freq)
+        check_count("data.max_size", max_size, nullable=True)
+        check_fractions("data.split", split)
 
     def tokenize(self, text: str) -> list[str]:
         return document_words(text, self.hparams)

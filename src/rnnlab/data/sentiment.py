@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset
 
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, check_folds, check_fractions, check_switches
 from rnnlab.data.download import DataFileError, fetch_tree
 from rnnlab.data.loaders import ResumableLoader, process_rank
 from rnnlab.data.text import BucketBatchSampler, build_vocab, pad_batch, reading, tokenize
@@ -103,8 +103,7 @@ def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: in
 
 def fold_split(labels: Sequence[int], folds: int, fold: int, val_fraction: float, seed: int) -> list[list[int]]:
     """k-fold cross-validation: fold `fold` is the test set; `val_fraction` of the rest is validation."""
-    if not 0 <= fold < folds:
-        raise ValueError(f"data.fold must be in [0, {folds}), got {fold}")
+    check_folds(folds, fold)
     parts = stratified_split(labels, [1 / folds] * folds, seed)
     test = parts[fold]
     rest = sorted(i for k, p in enumerate(parts) if k != fold for i in p)
@@ -168,6 +167,14 @@ class SentimentDataModule(L.LightningDataModule):
                             ("chunk_batches", chunk_batches)):
             check_count(f"data.{name}", value)
         check_count("data.max_len", max_len, nullable=True)
+        check_count("data.min_freq", min_freq)
+        check_count("data.max_size", max_size, nullable=True)
+        check_fractions("data.split", split)
+        check_folds(folds, fold)
+        check_switches("data.", lower=lower, strip_html=strip_html, strip_punctuation=strip_punctuation,
+                       reverse=reverse)
+        if truncate_keep not in ("start", "end"):
+            raise ValueError(f"data.truncate_keep must be 'start' or 'end', got {truncate_keep!r}")
         self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.vocab: Vocabulary | None = None
         self.new_words: int | None = None  # with a given vocabulary: add the training words it lacks seen this often

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from rnnlab.checks import check_fractions
 from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, encode_ids, read_text
 from rnnlab.data.download import DataFileError, corpus_files, fetch
 from rnnlab.data.vocab import Vocabulary
@@ -15,8 +16,7 @@ SPLITS = ("train", "valid", "test")
 
 def split_text(text: str, fractions: Sequence[float]) -> dict[str, str]:
     """Contiguous train/valid/test parts of `text` by `fractions` (which must sum to 1)."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(fractions)}")
+    check_fractions("data.split", fractions)
     a = int(len(text) * fractions[0])
     b = a + int(len(text) * fractions[1])
     return dict(zip(SPLITS, (text[:a], text[a:b], text[b:])))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from rnnlab.checks import check_fractions
 from rnnlab.data.corpus import TokenCorpus, cache_key, cached_corpus, read_text
 from rnnlab.data.download import DataFileError, fetch_tree
 from rnnlab.data.sentiment import SentimentDataModule, read_acl_imdb
@@ -46,8 +47,7 @@ def text_documents(path: Path) -> list[str]:
 def split_documents(documents: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
     """Whole documents to train/valid/test in a seeded random order, by `fractions` (valid and test get at
     least one document each)."""
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"data.split must be three fractions summing to 1, got {list(fractions)}")
+    check_fractions("data.split", fractions)
     if len(documents) < 3:
         raise DataFileError(f"a corpus needs at least 3 documents (one per split), got {len(documents)}")
     order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
