@@ -125,6 +125,9 @@ def test_ar_and_tar_are_added_to_the_training_loss_only():
     assert task._step(batch, "val")[1] == 0
     with pytest.raises(ValueError, match="model.ar/model.tar need a network with `outputs\\(\\)`"):
         LanguageModel(nn.Linear(2, 2), ar=1.0)
+    for key in ("ar", "tar"):  # a negative penalty would reward large activations
+        with pytest.raises(ValueError, match=f"^model.{key} must be >= 0, got -1.0$"):
+            LanguageModel(net, **{key: -1.0})
 
 
 class Recorder(L.Callback):

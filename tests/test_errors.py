@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import time
+from typing import Optional
 
 import pytest
 import torch
@@ -154,6 +155,8 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
     ("sentiment", "data.max_size=0", "data.max_size must be an integer >= 1 or null, got 0"),  # every word <unk>
     ("lm", "data.min_freq=0", "data.min_freq must be an integer >= 1, got 0"),
     ("sentiment", "data.truncate_keep=middle", "data.truncate_keep must be 'start' or 'end', got 'middle'"),
+    ("sine", "data.noise_std=-1", "data.noise_std must be >= 0, got -1"),  # before: noise all the same
+    ("ptb", "model.net.init_scale=-1", "model.net: init_scale must be > 0 or null (PyTorch's own start), got -1"),
 ])
 def test_counts_in_the_data_and_network_configs_are_one_line_when_built(tmp_path, capsys, task, override, message):
     from hydra.utils import instantiate
@@ -196,13 +199,32 @@ def test_loop_settings_lightning_takes_unchecked_are_one_line(tmp_path, capsys, 
     ("keep_freed_memory=maybe", "keep_freed_memory must be true or false, got 'maybe'"),
     ("tags=abc", "tags must be a list, e.g. tags=[baseline,ptb], got 'abc'"),  # before: tags a, b and c
     ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1 or null, got 1.5"),
+    # every yes/no setting of every object the config builds, as its signature types it (before: taken as true)
+    ("data.vary_bptt=maybe", "data.vary_bptt must be true or false, got 'maybe'"),
+    ("model.net.tie_weights=1", "model.net.tie_weights must be true or false, got 1"),
+    ("model.compile=yes", "model.compile must be true or false, got 'yes'"),
+    ("trainer.enable_progress_bar=off", "trainer.enable_progress_bar must be true or false or null, got 'off'"),
+    ("callbacks.model_checkpoint.enable_version_counter=no", "callbacks.model_checkpoint.enable_version_counter must "
+                                                             "be true or false, got 'no'"),
 ])
 def test_a_runs_own_settings_are_checked_before_any_file_is_written(tmp_path, override, message):
     from rnnlab.train import train
 
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        train(compose_config(["task=sine", override], tmp_path))
+        train(compose_config(["task=ptb", *TINY_TRAINER, override], tmp_path))
     assert not (tmp_path / "run").exists()
+
+
+def test_switch_parameters_are_the_ones_typed_bool_through_kwargs():
+    from rnnlab.checks import switch_parameters
+
+    assert switch_parameters("rnnlab.data.lm_datamodule.CharDataModule") == {"download": False, "vary_bptt": False}
+    assert switch_parameters("tests.test_errors.typed") == {"a": False, "b": True, "c": True}
+    assert switch_parameters("no.such.module.Thing") == {}
+
+
+def typed(a: bool, b: bool | None, c: Optional[bool], d: int, e: bool | int, f=True):  # noqa: UP045
+    """For the test above: a, b and c are switches; d, e and f are not."""
 
 
 @pytest.mark.parametrize(("lr", "cause"), [("abc", "'<=' not supported"), (-1.0, "Invalid learning rate: -1.0")])

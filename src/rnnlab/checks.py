@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from collections.abc import Mapping, Sequence
+
+from hydra.utils import get_object
+from omegaconf import OmegaConf
 
 SEED_MAX = 2**32 - 1
 
@@ -100,3 +106,52 @@ def check_run(cfg: Mapping) -> None:
     if tags is not None and (isinstance(tags, str) or not isinstance(tags, Sequence)):
         raise ValueError(f"tags must be a list, e.g. tags=[baseline,ptb], got {tags!r}")
     check_trainer(cfg.get("trainer") or {})
+    check_switch_settings(cfg)
+
+
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword parameters `cls(...)` takes, through the `**kwargs` its `__init__` hands to a base class."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            try:
+                params = inspect.signature(klass.__init__, eval_str=True).parameters.values()
+            except (NameError, TypeError, ValueError):  # annotations that do not resolve here
+                params = inspect.signature(klass.__init__).parameters.values()
+            found |= {p.name: p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
+    return found
+
+
+def switch_parameters(target: str) -> dict[str, bool]:
+    """The parameters of `target` (a class or function path) typed `bool` or `bool | None`: name -> nullable."""
+    try:
+        obj = get_object(target)
+        params = init_parameters(obj) if isinstance(obj, type) else inspect.signature(obj, eval_str=True).parameters
+    except Exception:  # not importable here, or no signature: nothing to check
+        return {}
+    switches = {}
+    for name, param in params.items():
+        union = typing.get_origin(param.annotation) in (typing.Union, types.UnionType)
+        kinds = set(typing.get_args(param.annotation)) if union else {param.annotation}
+        if kinds in ({bool}, {bool, type(None)}):
+            switches[name] = type(None) in kinds
+    return switches
+
+
+def check_switch_settings(cfg: Mapping, where: str = "") -> None:
+    """Every yes/no setting of every object the config instantiates (`_target_`), as its signature types it: a
+    typo such as `model.net.tie_weights=maybe` would otherwise count as true."""
+    node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    if isinstance(node, Mapping):
+        switches = switch_parameters(str(node["_target_"])) if "_target_" in node else {}
+        for name, nullable in switches.items():
+            value = node.get(name, False)
+            if not (isinstance(value, bool) or (nullable and value is None)):
+                raise ValueError(f"{where}{name} must be true or false{' or null' if nullable else ''}, got {value!r}")
+        for key, value in node.items():
+            check_switch_settings(value, f"{where}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_switch_settings(value, f"{where}{i}.")

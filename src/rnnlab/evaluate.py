@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -16,7 +15,7 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 from rnnlab import CONF_DIR
 from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
-from rnnlab.checks import check_count, check_switch
+from rnnlab.checks import check_count, check_switch, init_parameters
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.data.corpus import TokenCorpus
 from rnnlab.files import write_metrics
@@ -69,18 +68,6 @@ def use_text_file(datamodule, path: str, split: str, keep_corpus: bool, where: s
         datamodule.corpus.splits[split] = tokens
     else:
         datamodule.corpus = TokenCorpus(datamodule.vocab, {split: tokens})
-
-
-def init_parameters(cls: type) -> set[str]:
-    """The keyword arguments `cls(...)` takes, through the `**kwargs` its `__init__` hands to a base class."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            params = inspect.signature(klass.__init__).parameters.values()
-            names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-            if not any(p.kind == p.VAR_KEYWORD for p in params):
-                break
-    return names
 
 
 def data_overrides(cfg: DictConfig, run: TrainedRun) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, TensorDataset
 
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, check_range
 from rnnlab.data.loaders import ResumableLoader, process_rank
 from rnnlab.data.series import make_windows, read_series, sine_series, split_windows
 
@@ -23,6 +23,7 @@ class SineDataModule(L.LightningDataModule):
         super().__init__()
         for name, value in (("seq_len", seq_len), ("horizon", horizon), ("batch_size", batch_size)):
             check_count(f"data.{name}", value)
+        check_range("data.noise_std", noise_std, 0)
         self.save_hyperparameters(logger=False)  # the loggers get the whole run config (train.build)
         self.series: np.ndarray | None = None
 

@@ -82,6 +82,8 @@ class RNNLM(nn.Module):
         if word_dropout and embedding_dim is None:
             raise ValueError("word_dropout needs an embedding (embedding_dim), not one-hot inputs")
         check_count("model.net.embedding_dim", embedding_dim, nullable=True)
+        if init_scale is not None and not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0 or null (PyTorch's own start), got {init_scale}")
         self.vocab_size = vocab_size
         self.encoder = OneHot(vocab_size) if embedding_dim is None else nn.Embedding(vocab_size, embedding_dim)
         input_size = self.encoder.embedding_dim

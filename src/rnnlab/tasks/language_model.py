@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from rnnlab.checks import check_range
 from rnnlab.losses import cross_entropy
 from rnnlab.models.lm import RNNLM, AdaptiveSoftmax
 from rnnlab.models.recurrent import detach_state, move_state
@@ -63,6 +64,8 @@ class LanguageModel(L.LightningModule):
         super().__init__()
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"model.loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+        check_range("model.ar", ar, 0)
+        check_range("model.tar", tar, 0)
         if (ar or tar) and not hasattr(net, "outputs"):
             raise ValueError(f"model.ar/model.tar need a network with `outputs()`; {type(net).__name__} has none")
         self.save_hyperparameters(logger=False, ignore=["net"])
