@@ -395,3 +395,25 @@ def test_ptb_runs_log_text_samples_and_perplexity_per_step(synthetic_ptb, tmp_pa
     losses = {e.step: e.value for e in events.Scalars("train/loss")}
     for event in events.Scalars("train/ppl"):
         assert event.value == pytest.approx(math.exp(losses[event.step]), rel=1e-5)
+
+
+def test_early_stopping_is_off_until_patience_is_set_then_stops_after_that_many_validations(tmp_path, capsys):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from rnnlab.cli import one_line_errors
+
+    base = ["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false", *TINY_TRAINER, "trainer.max_epochs=6",
+            "test=false"]
+    _, _, trainer = build(compose_config(base, tmp_path / "default"))
+    assert not any(isinstance(c, EarlyStopping) for c in trainer.callbacks)
+    # the first validation sets the best; no later one improves on it by 1000, so two more end the run
+    train(compose_config([*base, "callbacks.early_stopping.patience=2", "callbacks.early_stopping.min_delta=1000"],
+                         tmp_path))
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    stopper = next(v for k, v in state["callbacks"].items() if k.startswith("EarlyStopping"))
+    assert stopper["stopped_epoch"] == 2 and stopper["wait_count"] == 2 and "val/mse" in next(
+        k for k in state["callbacks"] if k.startswith("EarlyStopping"))
+    with pytest.raises(SystemExit), one_line_errors("train.py"):
+        build(compose_config([*base, "callbacks.early_stopping.patience=0"], tmp_path / "zero"))
+    assert capsys.readouterr().err.strip() == ("train.py: error: callbacks.early_stopping: patience must be an integer "
+                                               ">= 1, got 0")

@@ -13,12 +13,13 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
-from lightning.pytorch.callbacks import Checkpoint, ProgressBar, ThroughputMonitor, WeightAveraging
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar, ThroughputMonitor, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rnnlab.checkpoint import non_finite
+from rnnlab.checks import check_count
 from rnnlab.data.text import never_sampled
 from rnnlab.plotting import pyplot
 from rnnlab.sampling import default_prime, from_symbols, reads_backward, sample, to_symbols
@@ -384,3 +385,12 @@ class NTASGD(WeightAveraging):
         super().load_state_dict(state_dict)
         self.triggered, self.triggered_at = state_dict["triggered"], state_dict["triggered_at"]
         self.history = list(state_dict["history"])
+
+
+def early_stopping(patience: int | None = None, **kwargs: Any) -> EarlyStopping | None:
+    """Lightning's `EarlyStopping` (`kwargs`: its monitor, mode, min_delta, ...) once `patience`, the validations
+    without improvement it waits, is set; None, no callback, while it is null."""
+    if patience is None:
+        return None
+    check_count("patience", patience)
+    return EarlyStopping(patience=patience, **kwargs)

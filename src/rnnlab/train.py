@@ -48,8 +48,9 @@ class TrainingStopped(SystemExit):
 
 
 def instantiate_all(group: DictConfig | None) -> list:
-    """One object per entry of a config group such as `callbacks` or `logger`."""
-    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+    """One object per entry of a config group such as `callbacks` or `logger` (a factory may return None: off)."""
+    built = [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+    return [obj for obj in built if obj is not None]
 
 
 @rank_zero_only
