@@ -145,8 +145,17 @@ def test_debug_modes_compose(mode, tmp_path):
     cfg = compose_config([f"debug={mode}"], tmp_path)
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.detect_anomaly and not cfg.get("logger")
     expected = {"fdr": ("fast_dev_run", True), "overfit": ("overfit_batches", 3), "limit": ("limit_train_batches", 10),
-                "profiler": ("profiler", "simple"), "default": ("max_epochs", 1)}[mode]
+                "profiler": ("limit_train_batches", 50), "default": ("max_epochs", 1)}[mode]
     assert cfg.trainer[expected[0]] == expected[1]
+
+
+def test_debug_profiler_writes_its_tables_into_the_run_folder(tmp_path):
+    from rnnlab.train import train
+
+    train(compose_config(["task=sine", "debug=profiler", "model.net.hidden_sizes=[8]", "model.plot=false"], tmp_path))
+    fit, test = ((tmp_path / "run" / f"{stage}-profile.txt").read_text() for stage in ("fit", "test"))
+    assert fit.startswith("FIT Profiler Report") and "run_training_batch" in fit
+    assert test.startswith("TEST Profiler Report") and "SingleDeviceStrategy.test_step" in test
 
 
 @pytest.mark.parametrize("name", ["rnnlm", "rnn_classifier", "series_regressor"])
