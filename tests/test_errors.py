@@ -448,3 +448,17 @@ def test_lightning_reads_any_weights_only_checkpoint_and_rnnlab_needs_its_own_en
     assert AtomicCheckpointIO().load_checkpoint(path)["epoch"] == 3  # e.g. a checkpoint of another Lightning run
     with pytest.raises(CheckpointError, match="no 'rnnlab' entry with the run's config"):
         read_checkpoint(path)
+
+
+def test_a_gpu_trainer_without_a_cuda_device_is_one_line_before_anything_is_built(tmp_path, monkeypatch):
+    from rnnlab.evaluate import evaluate
+    from rnnlab.train import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
+    message = (f"^trainer.accelerator=gpu, but this PyTorch \\({re.escape(torch.__version__)}\\) sees no CUDA device; "
+               r"use trainer=cpu \(or trainer=ddp trainer.accelerator=cpu\)$")
+    with pytest.raises(ValueError, match=message):  # before: Lightning's "No supported gpu backend found!"
+        train(compose_config(["task=sine", "trainer=gpu"], tmp_path))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=message):
+        evaluate(compose_config(["ckpt_path=any.ckpt", "trainer=gpu"], tmp_path, "eval"))

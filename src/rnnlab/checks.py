@@ -155,3 +155,14 @@ def check_switch_settings(cfg: Mapping, where: str = "") -> None:
     elif isinstance(node, list):
         for i, value in enumerate(node):
             check_switch_settings(value, f"{where}{i}.")
+
+
+def check_accelerator(trainer: Mapping) -> None:
+    """`trainer.accelerator` gpu / cuda on a machine whose PyTorch sees no CUDA device: one line saying so (Lightning
+    says "No supported gpu backend found!")."""
+    import torch
+
+    accelerator = str(trainer.get("accelerator") or "")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.accelerator={accelerator}, but this PyTorch ({torch.__version__}) sees no CUDA "
+                         "device; use trainer=cpu (or trainer=ddp trainer.accelerator=cpu)")

@@ -15,7 +15,7 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 from rnnlab import CONF_DIR
 from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
-from rnnlab.checks import check_count, check_switch, init_parameters
+from rnnlab.checks import check_accelerator, check_count, check_switch, init_parameters
 from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.data.corpus import TokenCorpus
 from rnnlab.files import write_metrics
@@ -29,6 +29,7 @@ SPLITS = ("test", "valid")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     set_threads(cfg.get("threads"))
+    check_accelerator(cfg.trainer)
     check_switch("keep_freed_memory", cfg.get("keep_freed_memory", True))
     keep_freed_memory(cfg.get("keep_freed_memory", True))
     if cfg.split not in SPLITS:

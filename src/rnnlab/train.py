@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rnnlab import CONF_DIR
 from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
 from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint, run_folder
-from rnnlab.checks import check_run, check_trainer
+from rnnlab.checks import check_accelerator, check_run, check_trainer
 from rnnlab.cli import (
     keep_freed_memory,
     log_to_files,
@@ -234,6 +234,7 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured task in its own run folder; returns the final metrics."""
     check_run(cfg)
+    check_accelerator(cfg.trainer)
     set_threads(cfg.get("threads"))
     keep_freed_memory(cfg.get("keep_freed_memory", True))
     silence_known_warnings()
