@@ -167,6 +167,8 @@ def test_eval_text_file_reads_any_text_as_the_run_read_its_corpus(synthetic_ptb,
     with pytest.raises(ValueError, match=r"^text_file: m.ckpt is not a language model \(SineDataModule\); text_file "
                                          r"gives a language model's perplexity on a text$"):
         use_text_file(SineDataModule(), str(other), "test", keep_corpus=False, where="m.ckpt")
+    with pytest.raises(ValueError, match="^text_file is a language model's perplexity on a text; ensemble averages"):
+        evaluated(f"text_file={other}", f"ensemble=[{ckpt}]")
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint", "plain-torch"])

@@ -7,6 +7,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 
+import torch
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
@@ -160,8 +161,6 @@ def check_switch_settings(cfg: Mapping, where: str = "") -> None:
 def check_accelerator(trainer: Mapping) -> None:
     """`trainer.accelerator` gpu / cuda on a machine whose PyTorch sees no CUDA device: one line saying so (Lightning
     says "No supported gpu backend found!")."""
-    import torch
-
     accelerator = str(trainer.get("accelerator") or "")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.accelerator={accelerator}, but this PyTorch ({torch.__version__}) sees no CUDA "

@@ -41,6 +41,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run = load_run(cfg.ckpt_path)
     overrides = data_overrides(cfg, run)
     if cfg.get("ensemble"):
+        if cfg.get("text_file"):
+            raise ValueError("text_file is a language model's perplexity on a text; ensemble averages sentiment "
+                             "classifiers: not both")
         return evaluate_ensemble(cfg, run, overrides)
     datamodule = instantiate(run.config.data, **overrides)
     datamodule.vocab = run.vocab
