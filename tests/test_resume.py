@@ -238,7 +238,11 @@ def test_a_refused_resume_leaves_the_run_config_and_a_resumed_one_keeps_the_earl
         expected = f"train.py: error: {message}; resume with the run's own overrides ({overrides}): {their_overrides}"
         assert result.stderr.strip().splitlines()[-1] == expected
         assert {p.name: p.read_text() for p in hydra_dir.iterdir()} == before
-    assert run("task=sine", "model.plot=false", "trainer.max_epochs=2", "ckpt_path=last").returncode == 0
+    resumed = run("task=sine", "model.plot=false", "trainer.max_epochs=2", "model.net.cell=lstm", "ckpt_path=last")
+    assert resumed.returncode == 0
+    # told which settings differ from the run's own, a forgotten override among them
+    assert (f"{out} holds a run made with other settings (its files are kept as .hydra/*.1.yaml): trainer.max_epochs: "
+            "1 there, 2 here\n") in resumed.stdout + resumed.stderr
     assert (hydra_dir / "config.1.yaml").read_text() == before["config.yaml"]
     assert (hydra_dir / "overrides.1.yaml").read_text() == before["overrides.yaml"]
     resumed = OmegaConf.load(hydra_dir / "config.yaml")

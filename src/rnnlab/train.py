@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -71,6 +72,10 @@ def save_config(cfg: DictConfig) -> int | None:
     earlier, n = folder / "config.yaml", None
     if earlier.is_file() and earlier.read_text() != files["config.yaml"]:
         n = next(k for k in itertools.count(1) if not (folder / f"config.{k}.yaml").exists())
+        changed = differences(OmegaConf.to_container(OmegaConf.load(earlier)), OmegaConf.to_container(saved))
+        more = f"; and {len(changed) - 8} more" if len(changed) > 8 else ""
+        log.warning("%s holds a run made with other settings (its files are kept as .hydra/*.%d.yaml): %s%s",
+                    folder.parent, n, "; ".join(changed[:8]), more)
         for name in HYDRA_FILES:
             if (folder / name).is_file():
                 (folder / name).replace(folder / f"{Path(name).stem}.{n}.yaml")
@@ -155,12 +160,22 @@ def check_resumable(checkpoint: dict, cfg: DictConfig, ckpt_path: str) -> None:
 def raise_misfit(ckpt_path: str, saved: dict, cfg: DictConfig, fallback: str) -> NoReturn:
     """A one-line error for a checkpoint whose weights do not fit this config's network: the `model.net`
     settings that differ (else `fallback`, e.g. the first parameter whose shape differs), and the run's overrides."""
-    theirs = saved.get("model", {}).get("net", {})
-    ours = OmegaConf.to_container(cfg.model.net, resolve=True)
-    differences = [f"model.net.{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here"
-                   for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    changed = differences(saved.get("model", {}).get("net", {}), OmegaConf.to_container(cfg.model.net, resolve=True),
+                          "model.net.")
     raise RunDirectoryError(f"ckpt_path: the weights of {ckpt_path} do not fit this run's network "
-                            f"({'; '.join(differences) or fallback}); {run_overrides(ckpt_path)}")
+                            f"({'; '.join(changed) or fallback}); {run_overrides(ckpt_path)}")
+
+
+def differences(theirs: Mapping, ours: Mapping, prefix: str = "") -> list[str]:
+    """`key: theirs there, ours here` for every setting (nested keys joined by dots) whose values differ."""
+    changed = []
+    for key in sorted(set(theirs) | set(ours), key=str):
+        a, b = theirs.get(key), ours.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}: {a!r} there, {b!r} here")
+    return changed
 
 
 def tag(logger, tags: list[str]) -> None:
