@@ -184,6 +184,8 @@ class CharDataModule(LMDataModule):
 
     def __init__(self, text_file: str | None = None, split=(0.9, 0.05, 0.05), on_unknown: str = "unk", **kwargs):
         super().__init__(**kwargs)
+        if on_unknown not in ("unk", "error"):
+            raise ValueError(f"data.on_unknown must be 'unk' or 'error', got {on_unknown!r}")
         self.text_file = Path(text_file).expanduser() if text_file else None
         self.split = tuple(split)
         self.on_unknown = on_unknown
