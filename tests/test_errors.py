@@ -238,6 +238,22 @@ def test_an_optimizer_setting_of_the_wrong_type_or_range_is_named(lr, cause):
         configure_optimizers(torch.nn.Linear(2, 2), functools.partial(torch.optim.Adam, lr=lr))
 
 
+@pytest.mark.parametrize(("scheduler", "message"), [
+    (("CosineAnnealingLR", {"T_max": 0}), r"^model\.scheduler\.T_max \(epochs; trainer\.max_epochs by default\) must "
+                                          r"be an integer >= 1, got 0$"),  # before: ZeroDivisionError at a step
+    (("StepLR", {"size": 2}), r"^model\.scheduler: .*unexpected keyword argument 'size'"),
+])
+def test_a_scheduler_setting_of_the_wrong_type_or_range_is_named(scheduler, message):
+    import functools
+
+    from rnnlab.optim import configure_optimizers
+
+    name, kwargs = scheduler
+    with pytest.raises(ValueError, match=message):
+        configure_optimizers(torch.nn.Linear(2, 2), functools.partial(torch.optim.Adam, lr=0.1),
+                             functools.partial(getattr(torch.optim.lr_scheduler, name), **kwargs))
+
+
 def lm_files(tmp_path, train_text: str, valid_text: str = "w1 w2\n"):
     files = {"train": tmp_path / "train.txt", "valid": tmp_path / "valid.txt", "test": tmp_path / "test.txt"}
     files["train"].write_text(train_text)

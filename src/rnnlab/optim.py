@@ -2,6 +2,8 @@
 
 import torch
 
+from rnnlab.checks import check_count
+
 
 class KeepThenDecay:
     """LambdaLR factor: 1 for the first `keep_epochs` epochs, then x`decay` each epoch.
@@ -37,4 +39,10 @@ def configure_optimizers(module, optimizer=None, scheduler=None, default_lr: flo
         one_cycle = scheduler(optimizer=optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
                               total_steps=int(module.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer=optimizer), "interval": "epoch"}}
+    try:
+        made = scheduler(optimizer=optimizer)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model.scheduler: {e}") from e
+    if isinstance(made, torch.optim.lr_scheduler.CosineAnnealingLR):  # T_max 0 divides by zero at the first step
+        check_count("model.scheduler.T_max (epochs; trainer.max_epochs by default)", made.T_max)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": made, "interval": "epoch"}}
