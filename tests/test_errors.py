@@ -157,6 +157,9 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
     ("sentiment", "data.truncate_keep=middle", "data.truncate_keep must be 'start' or 'end', got 'middle'"),
     ("sine", "data.noise_std=-1", "data.noise_std must be >= 0, got -1"),  # before: noise all the same
     ("charrnn", "data.on_unknown=skip", "data.on_unknown must be 'unk' or 'error', got 'skip'"),
+    ("ptb", "model.net.hidden_sizes=8",
+     "model.net: hidden_sizes must be a list of layer sizes, e.g. [200, 200], got 8"),
+    ("ptb", "model.net.hidden_sizes=[8,0]", "model.net: hidden_sizes[1] must be an integer >= 1, got 0"),
     ("ptb", "model.net.init_scale=-1", "model.net: init_scale must be > 0 or null (PyTorch's own start), got -1"),
 ])
 def test_counts_in_the_data_and_network_configs_are_one_line_when_built(tmp_path, capsys, task, override, message):

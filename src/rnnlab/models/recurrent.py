@@ -9,6 +9,7 @@ from itertools import groupby
 import torch
 from torch import Tensor, nn
 
+from rnnlab.checks import check_count
 from rnnlab.models.cells import cell_kind, recurrent_layer
 from rnnlab.models.regularization import LockedDropout, weight_dropped
 
@@ -53,8 +54,12 @@ class RecurrentStack(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_sizes: Sequence[int], dropout: float = 0.0,
                  locked: bool = False, weight_drop: float = 0.0):
         super().__init__()
+        if not isinstance(hidden_sizes, Sequence) or isinstance(hidden_sizes, str):
+            raise ValueError(f"hidden_sizes must be a list of layer sizes, e.g. [200, 200], got {hidden_sizes!r}")
         if not hidden_sizes:
             raise ValueError("hidden_sizes must name at least one layer")
+        for i, size in enumerate(hidden_sizes):
+            check_count(f"hidden_sizes[{i}]", size)
         if not 0.0 <= weight_drop < 1.0:
             raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
         self.cell = cell
