@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,7 @@ def onnx_stepper(model: OnnxModel):
     return step
 
 
-def data_source(data) -> str:
+def data_source(data: Mapping) -> str:
     """Where a run's data config read its texts or series from, for the model card."""
     files = [data.get(key) for key in ("train", "valid", "test")]
     if all(files):  # data=text_files
