@@ -523,12 +523,22 @@ def test_default_embeddings_are_pretrained_on_first_use_and_loaded_by_word(tmp_p
     assert torch.equal(run.model.net.embedding.weight, ckpt["state_dict"]["net.embedding.weight"])
 
 
-def test_the_plot_goes_to_the_checkpoints_run_folder_by_default(mr_checkpoint):
+def test_the_plot_goes_to_the_checkpoints_run_folder_by_default_one_file_per_text(mr_checkpoint):
+    import hashlib
+    from pathlib import Path
+
     path, _ = mr_checkpoint
-    err = io.StringIO()
-    predict(pcfg(path, text="a fine film", plot=True, plot_path=None), io.StringIO(), err)
-    expected = path.parent.parent / "prediction.png"
-    assert expected.stat().st_size > 5000 and f"saved {expected}" in err.getvalue()
+    saved = []
+    for text in ("a fine film", "A fine film!", "a fine film", "Ünïcode only: ???"):
+        err = io.StringIO()
+        predict(pcfg(path, text=text, plot=True, plot_path=None), io.StringIO(), err)
+        saved.append(Path(err.getvalue().split("saved ")[-1].strip()))
+        assert saved[-1].stat().st_size > 5000
+    folder = path.parent.parent / "predictions"
+    assert saved[0] == folder / f"a-fine-film-{hashlib.sha256(b'a fine film').hexdigest()[:8]}.png"
+    assert saved[1].name.startswith("a-fine-film-") and saved[1] != saved[0]  # another text keeps its own plot
+    assert saved[2] == saved[0]  # the same text: the same file
+    assert saved[3].parent == folder and saved[3].name.startswith("ünïcode-only-")
 
 
 @pytest.mark.parametrize("cell", ["lstm", "naive_gru"])

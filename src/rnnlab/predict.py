@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -40,10 +42,13 @@ def plot_trajectory(pred: Prediction, path: Path) -> Path:
 
 
 def plot_path(cfg: DictConfig) -> Path:
-    """`plot_path`, else `prediction.png` in the checkpoint's run folder (`<run>/checkpoints/x.ckpt` -> `<run>/`)."""
+    """`plot_path`, else one file per text in the checkpoint's run folder (`<run>/checkpoints/x.ckpt` ->
+    `<run>/predictions/<its first words>-<hash of the text>.png`): another text never replaces a plot."""
     if cfg.get("plot_path"):
         return Path(cfg.plot_path).expanduser()
-    return run_folder(cfg.ckpt_path) / "prediction.png"
+    text = str(cfg.text)
+    words = "-".join(re.findall(r"[^\W_]+", text.lower())[:6])[:60] or "text"
+    return run_folder(cfg.ckpt_path) / "predictions" / f"{words}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.png"
 
 
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
