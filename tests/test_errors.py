@@ -146,6 +146,7 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
     ("ptb", "model.net.embedding_dim=-3", "model.net.embedding_dim must be an integer >= 1 or null, got -3"),
     ("sentiment", "data.folds=1", "data.folds must be an integer >= 2 or null, got 1"),  # a ZeroDivisionError
     ("sentiment", "data.folds=10 data.fold=10", "data.fold must be in [0, 10), got 10"),
+    ("sentiment", "data.fold=3", "data.fold=3 needs data.folds, the number of folds (e.g. data.folds=10)"),
     ("sentiment", "data.split=[0.5,0.5]", "data.split must be three non-negative fractions (train, valid, test) "
                                           "summing to 1, got [0.5, 0.5]"),  # a KeyError
     ("lm", "data.split=[0.5,0.6,-0.1]", "data.split must be three non-negative fractions (train, valid, test) "

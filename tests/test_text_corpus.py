@@ -74,9 +74,10 @@ def test_mr_text_reads_the_classifiers_training_and_validation_sentences_never_i
     (folder / "rt-polarity.pos").write_text("".join(f"a fine film p{i}\n" for i in range(30)))
     (folder / "rt-polarity.neg").write_text("".join(f"a dull film n{i}\n" for i in range(30)))
     where = {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache"), "download": False, "seed": 7}
-    classifier = SentimentDataModule("mr", split=(0.6, 0.2, 0.2), folds=folds, fold=2, **where).read_splits()
+    fold = 2 if folds else 0  # a fold without folds is refused
+    classifier = SentimentDataModule("mr", split=(0.6, 0.2, 0.2), folds=folds, fold=fold, **where).read_splits()
     dm = TextCorpusDataModule(source="mr", split=(0.8, 0.1, 0.1), sentiment_split=(0.6, 0.2, 0.2), folds=folds,
-                              fold=2, **where)
+                              fold=fold, **where)
     every_word = [f"{w}{i}" for w in "pn" for i in range(30)] + ["a", "fine", "dull", "film"] + [EOS]
     dm.vocab = build_vocab([every_word])  # a vocabulary given (as from a checkpoint) that could decode any sentence
     dm.setup()

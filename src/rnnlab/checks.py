@@ -60,6 +60,8 @@ def check_fractions(name: str, fractions: object) -> None:
 def check_folds(folds: object, fold: object) -> None:
     """Cross-validation: `data.folds` null (one split) or an int >= 2, and `data.fold` (the test fold) one of them."""
     if folds is None:
+        if fold not in (0, None):
+            raise ValueError(f"data.fold={fold!r} needs data.folds, the number of folds (e.g. data.folds=10)")
         return
     if not is_int(folds) or folds < 2:
         raise ValueError(f"data.folds must be an integer >= 2 or null, got {folds!r}")
