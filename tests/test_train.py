@@ -171,6 +171,22 @@ def test_eval_text_file_reads_any_text_as_the_run_read_its_corpus(synthetic_ptb,
         evaluated(f"text_file={other}", f"ensemble=[{ckpt}]")
 
 
+def test_generate_names_the_lower_case_form_of_a_capitalized_prime_word(synthetic_ptb, tmp_path):
+    import io
+
+    from rnnlab.data.vocab import UnknownSymbolError
+    from rnnlab.generate import generate
+
+    train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
+    settings = dict(ckpt_path=str(tmp_path / "run" / "checkpoints" / "last.ckpt"), prime="W1 w2 Zz", unknown="error",
+                    length=5, temperature=1.0, sampling="multinomial", top_k=None, num_samples=1, seed=0,
+                    device="cpu", print_prime=True)
+    with pytest.raises(UnknownSymbolError, match=r"^prime: 2 symbol\(s\) not in the vocabulary: 'W1', 'Zz' \(the "
+                                                 r"vocabulary has 'w1' in lower case; unknown=unk reads them as "
+                                                 r"'<unk>'\)$"):
+        generate(OmegaConf.create(settings), io.StringIO())
+
+
 @pytest.mark.parametrize("content", [None, b"not a checkpoint", "plain-torch"])
 def test_eval_script_bad_checkpoint_is_one_line(tmp_path, content):
     path = tmp_path / "model.ckpt"

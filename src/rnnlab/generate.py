@@ -74,8 +74,11 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
         raise ValueError(f"prime has no symbols{read}; give some text or leave it unset (null)")
     unknown = run.vocab.unknown(prime)
     if unknown and (on_unknown == "error" or run.vocab.unk is None):
-        hint = f" (unknown=unk reads them as {run.vocab.unk!r})" if run.vocab.unk is not None else ""
-        raise UnknownSymbolError(unknown, where="prime", hint=hint)
+        hints = [f"unknown=unk reads them as {run.vocab.unk!r}"] if run.vocab.unk is not None else []
+        lowered = [w.lower() for w in unknown if w.lower() != w and w.lower() in run.vocab]  # PTB is lower-case
+        if lowered:
+            hints.insert(0, f"the vocabulary has {', '.join(map(repr, lowered[:5]))} in lower case")
+        raise UnknownSymbolError(unknown, where="prime", hint=f" ({'; '.join(hints)})" if hints else "")
     if unknown:
         prime = [s if s in run.vocab else run.vocab.unk for s in prime]
     stream = cfg.num_samples == 1 and not backward  # a backward LM writes what comes before: shown once done
