@@ -483,3 +483,22 @@ def test_a_gpu_trainer_without_a_cuda_device_is_one_line_before_anything_is_buil
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match=message):
         evaluate(compose_config(["ckpt_path=any.ckpt", "trainer=gpu"], tmp_path, "eval"))
+
+
+def test_a_write_error_with_its_own_cause_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    """The free-space guess is for errors without an errno (torch.save's); /proc, say, has no free space and refuses
+    files with ENOENT, which is the cause to name."""
+    import collections
+    import errno
+
+    from rnnlab import files
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: usage(0, 0, 0))
+    assert files.write_failure(OSError(errno.ENOENT, "No such file or directory"), tmp_path) == \
+        "No such file or directory"
+    assert files.write_failure(OSError(errno.ENOSPC, "No space left on device"), tmp_path) == \
+        "no space left on the device"
+    assert files.write_failure(RuntimeError("unexpected pos 64 vs 0"), tmp_path) == "no space left on the device"
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: usage(100 << 30, 0, 100 << 30))
+    assert files.write_failure(RuntimeError("unexpected pos 64 vs 0"), tmp_path) == "unexpected pos 64 vs 0"

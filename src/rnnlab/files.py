@@ -41,12 +41,13 @@ READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)  # what a write into
 
 
 def write_failure(e: BaseException, folder: Path | None = None) -> str:
-    """Why a write failed, in words: from its errno, or (given the `folder`) from the free space left there."""
+    """Why a write failed, in words: from its errno, or, for an error without one (torch.save's), from the free
+    space left in `folder` when it is given."""
     code = getattr(e, "errno", None)
     if code in READ_ONLY_ERRNOS:
         return "the folder is read-only"
     try:
-        low = folder is not None and shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+        low = code is None and folder is not None and shutil.disk_usage(folder).free < LOW_SPACE_BYTES
     except OSError:
         low = False
     if code == errno.ENOSPC or low:
