@@ -502,3 +502,12 @@ def test_a_write_error_with_its_own_cause_is_not_called_a_full_disk(tmp_path, mo
     assert files.write_failure(RuntimeError("unexpected pos 64 vs 0"), tmp_path) == "no space left on the device"
     monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: usage(100 << 30, 0, 100 << 30))
     assert files.write_failure(RuntimeError("unexpected pos 64 vs 0"), tmp_path) == "unexpected pos 64 vs 0"
+
+
+def test_reading_a_folder_as_a_text_file_says_so(tmp_path):
+    from rnnlab.data.corpus import read_text
+
+    with pytest.raises(DataFileError, match=f"^{re.escape(str(tmp_path))} is a folder, not a text file$"):
+        read_text(tmp_path)
+    with pytest.raises(DataFileError, match=f"^{re.escape(str(tmp_path / 'no.txt'))} does not exist$"):
+        read_text(tmp_path / "no.txt")

@@ -440,6 +440,14 @@ def test_predict_settings_out_of_range_are_named(mr_checkpoint, monkeypatch, kw,
         predict(pcfg(path, text="a fine film", **kw), out=io.StringIO(), err=io.StringIO())
 
 
+@pytest.mark.parametrize("key", ["input", "text_file"])
+def test_a_folder_given_as_predicts_text_file_or_input_is_named(mr_checkpoint, tmp_path, key):
+    path, _ = mr_checkpoint
+    message = f"^{'input file' if key == 'input' else 'text_file'} {re.escape(str(tmp_path))} is a folder, not a file$"
+    with pytest.raises(ValueError, match=message):  # before: "does not exist"
+        predict(pcfg(path, **{key: str(tmp_path)}), out=io.StringIO(), err=io.StringIO())
+
+
 def test_long_text_is_truncated_with_a_warning(tmp_path):
     from rnnlab.checkpoint import TrainedRun
     from rnnlab.predictor import Predictor

@@ -63,7 +63,7 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
     if cfg.get("text_file") is not None:
         path = Path(cfg.text_file).expanduser()
         if not path.is_file():
-            raise ValueError(f"text_file {path} does not exist")
+            raise ValueError(f"text_file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
         cfg = OmegaConf.merge(cfg, {"text": path.read_text(encoding="utf-8", errors="replace"), "text_file": None})
     onnx = OnnxModel(cfg.onnx_path, "sentiment_classifier", cfg.get("threads")) \
         if backend(cfg) == "onnxruntime" else None
@@ -91,7 +91,7 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
         return [pred]
     path = Path(cfg.input).expanduser()
     if not path.is_file():
-        raise ValueError(f"input file {path} does not exist")
+        raise ValueError(f"input file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
     if cfg.output and Path(cfg.output).expanduser().resolve() == path.resolve():
         raise ValueError(f"output={cfg.output} is the input file; write the predictions to another file")
     texts = path.read_text(encoding="utf-8", errors="replace").splitlines()

@@ -67,7 +67,7 @@ def read_text(path: Path) -> str:
     """The UTF-8 text of `path`; a missing, binary or non-UTF-8 file is a `DataFileError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise DataFileError(f"{path} does not exist")
+        raise DataFileError(f"{path} is a folder, not a text file" if path.is_dir() else f"{path} does not exist")
     data = path.read_bytes()
     if b"\0" in data[:1 << 16]:
         raise DataFileError(f"{path} is a binary file, not UTF-8 text")
