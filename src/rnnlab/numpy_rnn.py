@@ -282,8 +282,7 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="numpy_rnn.py", description="The NumPy RNN: sine regression or a char model.")
     sub = parser.add_subparsers(dest="mode", required=True)
-    defaults = DefaultsHelp
-    sine = sub.add_parser("sine", help="the lab sheet's sine task", formatter_class=defaults,
+    sine = sub.add_parser("sine", help="the lab sheet's sine task", formatter_class=DefaultsHelp,
                           description="An Elman RNN reads 50 values of sin(x) and predicts the 51st; prints the "
                                       "validation MSE.")
     sine.add_argument("--epochs", type=count, default=25, help="passes over the training windows")
@@ -293,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sine.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden activation")
     sine.add_argument("--truncate", type=count, default=None, help="BPTT truncation k (default: full BPTT)")
     sine.add_argument("--seed", type=int, default=0, help="seed of the weights and the shuffles")
-    chars = sub.add_parser("chars", help="min-char-rnn on a text file; prints samples", formatter_class=defaults,
+    chars = sub.add_parser("chars", help="min-char-rnn on a text file; prints samples", formatter_class=DefaultsHelp,
                            description="Karpathy's min-char-rnn: a tanh RNN over the characters of a UTF-8 text "
                                        "file, trained with Adagrad; prints samples as it trains.")
     chars.add_argument("--text", required=True, help="the UTF-8 text file to learn")

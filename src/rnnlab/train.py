@@ -152,9 +152,7 @@ def check_resumable(checkpoint: dict, cfg: DictConfig, ckpt_path: str) -> None:
     ours = {f"net.{k}": tuple(v.shape) for k, v in net.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     if ours != theirs:
-        first = next(f"{k}: {theirs.get(k)} there, {ours.get(k)} here" for k in sorted(set(ours) | set(theirs))
-                     if ours.get(k) != theirs.get(k))
-        raise_misfit(ckpt_path, saved, cfg, first)
+        raise_misfit(ckpt_path, saved, cfg, differences(theirs, ours)[0])
 
 
 def raise_misfit(ckpt_path: str, saved: dict, cfg: DictConfig, fallback: str) -> NoReturn:

@@ -9,7 +9,6 @@ from torch import Tensor
 
 from rnnlab.checks import check_count, check_fractions, check_switches
 from rnnlab.data.corpus import TokenCorpus, encode_ids, read_text
-from rnnlab.data.download import DataFileError
 from rnnlab.data.loaders import ResumableLoader, fit_position, process_rank
 from rnnlab.data.ptb import NO_UNK_HINT, load_ptb, read_words, tokenize_files
 from rnnlab.data.shakespeare import load_chars, load_tinyshakespeare
@@ -161,10 +160,7 @@ class TextCorpusDataModule(LMDataModule):
     def encode_file(self, path: str | Path) -> Tensor:
         """A file as documents (a document a non-empty line; a folder: a document a `.txt` file), tokenized as
         this corpus's, `<eos>` after each; words outside `vocab` are `<unk>`."""
-        where = Path(path).expanduser()
-        if not where.exists():
-            raise DataFileError(f"{where} does not exist")
-        words = [w for doc in text_documents(where) for w in (*self.tokenize(doc), EOS)]
+        words = [w for doc in text_documents(Path(path)) for w in (*self.tokenize(doc), EOS)]
         return encode_ids(self.vocab, words, str(path))
 
     def load_corpus(self) -> TokenCorpus:
