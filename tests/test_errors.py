@@ -113,6 +113,25 @@ def test_a_missing_mandatory_value_is_one_line_naming_the_key(tmp_path):
     assert result.returncode == 1 and result.stderr.strip() == expected
 
 
+@pytest.mark.slow  # subprocesses: left out of mutation runs (bench/mutation.sh)
+def test_a_key_added_with_plus_that_a_script_would_ignore_is_refused_and_a_bad_seed_is_one_line(tmp_path):
+    missing = tmp_path / "missing.ckpt"
+    result = run_script("eval.py", f"ckpt_path={missing}", "+data.batch_size=1", f"hydra.run.dir={tmp_path / 'out'}",
+                        cwd=tmp_path)
+    assert one_line_error(result, "eval.py") == ("eval.py: error: +data.batch_size=1: eval.py has no setting "
+                                                 "data.batch_size and would ignore it (its settings: eval.py --help)")
+    # the Trainer's own arguments pass on to it: this one goes on to the checkpoint
+    result = run_script("eval.py", f"ckpt_path={missing}", "+trainer.benchmark=false",
+                        f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert one_line_error(result, "eval.py") == f"eval.py: error: checkpoint {missing} does not exist"
+    result = run_script("generate.py", f"ckpt_path={missing}", "+temp=0.5", cwd=tmp_path)
+    assert one_line_error(result, "generate.py") == ("generate.py: error: +temp=0.5: generate.py has no setting temp "
+                                                     "and would ignore it (its settings: generate.py --help)")
+    result = run_script("pretrain_embeddings.py", "seed=abc", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert one_line_error(result, "pretrain_embeddings.py") == ("pretrain_embeddings.py: error: seed must be an "
+                                                                "integer in [0, 4294967295], got 'abc'")
+
+
 def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(monkeypatch, capsys):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf

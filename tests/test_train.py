@@ -10,10 +10,11 @@ from omegaconf import OmegaConf
 
 from rnnlab.callbacks import TrainingDiverged
 from rnnlab.checkpoint import load_run, read_checkpoint
+from rnnlab.checks import check_run
 from rnnlab.data.lm_datamodule import TextFilesDataModule
 from rnnlab.data.vectors import whiten
 from rnnlab.evaluate import evaluate
-from rnnlab.train import build, train
+from rnnlab.train import build, objective, train
 from tests.conftest import TINY_TRAINER, compose_config, run_script, synthetic_overrides
 
 
@@ -435,3 +436,47 @@ def test_early_stopping_is_off_until_patience_is_set_then_stops_after_that_many_
         build(compose_config([*base, "callbacks.early_stopping.patience=0"], tmp_path / "zero"))
     assert capsys.readouterr().err.strip() == ("train.py: error: callbacks.early_stopping: patience must be an integer "
                                                ">= 1, got 0")
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("callbacks.model_checkpoint.monitor=val/mes", "callbacks.model_checkpoint.monitor"),
+    ("callbacks.early_stopping.monitor=val/mes", "callbacks.early_stopping.monitor"),
+    ("+callbacks.nt_asgd._target_=rnnlab.callbacks.NTASGD", "callbacks.nt_asgd.monitor"),  # val/loss: not sine's
+    ("optimized_metric=val_mse", "optimized_metric"),
+])
+def test_a_monitored_metric_the_task_does_not_log_is_refused_at_the_sanity_check(override, key, tmp_path, capsys):
+    from rnnlab.cli import one_line_errors
+
+    overrides = ["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false", *TINY_TRAINER, override,
+                 "callbacks.early_stopping.patience=1"]
+    with pytest.raises(SystemExit), one_line_errors("train.py"):
+        train(compose_config(overrides, tmp_path))
+    name = {"callbacks.nt_asgd.monitor": "val/loss", "optimized_metric": "val_mse"}.get(key, "val/mes")
+    assert capsys.readouterr().err.strip() == (f"train.py: error: {key}={name!r} is not a metric this task logs; at "
+                                               "validation it logs val/baseline_mse, val/mse")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # not a step was trained
+
+
+def test_without_a_sanity_check_a_misnamed_monitor_is_refused_at_the_first_validation(tmp_path, capsys):
+    from rnnlab.cli import one_line_errors
+
+    overrides = ["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false", *TINY_TRAINER, "trainer.max_epochs=3",
+                 "trainer.num_sanity_val_steps=0", "optimized_metric=val/mes"]
+    with pytest.raises(SystemExit), one_line_errors("train.py"):
+        train(compose_config(overrides, tmp_path))
+    assert capsys.readouterr().err.strip().startswith("train.py: error: optimized_metric='val/mes' is not a metric")
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 0  # a crash keeps last.ckpt
+
+
+def test_training_and_test_metrics_are_left_to_the_end_of_the_run(tmp_path):
+    overrides = ["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false", *TINY_TRAINER,
+                 "optimized_metric=test/mse"]
+    metrics = train(compose_config(overrides, tmp_path))
+    assert objective(metrics, "test/mse") == metrics["test/mse"] > 0
+    with pytest.raises(ValueError, match=r"^optimized_metric=test/mse is measured only with test=true; set it, or "
+                                         "optimize a val/ metric$"):
+        train(compose_config([*overrides, "test=false"], tmp_path / "no-test"))
+    assert not (tmp_path / "no-test").exists()
+    with pytest.raises(ValueError, match=r"^optimized_metric must be the name of a final metric such as val/ppl, "
+                                         "got 3$"):
+        check_run(compose_config([*overrides, "optimized_metric=3"], tmp_path))

@@ -387,6 +387,30 @@ class NTASGD(WeightAveraging):
         self.history = list(state_dict["history"])
 
 
+LATER = ("train/", "test/", "lr-")  # logged after the first validation (or only when testing): checked then
+
+
+class MonitoredMetrics(L.Callback):
+    """Refuses a monitored metric the task does not log, at the first validation (the sanity check's when there is
+    one), before a run spends an epoch (a checkpoint's or early stopping's monitor) or all of training
+    (`optimized_metric`) on it, or silently never acts on it (NT-ASGD's). `monitored` maps each config key to the
+    name it holds; names of training, test and learning-rate metrics are left to the end of the run."""
+
+    def __init__(self, monitored: dict[str, str]):
+        self.monitored = {key: name for key, name in monitored.items() if not str(name).startswith(LATER)}
+        self.checked = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.checked:
+            return
+        self.checked = True
+        logged = set(trainer.callback_metrics)
+        for key, name in self.monitored.items():
+            if name not in logged:
+                names = ", ".join(sorted(k for k in logged if not k.startswith(LATER) and k not in ("epoch", "step")))
+                raise ValueError(f"{key}={name!r} is not a metric this task logs; at validation it logs {names}")
+
+
 def early_stopping(patience: int | None = None, **kwargs: Any) -> EarlyStopping | None:
     """Lightning's `EarlyStopping` (`kwargs`: its monitor, mode, min_delta, ...) once `patience`, the validations
     without improvement it waits, is set; None, no callback, while it is null."""

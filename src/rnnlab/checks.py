@@ -100,7 +100,7 @@ def check_trainer(trainer: Mapping) -> None:
 
 def check_run(cfg: Mapping) -> None:
     """A run's own settings, before any file is written: `seed`, the switches `test` and `keep_freed_memory`, the
-    list `tags`, and the Trainer's (`check_trainer`)."""
+    list `tags`, `optimized_metric` (a name; a test metric only with `test`), and the Trainer's (`check_trainer`)."""
     check_seed("seed", cfg.get("seed"))
     for key in ("test", "keep_freed_memory"):
         if key in cfg:
@@ -108,6 +108,12 @@ def check_run(cfg: Mapping) -> None:
     tags = cfg.get("tags")
     if tags is not None and (isinstance(tags, str) or not isinstance(tags, Sequence)):
         raise ValueError(f"tags must be a list, e.g. tags=[baseline,ptb], got {tags!r}")
+    metric = cfg.get("optimized_metric")
+    if metric is not None and not isinstance(metric, str):
+        raise ValueError(f"optimized_metric must be the name of a final metric such as val/ppl, got {metric!r}")
+    if metric and metric.startswith("test/") and not cfg.get("test"):
+        raise ValueError(f"optimized_metric={metric} is measured only with test=true; set it, or optimize a val/ "
+                         "metric")
     check_trainer(cfg.get("trainer") or {})
     check_switch_settings(cfg)
 

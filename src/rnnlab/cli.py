@@ -127,6 +127,20 @@ def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> I
         raise SystemExit(1) from None
 
 
+def check_added_keys(prog: str, read: tuple[str, ...] = ()) -> None:
+    """Refuses a key added with Hydra's `+` (say `+data.batch_size=1`) that `prog` would ignore: of the keys a
+    command line adds, `prog` reads only those under the groups `read` (e.g. `trainer.`, passed to the Trainer)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    for override in HydraConfig.get().overrides.task:
+        key = override.lstrip("+").split("=", 1)[0]
+        if override.startswith("+") and not override.startswith("++") and not key.startswith(read):
+            raise ValueError(f"{override}: {prog} has no setting {key} and would ignore it (its settings: {prog} "
+                             "--help)")
+
+
 def print_config_tree(cfg, keys_first: tuple[str, ...] = ("task_name", "data", "model", "trainer", "callbacks",
                                                            "logger", "paths")) -> None:
     """The resolved config as a `rich` tree on stdout, one branch per top-level group."""

@@ -16,7 +16,7 @@ from rnnlab import CONF_DIR
 from rnnlab.adapt import cache_nll, candidates, dynamic_nll, gradient_ms, plain_nll
 from rnnlab.checkpoint import TrainedRun, load_run
 from rnnlab.checks import check_accelerator, check_count, check_switch, init_parameters
-from rnnlab.cli import keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
+from rnnlab.cli import check_added_keys, keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.data.corpus import TokenCorpus
 from rnnlab.files import write_metrics
 from rnnlab.predictor import ensemble
@@ -179,6 +179,7 @@ def adapted(run: TrainedRun, datamodule, split: str, adapt: DictConfig, settings
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("eval.py"):
+        check_added_keys("eval.py", read=("trainer.",))
         write_metrics(cfg.paths.output_dir, evaluate(cfg))  # beside the run's .hydra/: for eval.py -m summaries
 
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
-from rnnlab.cli import one_line_errors, set_threads, silence_known_warnings
+from rnnlab.cli import check_added_keys, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.files import atomic_write
 from rnnlab.onnx_export import export_onnx, model_card
 
@@ -47,6 +47,7 @@ def card_path(output: Path) -> Path:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("export.py"):
+        check_added_keys("export.py")
         export(cfg)
 
 

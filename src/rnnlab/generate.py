@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
 from rnnlab.checks import check_seed, check_switch
-from rnnlab.cli import one_line_errors, resolve_device, set_threads
+from rnnlab.cli import check_added_keys, one_line_errors, resolve_device, set_threads
 from rnnlab.data.text import never_sampled
 from rnnlab.data.vocab import UnknownSymbolError
 from rnnlab.onnx_export import OnnxModel, backend, onnx_stepper, zero_states
@@ -111,6 +111,7 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
 def main(cfg: DictConfig) -> None:
     try:
         with one_line_errors("generate.py"):
+            check_added_keys("generate.py")
             generate(cfg)
     except BrokenPipeError:  # `generate.py ... | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error when Python flushes at exit

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run, run_folder
 from rnnlab.checks import check_count, check_range, check_switch
-from rnnlab.cli import one_line_errors, resolve_device, set_threads
+from rnnlab.cli import check_added_keys, one_line_errors, resolve_device, set_threads
 from rnnlab.files import atomic_write
 from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot, save_figure
@@ -111,6 +111,7 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("predict.py"):
+        check_added_keys("predict.py")
         predict(cfg)
 
 

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from rnnlab import CONF_DIR
-from rnnlab.checks import check_count
-from rnnlab.cli import one_line_errors
+from rnnlab.checks import check_count, check_seed
+from rnnlab.cli import check_added_keys, one_line_errors
 from rnnlab.data.corpus import cache_key
 from rnnlab.data.download import DataFileError
 from rnnlab.data.sentiment import SentimentDataModule
@@ -162,8 +162,10 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="pretrain_embeddings")
 def main(cfg: DictConfig) -> None:
-    L.seed_everything(cfg.seed, workers=True)
     with one_line_errors("pretrain_embeddings.py"):
+        check_added_keys("pretrain_embeddings.py", read=("data.",))
+        check_seed("seed", cfg.seed)
+        L.seed_everything(cfg.seed, workers=True)
         path = pretrain_vectors(cfg.method, instantiate(cfg.data), cfg.output, cfg.embedding_dim, cfg.window,
                                 cfg.negatives, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.subsample, cfg.workers,
                                 cfg.whitened)

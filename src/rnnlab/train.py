@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab import CONF_DIR
-from rnnlab.callbacks import ExactResume, LineProgress, RunArtifacts, TrainingDiverged
+from rnnlab.callbacks import ExactResume, LineProgress, MonitoredMetrics, RunArtifacts, TrainingDiverged
 from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint, run_folder
 from rnnlab.checks import check_accelerator, check_run, check_trainer
 from rnnlab.cli import (
@@ -48,10 +48,19 @@ class TrainingStopped(SystemExit):
     """Training was stopped by a signal after saving `last.ckpt`; the exit status says which."""
 
 
-def instantiate_all(group: DictConfig | None) -> list:
-    """One object per entry of a config group such as `callbacks` or `logger` (a factory may return None: off)."""
-    built = [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
-    return [obj for obj in built if obj is not None]
+def instantiate_all(group: DictConfig | None) -> dict[str, object]:
+    """One object per entry of a config group such as `callbacks` or `logger`, by key (a factory may return
+    None: off)."""
+    built = {key: instantiate(c) for key, c in (group or {}).items() if c is not None and "_target_" in c}
+    return {key: obj for key, obj in built.items() if obj is not None}
+
+
+def monitored(callbacks: Mapping[str, object], optimized_metric: str | None) -> dict[str, str]:
+    """Each config key that names a metric to watch, with that name: the callbacks' `monitor`s and
+    `optimized_metric`."""
+    names = {f"callbacks.{key}.monitor": c.monitor for key, c in callbacks.items()
+             if isinstance(getattr(c, "monitor", None), str)}
+    return {**names, **({"optimized_metric": optimized_metric} if optimized_metric else {})}
 
 
 @rank_zero_only
@@ -207,11 +216,13 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
         init_weights(model, cfg.init_from, getattr(datamodule, "vocab", None), init_checkpoint)
     config = OmegaConf.to_container(cfg, resolve=True)
     saved_kwargs = {k: v for k, v in model_kwargs.items() if k != "vocab"}  # the vocabulary is saved on its own
-    loggers = instantiate_all(cfg.get("logger"))
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = list(instantiate_all(cfg.get("logger")).values())
+    configured = instantiate_all(cfg.get("callbacks"))
+    callbacks = list(configured.values())
     if not loggers:  # nothing to report the learning rate to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    callbacks += [RunArtifacts(config, saved_kwargs), ExactResume(), *(extra_callbacks or [])]
+    callbacks += [RunArtifacts(config, saved_kwargs), ExactResume(),
+                  MonitoredMetrics(monitored(configured, cfg.get("optimized_metric"))), *(extra_callbacks or [])]
     if cfg.trainer.get("enable_progress_bar", True):
         if not sys.stderr.isatty():  # a log file, CI, a scheduler: one line every N steps
             callbacks.append(LineProgress(max(1, cfg.trainer.get("log_every_n_steps") or 50)))
