@@ -127,6 +127,9 @@ def test_a_key_added_with_plus_that_a_script_would_ignore_is_refused_and_a_bad_s
     result = run_script("generate.py", f"ckpt_path={missing}", "+temp=0.5", cwd=tmp_path)
     assert one_line_error(result, "generate.py") == ("generate.py: error: +temp=0.5: generate.py has no setting temp "
                                                      "and would ignore it (its settings: generate.py --help)")
+    result = run_script("train.py", "task=sine", "+lr=0.1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert one_line_error(result, "train.py") == ("train.py: error: +lr=0.1: train.py has no setting lr and would "
+                                                  "ignore it (its settings: train.py --help)")
     result = run_script("pretrain_embeddings.py", "seed=abc", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert one_line_error(result, "pretrain_embeddings.py") == ("pretrain_embeddings.py: error: seed must be an "
                                                                 "integer in [0, 4294967295], got 'abc'")

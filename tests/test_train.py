@@ -1,6 +1,7 @@
 """End-to-end runs with tiny limits: synthetic corpus, the real PTB files, eval, DDP, failures."""
 
 import math
+import re
 import signal
 
 import lightning as L
@@ -480,3 +481,61 @@ def test_training_and_test_metrics_are_left_to_the_end_of_the_run(tmp_path):
     with pytest.raises(ValueError, match=r"^optimized_metric must be the name of a final metric such as val/ppl, "
                                          "got 3$"):
         check_run(compose_config([*overrides, "optimized_metric=3"], tmp_path))
+
+
+def test_lr_finder_smoothing_removes_the_start_up_bias():
+    from rnnlab.lr_finder import smoothed
+
+    assert smoothed([3.0] * 5) == pytest.approx([3.0] * 5)  # a constant loss stays constant from the first point
+    assert smoothed([1.0, 2.0]) == pytest.approx([1.0, (0.98 * 0.02 + 0.02 * 2) / (1 - 0.98 ** 2)])
+
+
+def test_lr_range_test_leaves_the_weights_as_they_were_and_writes_its_curve(tmp_path, caplog):
+    import csv
+    import json
+
+    from rnnlab.lr_finder import find_lr, smoothed
+
+    cfg = compose_config(["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false", *TINY_TRAINER,
+                          "trainer.max_epochs=20"], tmp_path)
+    datamodule, model, trainer = build(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    results = find_lr(trainer, model, datamodule, tmp_path, steps=30, min_lr=1e-5, max_lr=1e-2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with open(tmp_path / "lr_find.csv") as f:
+        rows = list(csv.DictReader(f))
+    lrs = [float(r["lr"]) for r in rows]
+    assert len(rows) == 30 == results["lr_find/steps"]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e-2)
+    ratios = [b / a for a, b in zip(lrs[1:], lrs[2:])]  # Lightning's schedule: min_lr, then steps of one ratio
+    assert ratios == pytest.approx([1000 ** (1 / 30)] * 28)
+    assert [float(r["smoothed_loss"]) for r in rows] == pytest.approx(smoothed([float(r["loss"]) for r in rows]))
+    assert results["lr_find/suggested_lr"] in lrs[10:-1] and results["lr_find/min_loss_lr"] in lrs
+    assert (tmp_path / "lr_find.png").stat().st_size > 0
+    assert not list(tmp_path.rglob("*.ckpt"))  # the test's own checkpoint is gone, no other was written
+
+    # as a run: in place of training, from the command line's settings; too short an epoch ends it early
+    with caplog.at_level("INFO", logger="rnnlab.lr_finder"):
+        metrics = train(compose_config(["task=sine", "model.net.hidden_sizes=[8]", *TINY_TRAINER,
+                                        "trainer.max_epochs=2", "lr_find.steps=20"], tmp_path / "run1"))
+    assert metrics == {"lr_find/steps": 8.0, "lr_find/min_loss_lr": pytest.approx(metrics["lr_find/min_loss_lr"])}
+    assert json.loads((tmp_path / "run1" / "run" / "metrics.json").read_text()) == metrics
+    assert "the range test stopped after 8 of 20 steps: trainer.max_epochs ran out (raise it)" in caplog.text
+    assert "too few points for a suggestion" in caplog.text
+    assert not (tmp_path / "run1" / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run1" / "run" / "sine_predictions.png").exists()  # the plot of a trained model only
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["lr_find.steps=5"], "lr_find.steps must be at least 13 (the suggestion leaves out the first 10 and the last "
+                          "1), got 5"),
+    (["lr_find.steps=50", "lr_find.min_lr=0"], "lr_find.min_lr must be a number > 0, got 0"),
+    (["lr_find.steps=50", "lr_find.max_lr=1e-7"], "lr_find.max_lr must be above lr_find.min_lr, got 1e-07 and "
+                                                  "1e-06"),
+    (["lr_find.steps=50", "ckpt_path=x.ckpt"], "lr_find tests learning rates from the initial weights: not with "
+                                               "ckpt_path"),
+])
+def test_lr_find_settings_are_checked_before_any_file_is_written(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        train(compose_config(["task=sine", *overrides], tmp_path))
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
+from rnnlab import CONF_DIR
 from rnnlab.checkpoint import CheckpointError
 from rnnlab.checks import check_count
 from rnnlab.data.download import DataFileError
@@ -129,14 +130,16 @@ def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> I
 
 def check_added_keys(prog: str, read: tuple[str, ...] = ()) -> None:
     """Refuses a key added with Hydra's `+` (say `+data.batch_size=1`) that `prog` would ignore: of the keys a
-    command line adds, `prog` reads only those under the groups `read` (e.g. `trainer.`, passed to the Trainer)."""
+    command line adds, `prog` reads only those under the groups `read` (e.g. `trainer.`, passed to the Trainer).
+    A config group added with `+` (`+experiment=...`) is Hydra's to judge."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return
     for override in HydraConfig.get().overrides.task:
         key = override.lstrip("+").split("=", 1)[0]
-        if override.startswith("+") and not override.startswith("++") and not key.startswith(read):
+        added = override.startswith("+") and not override.startswith("++") and not (CONF_DIR / key).is_dir()
+        if added and not key.startswith(read):
             raise ValueError(f"{override}: {prog} has no setting {key} and would ignore it (its settings: {prog} "
                              "--help)")
 

@@ -24,6 +24,7 @@ from rnnlab.callbacks import ExactResume, LineProgress, MonitoredMetrics, RunArt
 from rnnlab.checkpoint import AtomicCheckpointIO, init_weights, read_checkpoint, run_folder
 from rnnlab.checks import check_accelerator, check_run, check_trainer
 from rnnlab.cli import (
+    check_added_keys,
     keep_freed_memory,
     log_to_files,
     one_line_errors,
@@ -32,6 +33,7 @@ from rnnlab.cli import (
     silence_known_warnings,
 )
 from rnnlab.files import FolderLock, atomic_write, write_metrics
+from rnnlab.lr_finder import check_lr_find, find_lr
 from rnnlab.transfer import copy_encoder, new_words, read_lm_encoder, use_encoder, use_lm_checkpoint
 
 log = logging.getLogger(__name__)
@@ -258,6 +260,7 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured task in its own run folder; returns the final metrics."""
     check_run(cfg)
+    check_lr_find(cfg)
     check_accelerator(cfg.trainer)
     set_threads(cfg.get("threads"))
     keep_freed_memory(cfg.get("keep_freed_memory", True))
@@ -272,6 +275,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print_config_tree(cfg)
         log_to_files(log, config_yaml)
         archived = save_config(cfg)
+        if cfg.get("lr_find", {}).get("steps"):  # a range test in place of training
+            L.seed_everything(cfg.seed, workers=True)
+            datamodule, model, trainer = build(cfg)
+            results = find_lr(trainer, model, datamodule, out, **cfg.lr_find)
+            if rank_zero_only.rank == 0:
+                write_metrics(out, results)
+            return results
         try:
             trainer, model, datamodule = fit(cfg, ckpt_path)
         except RunDirectoryError:  # a checkpoint that does not fit: the run's own files go back in place
@@ -305,6 +315,7 @@ def objective(metrics: dict[str, float], name: str | None) -> float | None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with one_line_errors("train.py", extra=(TrainingDiverged, MisconfigurationException)):
+        check_added_keys("train.py", read=("callbacks.", "logger.", "model.", "data.", "trainer.", "paths."))
         return objective(train(cfg), cfg.get("optimized_metric"))
 
 

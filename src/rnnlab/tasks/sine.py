@@ -79,7 +79,7 @@ class SineRegressor(L.LightningModule):
     def configure_optimizers(self):
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)
 
-    def on_train_end(self) -> None:
+    def on_fit_end(self) -> None:  # not after a learning-rate range test, which ends inside fit
         if self.hparams.plot and self.trainer.is_global_zero:
             plot_predictions(self, self.trainer)
 
