@@ -490,27 +490,46 @@ def test_lr_finder_smoothing_removes_the_start_up_bias():
     assert smoothed([1.0, 2.0]) == pytest.approx([1.0, (0.98 * 0.02 + 0.02 * 2) / (1 - 0.98 ** 2)])
 
 
+def test_lr_suggestion_is_the_steepest_fall_per_decade_and_none_when_the_loss_never_fell():
+    from rnnlab.lr_finder import suggest
+
+    lrs = [10 ** (-4 + k / 10) for k in range(41)]  # 1e-4 .. 1
+    # falls fastest at lr 1e-2, bottoms out near 0.3, then rises
+    falling = [1.5 - 0.5 * math.tanh(3 * (math.log10(lr) + 2)) + 5 * max(0.0, math.log10(lr) + 0.5) ** 2
+               for lr in lrs]
+    suggested, lowest = suggest(lrs, falling)
+    assert suggested == lrs[20] and lowest == lrs[falling.index(min(falling))] and lowest > suggested
+    flat = [0.5] + [0.6 + 0.01 * k for k in range(40)]  # lowest at the start: it never fell
+    assert suggest(lrs, flat) == (None, lrs[0])
+    assert suggest(lrs[:12], falling[:12]) == (None, lrs[11])  # 10 + 1 points left out: one left
+    assert suggest(lrs, [math.nan] * 41) == (None, None)
+
+
 def test_lr_range_test_leaves_the_weights_as_they_were_and_writes_its_curve(tmp_path, caplog):
     import csv
     import json
 
-    from rnnlab.lr_finder import find_lr, smoothed
+    from rnnlab.lr_finder import find_lr, smoothed, suggest
 
     cfg = compose_config(["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false", *TINY_TRAINER,
                           "trainer.max_epochs=20"], tmp_path)
+    L.seed_everything(1234)
     datamodule, model, trainer = build(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    results = find_lr(trainer, model, datamodule, tmp_path, steps=30, min_lr=1e-5, max_lr=1e-2)
+    results = find_lr(trainer, model, datamodule, tmp_path, steps=40, min_lr=1e-4, max_lr=1.0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with open(tmp_path / "lr_find.csv") as f:
         rows = list(csv.DictReader(f))
-    lrs = [float(r["lr"]) for r in rows]
-    assert len(rows) == 30 == results["lr_find/steps"]
-    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e-2)
+    lrs, curve = [float(r["lr"]) for r in rows], [float(r["smoothed_loss"]) for r in rows]
+    assert len(rows) == 40 == results["lr_find/steps"]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1.0)
     ratios = [b / a for a, b in zip(lrs[1:], lrs[2:])]  # Lightning's schedule: min_lr, then steps of one ratio
-    assert ratios == pytest.approx([1000 ** (1 / 30)] * 28)
-    assert [float(r["smoothed_loss"]) for r in rows] == pytest.approx(smoothed([float(r["loss"]) for r in rows]))
-    assert results["lr_find/suggested_lr"] in lrs[10:-1] and results["lr_find/min_loss_lr"] in lrs
+    assert ratios == pytest.approx([10_000 ** (1 / 40)] * 38)
+    assert curve == pytest.approx(smoothed([float(r["loss"]) for r in rows]))
+    suggested, lowest = suggest(lrs, curve)
+    assert suggested is not None  # this seed's loss falls before it rises
+    assert results == {"lr_find/steps": 40.0, "lr_find/min_loss_lr": pytest.approx(lowest),
+                       "lr_find/suggested_lr": pytest.approx(suggested)}
     assert (tmp_path / "lr_find.png").stat().st_size > 0
     assert not list(tmp_path.rglob("*.ckpt"))  # the test's own checkpoint is gone, no other was written
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.tuner import Tuner
 
 from rnnlab.checks import check_count
@@ -50,14 +51,28 @@ def smoothed(losses: list[float], beta: float = 0.98) -> list[float]:
     return out
 
 
+def suggest(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None]:
+    """(suggested lr, lr of the lowest loss) from a range test's smoothed `losses` at `lrs`. The suggestion is the
+    steepest fall of the loss per decade of lr, leaving out the first SKIP_BEGIN and the last SKIP_END points; None
+    with fewer than two points left, or when it comes after the lowest loss (the loss never fell)."""
+    finite = [(loss, lr) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
+    lowest = min(finite)[1] if finite else None
+    kept = [(lr, loss) for lr, loss in zip(lrs[SKIP_BEGIN:-SKIP_END], losses[SKIP_BEGIN:-SKIP_END])
+            if math.isfinite(loss)]
+    if len(kept) < 2:
+        return None, lowest
+    x, y = torch.tensor(kept, dtype=torch.float64).T
+    steepest = kept[int(torch.gradient(y, spacing=[x.log10()])[0].argmin())][0]
+    return (steepest if steepest <= lowest else None), lowest
+
+
 def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, out: Path,
             steps: int, min_lr: float, max_lr: float) -> dict[str, float]:
     """Runs the range test from the model's initial weights (Lightning's `Tuner.lr_find`): `steps` training steps
     with the lr raised exponentially towards `max_lr` from `min_lr` in every parameter group, stopping early once the
     loss is far past its lowest. Writes `out/lr_find.csv` (lr, loss and smoothed loss per step) and
-    `out/lr_find.png`; returns `lr_find/suggested_lr` (Lightning's suggestion: the steepest fall of the smoothed
-    loss over the lr; left out with too few points), `lr_find/min_loss_lr` (the lr of the lowest smoothed loss)
-    and `lr_find/steps`."""
+    `out/lr_find.png`; returns `lr_find/steps`, `lr_find/min_loss_lr` (the lr of the lowest smoothed loss) and
+    `lr_find/suggested_lr` (`suggest`; left out when there is none)."""
     losses: list[float] = []
     module_hook = model.on_train_batch_end
 
@@ -78,17 +93,19 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: L.Lightnin
     rows = "".join(f"{i},{lr!r},{loss!r},{smooth!r}\n"
                    for i, (lr, loss, smooth) in enumerate(zip(lrs, losses, finder.results["loss"])))
     atomic_write(out / "lr_find.csv", lambda tmp: Path(tmp).write_text("step,lr,loss,smoothed_loss\n" + rows))
-    suggested = finder.suggestion(SKIP_BEGIN, SKIP_END) if len(lrs) >= SKIP_BEGIN + SKIP_END + 2 else None
-    finite = [(loss, lr) for lr, loss in zip(lrs, finder.results["loss"]) if math.isfinite(loss)]
+    suggested, lowest = suggest(lrs, finder.results["loss"])
     results = {"lr_find/steps": float(len(lrs))}
-    if finite:
-        results["lr_find/min_loss_lr"] = min(finite)[1]
+    if lowest is not None:
+        results["lr_find/min_loss_lr"] = lowest
     if suggested is not None:
         results["lr_find/suggested_lr"] = suggested
     plt = pyplot()
     if plt is not None:
-        fig = finder.plot(suggest=suggested is not None)
-        fig.axes[0].set_ylabel("training loss (smoothed)")
+        fig = finder.plot()
+        ax = fig.axes[0]
+        ax.set_ylabel("training loss (smoothed)")
+        if suggested is not None:
+            ax.plot(suggested, finder.results["loss"][lrs.index(suggested)], "o", color="red", markersize=10)
         save_figure(fig, out / "lr_find.png")
         plt.close(fig)
     if len(lrs) < steps:
@@ -96,10 +113,13 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: L.Lightnin
         ran_out = len(lrs) >= trainer.num_training_batches * epochs // every
         log.info("the range test stopped after %d of %d steps: %s", len(lrs), steps,
                  "trainer.max_epochs ran out (raise it)" if ran_out else "the loss was far past its lowest")
-    if suggested is None:
+    if len(lrs) < SKIP_BEGIN + SKIP_END + 2:
         log.info("too few points for a suggestion: raise lr_find.steps, or widen lr_find.min_lr..max_lr")
+    elif suggested is None:
+        log.info("the loss did not fall before it rose (its steepest fall comes after its lowest point): no lr is "
+                 "suggested; lower lr_find.min_lr or raise lr_find.steps")
     else:
-        log.info("suggested lr %.3g (the steepest fall of the loss); the loss was lowest at lr %.3g. Train with "
-                 "model.optimizer.lr=%.3g. The curve: %s", suggested, results["lr_find/min_loss_lr"], suggested,
+        log.info("suggested lr %.3g (the steepest fall of the loss per decade of lr); the loss was lowest at lr "
+                 "%.3g. Train with model.optimizer.lr=%.3g. The curve: %s", suggested, lowest, suggested,
                  out / "lr_find.png")
     return results
