@@ -275,7 +275,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print_config_tree(cfg)
         log_to_files(log, config_yaml)
         archived = save_config(cfg)
-        if cfg.get("lr_find", {}).get("steps"):  # a range test in place of training
+        if (cfg.get("lr_find") or {}).get("steps"):  # a range test in place of training
             L.seed_everything(cfg.seed, workers=True)
             datamodule, model, trainer = build(cfg)
             results = find_lr(trainer, model, datamodule, out, **cfg.lr_find)
