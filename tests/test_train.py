@@ -558,3 +558,43 @@ def test_lr_find_settings_are_checked_before_any_file_is_written(tmp_path, overr
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         train(compose_config(["task=sine", *overrides], tmp_path))
     assert not (tmp_path / "run").exists()
+
+
+def test_gradient_norm_is_logged_before_clipping_with_the_share_of_steps_clipped(tmp_path):
+    import csv
+
+    class Probe(L.Callback):  # the norm computed here, at the same hook, before Lightning clips
+        def __init__(self):
+            self.norms = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads = [p.grad.flatten() for p in pl_module.parameters() if p.grad is not None]
+            self.norms.append(float(torch.cat(grads).norm()))
+
+    def run(overrides: list[str], folder) -> tuple[list[dict], list[float]]:
+        cfg = compose_config(["task=sine", "model.net.hidden_sizes=[8]", "model.plot=false", *TINY_TRAINER,
+                              "trainer.max_epochs=2", "trainer.log_every_n_steps=2", *overrides], folder)
+        probe = Probe()
+        L.seed_everything(cfg.seed)
+        datamodule, model, trainer = build(cfg, extra_callbacks=[probe])
+        trainer.fit(model, datamodule=datamodule)
+        with open(folder / "run" / "csv" / "metrics.csv") as f:
+            return list(csv.DictReader(f)), probe.norms
+
+    rows, norms = run(["trainer.gradient_clip_val=1e-6"], tmp_path / "clipped")
+    assert len(norms) == 8
+    logged = {int(r["step"]): float(r["train/grad_norm"]) for r in rows if r.get("train/grad_norm")}
+    assert logged == pytest.approx({k: norms[k] for k in (1, 3, 5, 7)}, rel=1e-5)  # the logged steps
+    assert min(logged.values()) > 1e-3  # not the clipped norm
+    assert [float(r["train/clip_fraction"]) for r in rows if r.get("train/clip_fraction")] == [1.0, 1.0]  # per epoch
+
+    # every step measured, every 4th written: the share clipped is exact
+    rows, norms = run(["trainer.gradient_clip_val=0.1", "callbacks.grad_norm.every_n_steps=1",
+                       "trainer.log_every_n_steps=4"], tmp_path / "every")
+    logged = {int(r["step"]): float(r["train/grad_norm"]) for r in rows if r.get("train/grad_norm")}
+    assert logged == pytest.approx({3: norms[3], 7: norms[7]}, rel=1e-5)
+    shares = [float(r["train/clip_fraction"]) for r in rows if r.get("train/clip_fraction")]
+    assert shares == pytest.approx([sum(n > 0.1 for n in norms[:4]) / 4, sum(n > 0.1 for n in norms[4:]) / 4])
+
+    rows, _ = run(["trainer.gradient_clip_val=null"], tmp_path / "free")
+    assert "train/clip_fraction" not in rows[0] and any(r.get("train/grad_norm") for r in rows)

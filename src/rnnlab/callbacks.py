@@ -234,6 +234,29 @@ class TrainingDiverged(RuntimeError):
     """The training loss became non-finite or exceeded its bound."""
 
 
+class GradientNorm(L.Callback):
+    """Logs `train/grad_norm`, the 2-norm of all gradients before clipping, every `every_n_steps` optimizer steps
+    (null: the Trainer's `log_every_n_steps`, so it costs one norm per logged step), and, when the Trainer clips by
+    norm, `train/clip_fraction`: the share of those steps whose norm was above `gradient_clip_val`, per epoch."""
+
+    def __init__(self, every_n_steps: int | None = None):
+        check_count("callbacks.grad_norm.every_n_steps", every_n_steps, nullable=True)
+        self.every_n_steps = every_n_steps
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        every = self.every_n_steps or trainer.log_every_n_steps or 1
+        if (trainer.global_step + 1) % every:  # the steps Lightning's loggers write
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads)
+        pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        clip = trainer.gradient_clip_val
+        if clip and trainer.gradient_clip_algorithm in (None, "norm"):
+            pl_module.log("train/clip_fraction", (norm > clip).float(), on_step=False, on_epoch=True)
+
+
 class StopOnDivergence(L.Callback):
     """Stops training at the first training loss that is NaN, infinite or above `max_loss` (per token,
     as logged in `train/loss`), naming the step. No checkpoint is written from the diverged weights."""
