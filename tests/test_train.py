@@ -553,6 +553,8 @@ def test_lr_range_test_leaves_the_weights_as_they_were_and_writes_its_curve(tmp_
                                                   "1e-06"),
     (["lr_find.steps=50", "ckpt_path=x.ckpt"], "lr_find tests learning rates from the initial weights: not with "
                                                "ckpt_path"),
+    (["lr_find.steps=50", "debug=fdr"], "lr_find does not run under trainer.fast_dev_run (debug=fdr): Lightning "
+                                        "skips the range test"),
 ])
 def test_lr_find_settings_are_checked_before_any_file_is_written(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):

@@ -29,6 +29,8 @@ def check_lr_find(cfg: Mapping) -> None:
         return
     if cfg.get("ckpt_path"):
         raise ValueError("lr_find tests learning rates from the initial weights: not with ckpt_path")
+    if (cfg.get("trainer") or {}).get("fast_dev_run"):
+        raise ValueError("lr_find does not run under trainer.fast_dev_run (debug=fdr): Lightning skips the range test")
     check_count("lr_find.steps", steps)
     if steps < SKIP_BEGIN + SKIP_END + 2:
         raise ValueError(f"lr_find.steps must be at least {SKIP_BEGIN + SKIP_END + 2} (the suggestion leaves out the "
