@@ -174,6 +174,9 @@ def test_eval_text_file_of_a_char_model_is_the_files_characters(char_checkpoint,
 
     own = evaluated(f"text_file={tmp_path / 'test_part.txt'}")
     assert own == pytest.approx(evaluated(), rel=1e-6) and own.keys() == {"test/loss", "test/ppl", "test/bpc"}
+    folder = evaluate(compose_config([f"ckpt_path={path.parent.parent}", "trainer.enable_progress_bar=false"],
+                                     tmp_path, "eval"))  # a run folder: its checkpoints/best.ckpt
+    assert folder == evaluated()
     other = evaluated(f"text_file={tmp_path / 'other.txt'}", "batch_size=1")  # '~' is read as U+FFFD
     assert other["test/bpc"] == pytest.approx(other["test/loss"] / math.log(2), rel=1e-6)
 

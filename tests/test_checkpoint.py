@@ -13,6 +13,7 @@ from torch import nn
 from rnnlab.checkpoint import (
     CheckpointError,
     build_model,
+    checkpoint_file,
     init_weights,
     load_run,
     read_checkpoint,
@@ -30,6 +31,14 @@ def error_of(path, **kwargs) -> str:
 
 def test_each_refusal_says_what_the_file_is_not(tmp_path):
     assert error_of(tmp_path / "none.ckpt") == f"checkpoint {tmp_path / 'none.ckpt'} does not exist"
+    assert error_of(tmp_path) == (f"checkpoint {tmp_path} is a folder with no best.ckpt in it or in its "
+                                  "checkpoints/; give a .ckpt file")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "best.ckpt").write_bytes(b"")
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert checkpoint_file(tmp_path / "run") == checkpoint_file(tmp_path / "run" / "checkpoints") == best
+    assert checkpoint_file(tmp_path) == tmp_path and checkpoint_file(best) == best
+    assert error_of(tmp_path / "run") == f"checkpoint {tmp_path / 'run'} is a folder; give a .ckpt file, such as {best}"
     torch.save({"rnnlab": {}}, tmp_path / "no_state.ckpt")
     assert error_of(tmp_path / "no_state.ckpt") == \
         f"{tmp_path / 'no_state.ckpt'} is not an rnnlab checkpoint (no 'state_dict' entry)"

@@ -34,6 +34,11 @@ def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True) -> dic
     before any of it runs.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        best = checkpoint_file(path)
+        raise CheckpointError(f"checkpoint {path} is a folder; give a .ckpt file, such as {best}" if best != path else
+                              f"checkpoint {path} is a folder with no best.ckpt in it or in its checkpoints/; give a "
+                              ".ckpt file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -98,6 +103,15 @@ def init_weights(model: L.LightningModule, path: str | os.PathLike, vocab: Vocab
     model.load_state_dict(state, strict=False)
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """`path`, or for a run folder its `checkpoints/best.ckpt` (for a `checkpoints/` folder, its `best.ckpt`)."""
+    path = Path(path).expanduser()
+    for best in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
+        if path.is_dir() and best.is_file():
+            return best
+    return path
+
+
 def run_folder(ckpt_path: str | os.PathLike) -> Path:
     """The run folder a checkpoint belongs to: `<run>/checkpoints/x.ckpt` -> `<run>`, else the file's folder."""
     folder = Path(ckpt_path).expanduser().resolve().parent
@@ -124,7 +138,8 @@ def build_model(model_config: DictConfig, model_kwargs: dict) -> L.LightningModu
 
 
 def load_run(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainedRun:
-    """Rebuild the trained module from `path` alone, in eval mode."""
+    """Rebuild the trained module from `path` (a checkpoint, or a run folder: its best) alone, in eval mode."""
+    path = checkpoint_file(path)
     checkpoint = read_checkpoint(path)
     extra = checkpoint["rnnlab"]
     config = OmegaConf.create(extra["config"])
@@ -132,4 +147,4 @@ def load_run(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
     model.load_state_dict(checkpoint["state_dict"])
     model.to(map_location).eval()
     vocab = Vocabulary.from_state_dict(extra["vocab"]) if "vocab" in extra else None
-    return TrainedRun(model, config, vocab, Path(path))
+    return TrainedRun(model, config, vocab, path)

@@ -56,7 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     results = run_split(run.model, datamodule=datamodule)
     metrics = dict(results[0]) if results else {}
     on = f" on {cfg.text_file}" if cfg.get("text_file") else ""
-    log.info("%s%s: %s", cfg.ckpt_path, on, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
+    log.info("%s%s: %s", run.path, on, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
     return metrics
 
 

@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
-from rnnlab.checkpoint import load_run, run_folder
+from rnnlab.checkpoint import checkpoint_file, load_run, run_folder
 from rnnlab.checks import check_count, check_range, check_switch
 from rnnlab.cli import check_added_keys, one_line_errors, resolve_device, set_threads
 from rnnlab.files import atomic_write
@@ -48,7 +48,8 @@ def plot_path(cfg: DictConfig) -> Path:
         return Path(cfg.plot_path).expanduser()
     text = str(cfg.text)
     words = "-".join(re.findall(r"[^\W_]+", text.lower())[:6])[:60] or "text"
-    return run_folder(cfg.ckpt_path) / "predictions" / f"{words}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.png"
+    name = f"{words}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.png"
+    return run_folder(checkpoint_file(cfg.ckpt_path)) / "predictions" / name
 
 
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
