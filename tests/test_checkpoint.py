@@ -89,6 +89,11 @@ def test_init_weights_takes_the_shared_weights_and_names_the_first_three_missing
     target = Pair()
     init_weights(target, tmp_path / "run.ckpt")
     assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run.ckpt").rename(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    target = Pair()
+    init_weights(target, tmp_path / "run")  # a run folder: its best checkpoint
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
     torch.save({"state_dict": {"c.weight": torch.zeros(2, 2)}, "rnnlab": {}}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError) as err:
         init_weights(Pair(), tmp_path / "other.ckpt")
@@ -102,6 +107,9 @@ def test_a_run_is_rebuilt_from_a_checkpoint_without_model_kwargs_or_vocabulary(t
     torch.save({"state_dict": net.state_dict(), "rnnlab": {"config": config}}, tmp_path / "lin.ckpt")
     run = load_run(tmp_path / "lin.ckpt")
     assert run.vocab is None and run.path == tmp_path / "lin.ckpt" and not run.model.training
+    (tmp_path / "lin.ckpt").rename(tmp_path / "best.ckpt")  # a checkpoints/ folder: its best
+    assert load_run(tmp_path).path == tmp_path / "best.ckpt"
+    (tmp_path / "best.ckpt").rename(tmp_path / "lin.ckpt")
     assert torch.equal(run.model.weight, net.weight)
     vocab = Vocabulary(["<unk>", "a", "b"])
     torch.save({"state_dict": net.state_dict(), "rnnlab": {"config": config, "vocab": vocab.state_dict(),

@@ -63,6 +63,11 @@ def test_the_classifier_takes_the_lms_vocabulary_sizes_tokenization_and_weights(
     for k, (forward,) in enumerate(model.net.rnn.layers):
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             assert torch.equal(getattr(forward, f"{name}_l0"), state[f"net.rnn.groups.0.{name}_l{k}"])
+    run = imdb_lm[0].parent.parent  # a run folder: its checkpoints/best.ckpt
+    _, from_folder, _ = build(compose_config([*classifier_overrides(imdb_lm), f"encoder.ckpt_path={run}"],
+                                             tmp_path / "folder"))
+    best = read_checkpoint(run / "checkpoints" / "best.ckpt")["state_dict"]
+    assert torch.equal(from_folder.net.embedding.weight, best["net.encoder.weight"])
 
 
 def test_new_words_extend_the_lms_vocabulary_and_start_at_its_mean_embedding(imdb_lm, tmp_path):

@@ -82,10 +82,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def init_weights(model: L.LightningModule, path: str | os.PathLike, vocab: Vocabulary | None = None,
                  checkpoint: dict | None = None) -> None:
-    """Start `model` from the weights of the checkpoint `path` (weights-only; fine-tuning, `init_from=`), or of
-    `checkpoint`, its contents when already read. It must come from the same kind of model over the same
-    vocabulary."""
-    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    """Start `model` from the weights of the checkpoint `path` (weights-only; a run folder: its best; fine-tuning,
+    `init_from=`), or of `checkpoint`, its contents when already read. It must come from the same kind of model over
+    the same vocabulary."""
+    checkpoint = read_checkpoint(checkpoint_file(path)) if checkpoint is None else checkpoint
     saved = checkpoint["rnnlab"].get("vocab")
     if vocab is not None and saved is not None and Vocabulary.from_state_dict(saved) != vocab:
         raise CheckpointError(f"init_from={path}: its vocabulary ({len(saved['itos'])} symbols) is not this "

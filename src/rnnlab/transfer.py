@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import Tensor, nn
 
-from rnnlab.checkpoint import CheckpointError, read_checkpoint
+from rnnlab.checkpoint import CheckpointError, checkpoint_file, read_checkpoint
 from rnnlab.checks import is_int
 from rnnlab.data.text import PAD, UNK, is_document_corpus, tokenization
 from rnnlab.data.vocab import Vocabulary
@@ -36,9 +36,9 @@ class LMEncoder:
 
 
 def read_document_lm(path: str | os.PathLike, where: str) -> tuple[dict, dict, dict, Vocabulary]:
-    """A word LM checkpoint over documents (read weights-only): its contents, network and data configs, and
-    vocabulary; one line naming `where` (the setting) when it is not one."""
-    checkpoint = read_checkpoint(path)
+    """A word LM checkpoint over documents (read weights-only; a run folder: its best): its contents, network and
+    data configs, and vocabulary; one line naming `where` (the setting) when it is not one."""
+    checkpoint = read_checkpoint(checkpoint_file(path))
     extra = checkpoint["rnnlab"]
     net, data = extra["config"]["model"].get("net", {}), extra["config"].get("data", {})
     if not str(net.get("_target_", "")).endswith("RNNLM") or "vocab" not in extra:
