@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 
 import pytest
 import yaml
 from hydra.utils import instantiate
 
-from rnnlab.sweeps import job_results, write_summary
+from rnnlab.sweeps import by_seed, job_results, write_summary
 from rnnlab.train import objective, train
 from tests.conftest import ROOT, TINY_TRAINER, compose_config, run_script, synthetic_overrides
 
@@ -151,6 +152,29 @@ def test_optuna_sweep_runs_three_trials_and_returns_the_best(synthetic_ptb, tmp_
     assert "multirun summary" in result.stdout + result.stderr
 
 
+def test_jobs_that_differ_only_in_the_seed_are_summarized_by_mean_and_standard_deviation(tmp_path):
+    jobs = [("seed=1 cell=gru", {"val/ppl": 100.0}), ("seed=2 cell=gru", {"val/ppl": 110.0, "test/ppl": 1.0}),
+            ("seed=1 cell=lstm", {"val/ppl": 90.0}), ("seed=2 cell=lstm", None),
+            ("seed=3 cell=lstm", {"val/ppl": 94.0}), ("cell=rnn", {"val/ppl": 80.0}),
+            ("seed=1 cell=tanh", {"val/ppl": 70.0})]
+    for num, (overrides, metrics) in enumerate(jobs):
+        (tmp_path / str(num) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides.split()))
+        if metrics:
+            (tmp_path / str(num) / "metrics.json").write_text(json.dumps(metrics))
+    rows = by_seed(job_results(tmp_path))  # a group of one (cell=tanh) and a job without a seed are left out
+    assert [(r["overrides"], r["seeds"], r["failed"]) for r in rows] == [(["cell=gru"], 2, 0), (["cell=lstm"], 2, 1)]
+    assert rows[0]["val/ppl"] == 105.0 and rows[0]["val/ppl_std"] == pytest.approx(math.sqrt(50))
+    assert rows[0]["test/ppl"] == 1.0 and math.isnan(rows[0]["test/ppl_std"])  # one value: no spread
+    assert rows[1]["val/ppl"] == 92.0 and rows[1]["val/ppl_std"] == pytest.approx(math.sqrt(8))
+    table = write_summary(rows, tmp_path / "summary_by_seed.csv", first=("overrides", "seeds", "failed"))
+    assert table.splitlines()[0].split() == ["overrides", "seeds", "failed", "test/ppl", "test/ppl_std", "val/ppl",
+                                             "val/ppl_std"]
+    with (tmp_path / "summary_by_seed.csv").open() as f:
+        written = list(csv.DictReader(f))
+    assert [(w["overrides"], w["val/ppl"]) for w in written] == [("cell=gru", "105.0"), ("cell=lstm", "92.0")]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", [
     pytest.param("joblib", marks=pytest.mark.needs("hydra_plugins.hydra_joblib_launcher")),
@@ -163,6 +187,10 @@ def test_parallel_launchers_run_every_job_and_summarize(synthetic_ptb, tmp_path,
     assert ["seed=1" in jobs[0]["overrides"].split(), "seed=2" in jobs[1]["overrides"].split()] == [True, True]
     assert all(float(j["val/ppl"]) > 1 for j in jobs)
     assert jobs[0]["val/ppl"] != jobs[1]["val/ppl"]  # two different seeds really ran
+    with (sweep / "summary_by_seed.csv").open() as f:
+        (seeds,) = list(csv.DictReader(f))
+    assert seeds["seeds"] == "2" and float(seeds["val/ppl"]) == pytest.approx(
+        (float(jobs[0]["val/ppl"]) + float(jobs[1]["val/ppl"])) / 2)
 
 
 @pytest.mark.parametrize(("tty", "rich", "expected"), [(True, True, "RichProgressBar"), (True, False, None),
