@@ -38,19 +38,21 @@ def job_results(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def by_seed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Jobs that differ only in `seed=`, one row per group of two or more: its other overrides, `seeds` (the jobs
-    with metrics), `failed` (those without), and each metric's mean and sample standard deviation (`<metric>_std`)."""
+    """Jobs that differ only in `seed=`, one row per group of two or more: its other overrides (less those every group
+    shares), `seeds` (the jobs with metrics), `failed` (those without), and each metric's mean and sample standard
+    deviation (`<metric>_std`)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         if any(o.startswith("seed=") for o in row["overrides"]):
             groups.setdefault(tuple(o for o in row["overrides"] if not o.startswith("seed=")), []).append(row)
+    groups = {others: members for others, members in groups.items() if len(members) > 1}
+    shared = set.intersection(*map(set, groups)) if len(groups) > 1 else set()  # the same for every group
     summary = []
     for others, members in groups.items():
         done = [m for m in members if m.get("status") != "failed"]
-        if len(members) < 2:
-            continue
         names = sorted({k for m in done for k, v in m.items() if isinstance(v, (int, float)) and k != "job"})
-        row = {"overrides": list(others), "seeds": len(done), "failed": len(members) - len(done)}
+        row = {"overrides": [o for o in others if o not in shared], "seeds": len(done),
+               "failed": len(members) - len(done)}
         for name in names:
             values = [m[name] for m in done if name in m]
             row[name] = statistics.fmean(values)
