@@ -416,6 +416,21 @@ def test_predict_warns_on_unknown_words_and_batch_mode(mr_checkpoint, tmp_path):
     assert reviews.read_text() == "a fine film\n\n!!!\nboring and bad\n"
 
 
+def test_predict_reads_standard_input_for_a_dash(mr_checkpoint, tmp_path):
+    path, _ = mr_checkpoint
+    texts = "a fine film\n\nboring and bad but the cast is superb\n"
+    (tmp_path / "reviews.txt").write_text(texts)
+    from_file, from_stdin = io.StringIO(), io.StringIO()
+    err = io.StringIO()
+    filed = predict(pcfg(path, input=str(tmp_path / "reviews.txt")), from_file, io.StringIO())
+    piped = predict(pcfg(path, input="-"), from_stdin, err, stdin=io.StringIO(texts))
+    assert piped == filed and from_stdin.getvalue() == from_file.getvalue()
+    assert "1 line(s) of standard input have no words" in err.getvalue()
+    bytes_in = io.TextIOWrapper(io.BytesIO(b"a fine \xff film"))  # not UTF-8: replaced, as in a file
+    (pred,) = predict(pcfg(path, text_file="-"), io.StringIO(), io.StringIO(), stdin=bytes_in)
+    assert pred.words == ["a", "fine", "film"]
+
+
 @pytest.mark.slow  # a subprocess: left out of mutation runs (bench/mutation.sh)
 def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
     path, _ = mr_checkpoint

@@ -52,7 +52,15 @@ def plot_path(cfg: DictConfig) -> Path:
     return run_folder(checkpoint_file(cfg.ckpt_path)) / "predictions" / name
 
 
-def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
+def read_stdin(stdin) -> str:
+    """All of standard input as text, bytes that are not UTF-8 replaced (as files are read)."""
+    buffer = getattr(stdin, "buffer", None)
+    return buffer.read().decode("utf-8", errors="replace") if buffer is not None else stdin.read()
+
+
+def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list:
+    """`text`, `text_file` or `input` (`-`: standard input) through the checkpoint; prints and returns the
+    predictions."""
     set_threads(cfg.get("threads"))
     check_range("threshold", cfg.threshold, 0, 1)
     check_count("batch_size", cfg.batch_size)
@@ -63,9 +71,13 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
         raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")
     if cfg.get("text_file") is not None:
         path = Path(cfg.text_file).expanduser()
-        if not path.is_file():
+        if str(cfg.text_file) == "-":
+            text = read_stdin(stdin or sys.stdin)
+        elif not path.is_file():
             raise ValueError(f"text_file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
-        cfg = OmegaConf.merge(cfg, {"text": path.read_text(encoding="utf-8", errors="replace"), "text_file": None})
+        else:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        cfg = OmegaConf.merge(cfg, {"text": text, "text_file": None})
     onnx = OnnxModel(cfg.onnx_path, "sentiment_classifier", cfg.get("threads")) \
         if backend(cfg) == "onnxruntime" else None
     if cfg.get("ensemble") and cfg.text is not None:
@@ -91,15 +103,18 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr) -> list:
             err.write(f"saved {plot_trajectory(pred, plot_path(cfg))}\n")
         return [pred]
     path = Path(cfg.input).expanduser()
-    if not path.is_file():
+    if str(cfg.input) == "-":
+        texts, source = read_stdin(stdin or sys.stdin).splitlines(), "standard input"
+    elif not path.is_file():
         raise ValueError(f"input file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
-    if cfg.output and Path(cfg.output).expanduser().resolve() == path.resolve():
+    elif cfg.output and Path(cfg.output).expanduser().resolve() == path.resolve():
         raise ValueError(f"output={cfg.output} is the input file; write the predictions to another file")
-    texts = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    else:
+        texts, source = path.read_text(encoding="utf-8", errors="replace").splitlines(), str(path)
     probs = averaged([member.many(texts, cfg.batch_size) for member in [predictor, *members]])
     empty = sum(p is None for p in probs)
     if empty:
-        err.write(f"warning: {empty} line(s) of {path} have no words; their prediction is null\n")
+        err.write(f"warning: {empty} line(s) of {source} have no words; their prediction is null\n")
     lines = "".join(json.dumps({"line": i + 1, "p_positive": p, "label": None if p is None else label(p)}) + "\n"
                     for i, p in enumerate(probs))
     if cfg.output:
