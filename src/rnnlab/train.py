@@ -195,8 +195,19 @@ def tag(logger, tags: list[str]) -> None:
             logger.experiment.set_tag(logger.run_id, str(name), "true")
 
 
-def build(cfg: DictConfig, extra_callbacks: list | None = None):
-    """(datamodule, model, trainer) for a composed run config."""
+def check_weights_fit(model: L.LightningModule, ckpt_path: str, cfg: DictConfig) -> None:
+    """Refuses a checkpoint to resume from whose weights do not fit `model`, built from this run's data (its
+    vocabulary, say), before any logger writes: one line naming the first parameter (by name) whose shape differs."""
+    checkpoint = read_checkpoint(ckpt_path)
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in theirs}
+    changed = differences({k: theirs[k] for k in ours}, ours)
+    if changed:
+        raise_misfit(ckpt_path, checkpoint["rnnlab"].get("config", {}), cfg, changed[0])
+
+
+def build(cfg: DictConfig, extra_callbacks: list | None = None, resume_from: str | None = None):
+    """(datamodule, model, trainer) for a composed run config; `resume_from`, a checkpoint its weights must fit."""
     check_trainer(cfg.trainer)
     encoder = vocab = init_checkpoint = None
     if cfg.get("encoder") and cfg.encoder.get("ckpt_path"):  # LM transfer: the LM's vocabulary, sizes, weights
@@ -216,6 +227,8 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
         copy_encoder(model.net, encoder, bool(datamodule.new_words))
     if cfg.get("init_from"):
         init_weights(model, cfg.init_from, getattr(datamodule, "vocab", None), init_checkpoint)
+    if resume_from:
+        check_weights_fit(model, resume_from, cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     saved_kwargs = {k: v for k, v in model_kwargs.items() if k != "vocab"}  # the vocabulary is saved on its own
     loggers = list(instantiate_all(cfg.get("logger")).values())
@@ -240,7 +253,7 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
 def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule]:
     """Seed, build and fit; a stop by signal becomes `TrainingStopped` once `last.ckpt` is written."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer = build(cfg)
+    datamodule, model, trainer = build(cfg, resume_from=ckpt_path)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except RuntimeError as e:  # the checkpoint's weights do not fit the network this config builds
