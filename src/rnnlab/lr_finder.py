@@ -19,6 +19,7 @@ from rnnlab.plotting import pyplot, save_figure
 log = logging.getLogger(__name__)
 
 SKIP_BEGIN, SKIP_END = 10, 1  # the points the suggestion leaves out at each end of the curve
+MIN_POINTS = SKIP_BEGIN + SKIP_END + 2  # the fewest a suggestion can come from (a gradient needs two)
 
 
 def check_lr_find(cfg: Mapping) -> None:
@@ -32,8 +33,8 @@ def check_lr_find(cfg: Mapping) -> None:
     if (cfg.get("trainer") or {}).get("fast_dev_run"):
         raise ValueError("lr_find does not run under trainer.fast_dev_run (debug=fdr): Lightning skips the range test")
     check_count("lr_find.steps", steps)
-    if steps < SKIP_BEGIN + SKIP_END + 2:
-        raise ValueError(f"lr_find.steps must be at least {SKIP_BEGIN + SKIP_END + 2} (the suggestion leaves out the "
+    if steps < MIN_POINTS:
+        raise ValueError(f"lr_find.steps must be at least {MIN_POINTS} (the suggestion leaves out the "
                          f"first {SKIP_BEGIN} and the last {SKIP_END}), got {steps}")
     for key, value in (("lr_find.min_lr", min_lr), ("lr_find.max_lr", max_lr)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -115,7 +116,7 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: L.Lightnin
         ran_out = len(lrs) >= trainer.num_training_batches * epochs // every
         log.info("the range test stopped after %d of %d steps: %s", len(lrs), steps,
                  "trainer.max_epochs ran out (raise it)" if ran_out else "the loss was far past its lowest")
-    if len(lrs) < SKIP_BEGIN + SKIP_END + 2:
+    if len(lrs) < MIN_POINTS:
         log.info("too few points for a suggestion: raise lr_find.steps, or widen lr_find.min_lr..max_lr")
     elif suggested is None:
         log.info("the loss did not fall before it rose (its steepest fall comes after its lowest point): no lr is "
