@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab.checkpoint import read_checkpoint
-from rnnlab.train import RunDirectoryError, train
+from rnnlab.train import RunDirectoryError, shape_misfits, train
 from tests.conftest import ROOT, TINY_TRAINER, compose_config, make_imdb_tree, run_script, synthetic_overrides
 
 
@@ -264,3 +264,27 @@ def test_a_checkpoint_whose_vocabulary_does_not_fit_is_one_line_naming_the_first
         train(resume)
     # refused before any logger wrote: the loggers' hparams and events, .hydra/ (put back) and the checkpoints stay
     assert files() == before
+
+
+def test_a_checkpoint_with_a_tensor_the_network_lacks_is_refused_before_any_logger_writes(synthetic_ptb, tmp_path):
+    overrides = [*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false", "logger=[csv,tensorboard]"]
+    train(compose_config(overrides, tmp_path))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["state_dict"]["extra.scale"] = torch.ones(3)  # outside net.: only Lightning's strict load saw it
+    torch.save(checkpoint, last)
+    files = lambda: {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    with pytest.raises(RunDirectoryError, match=r"^ckpt_path: the weights of .*last.ckpt do not fit this run's network "
+                       r"\(extra.scale: \(3,\) there, absent here\); resume with the overrides"):
+        train(compose_config([*overrides, "ckpt_path=last"], tmp_path))
+    assert files() == before
+
+
+def test_shape_misfits_names_every_tensor_whose_shape_differs_or_that_one_side_lacks():
+    theirs = {"net.a": torch.zeros(2, 3), "net.b": torch.zeros(4), "net.gone": torch.zeros(1)}
+    ours = {"a": torch.zeros(2, 3), "b": torch.zeros(5), "new": torch.zeros(2, 2)}
+    assert shape_misfits(theirs, ours, "net.") == ["net.b: (4,) there, (5,) here", "net.gone: (1,) there, absent here",
+                                                   "net.new: absent there, (2, 2) here"]
+    unprefixed = {k.removeprefix("net."): v for k, v in theirs.items()}
+    assert shape_misfits(theirs, dict(theirs)) == [] == shape_misfits(theirs, unprefixed, "net.")

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -160,10 +161,10 @@ def check_resumable(checkpoint: dict, cfg: DictConfig, ckpt_path: str) -> None:
     if (cfg.get("encoder") or {}).get("ckpt_path") or cfg.get("init_from"):
         return  # the network is taken from another checkpoint when built; fit() names a mismatch then
     net = instantiate(cfg.model.net, **checkpoint["rnnlab"].get("model_kwargs", {}).get("net", {}))
-    ours = {f"net.{k}": tuple(v.shape) for k, v in net.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    if ours != theirs:
-        raise_misfit(ckpt_path, saved, cfg, differences(theirs, ours)[0])
+    theirs = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    misfits = shape_misfits(theirs, net.state_dict(), "net.")
+    if misfits:
+        raise_misfit(ckpt_path, saved, cfg, misfits[0])
 
 
 def raise_misfit(ckpt_path: str, saved: dict, cfg: DictConfig, fallback: str) -> NoReturn:
@@ -173,6 +174,15 @@ def raise_misfit(ckpt_path: str, saved: dict, cfg: DictConfig, fallback: str) ->
                           "model.net.")
     raise RunDirectoryError(f"ckpt_path: the weights of {ckpt_path} do not fit this run's network "
                             f"({'; '.join(changed) or fallback}); {run_overrides(ckpt_path)}")
+
+
+def shape_misfits(theirs: Mapping[str, torch.Tensor], ours: Mapping[str, torch.Tensor], prefix: str = "") -> list[str]:
+    """`name: (shape) there, (shape) here` for every tensor of a checkpoint's state dict (`theirs`) and a network's
+    (`ours`, its names given `prefix`) whose shapes differ, `absent` where only one of them has the name."""
+    shapes = lambda state, p="": {p + k: tuple(v.shape) for k, v in state.items()}  # noqa: E731
+    theirs, ours = shapes(theirs), shapes(ours, prefix)
+    return [f"{k}: {theirs.get(k, 'absent')} there, {ours.get(k, 'absent')} here"
+            for k in sorted(theirs.keys() | ours.keys()) if theirs.get(k) != ours.get(k)]
 
 
 def differences(theirs: Mapping, ours: Mapping, prefix: str = "") -> list[str]:
@@ -197,13 +207,12 @@ def tag(logger, tags: list[str]) -> None:
 
 def check_weights_fit(model: L.LightningModule, ckpt_path: str, cfg: DictConfig) -> None:
     """Refuses a checkpoint to resume from whose weights do not fit `model`, built from this run's data (its
-    vocabulary, say), before any logger writes: one line naming the first parameter (by name) whose shape differs."""
+    vocabulary, say), before any logger writes: one line naming the first tensor whose shape differs or that only
+    one of them has (Lightning's strict load would refuse it only after the loggers wrote)."""
     checkpoint = read_checkpoint(ckpt_path)
-    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in theirs}
-    changed = differences({k: theirs[k] for k in ours}, ours)
-    if changed:
-        raise_misfit(ckpt_path, checkpoint["rnnlab"].get("config", {}), cfg, changed[0])
+    misfits = shape_misfits(checkpoint["state_dict"], model.state_dict())
+    if misfits:
+        raise_misfit(ckpt_path, checkpoint["rnnlab"].get("config", {}), cfg, misfits[0])
 
 
 def build(cfg: DictConfig, extra_callbacks: list | None = None, resume_from: str | None = None):
