@@ -171,6 +171,8 @@ def test_eval_text_file_reads_any_text_as_the_run_read_its_corpus(synthetic_ptb,
         use_text_file(SineDataModule(), str(other), "test", keep_corpus=False, where="m.ckpt")
     with pytest.raises(ValueError, match="^text_file is a language model's perplexity on a text; ensemble averages"):
         evaluated(f"text_file={other}", f"ensemble=[{ckpt}]")
+    with pytest.raises(ValueError, match=r"^\S+last.ckpt holds a LanguageModel, not a sentiment model \(task="):
+        evaluated(f"ensemble=[{ckpt}]")  # was a traceback: the PTB DataModule has no read_splits
 
 
 def test_generate_names_the_lower_case_form_of_a_capitalized_prime_word(synthetic_ptb, tmp_path):

@@ -19,7 +19,7 @@ from rnnlab.checks import check_accelerator, check_count, check_switch, init_par
 from rnnlab.cli import check_added_keys, keep_freed_memory, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.data.corpus import TokenCorpus
 from rnnlab.files import write_metrics
-from rnnlab.predictor import ensemble
+from rnnlab.predictor import check_sentiment, ensemble
 from rnnlab.tasks.language_model import LanguageModel, perplexity
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def evaluate_ensemble(cfg: DictConfig, run: TrainedRun, overrides: dict) -> dict
     device = adapt_device(cfg.trainer.get("accelerator"))
     runs = [run] + [load_run(path) for path in cfg.ensemble]
     for member in runs:
+        check_sentiment(member)
         member.model.to(device)
     splits = [instantiate(member.config.data, **overrides).read_splits()[cfg.split] for member in runs]
     for member, texts in zip(runs[1:], splits[1:]):

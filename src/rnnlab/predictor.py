@@ -24,12 +24,17 @@ class Prediction:
     truncated: bool
 
 
+def check_sentiment(run: TrainedRun) -> None:
+    """Refuses a run that is not a sentiment classifier, in one line naming its checkpoint."""
+    if not isinstance(run.model, SentimentClassifier):
+        raise ValueError(f"{run.path} holds a {type(run.model).__name__}, not a sentiment model (task=sentiment)")
+
+
 class Predictor:
     """Tokenizes as the run's data config did, encodes with the checkpoint's vocabulary, predicts."""
 
     def __init__(self, run: TrainedRun, onnx: OnnxModel | None = None):
-        if not isinstance(run.model, SentimentClassifier):
-            raise ValueError(f"{run.path} holds a {type(run.model).__name__}, not a sentiment model (task=sentiment)")
+        check_sentiment(run)
         self.model, self.vocab, self.data, self.onnx = run.model, run.vocab, run.config.data, onnx
 
     def probabilities(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
