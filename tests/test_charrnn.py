@@ -97,6 +97,25 @@ def test_top_k_draws_only_among_the_k_most_likely_in_their_proportions():
     torch.testing.assert_close(draw_frequencies(logits, top_k=1), torch.tensor([0.0, 1, 0, 0, 0]))
 
 
+def test_top_p_draws_only_among_the_fewest_most_likely_that_reach_p_in_their_proportions():
+    probs = torch.tensor([0.15, 0.5, 0.05, 0.3])
+    logits = probs.log()
+    freq = draw_frequencies(logits, top_p=0.7)  # 0.5, then 0.3 (0.5 < 0.7 before it); 0.8 >= 0.7 before 0.15
+    assert freq[0] == 0 and freq[2] == 0
+    torch.testing.assert_close(freq[[1, 3]], torch.tensor([0.625, 0.375]), rtol=0, atol=0.01)
+    torch.testing.assert_close(draw_frequencies(logits, top_p=0.45), torch.tensor([0.0, 1, 0, 0]))  # the first stays
+    torch.testing.assert_close(draw_frequencies(logits, top_p=0.9), torch.tensor([0.15, 0.5, 0, 0.3]) / 0.95,
+                               rtol=0, atol=0.01)
+    assert torch.equal(draw_frequencies(logits, top_p=1.0), draw_frequencies(logits))  # the same draws
+    # after the temperature: at 0.5 the probabilities are 0.5^2, 0.3^2, ... renormalized (0.685 first), so p=0.6
+    # keeps the first alone, where at temperature 1 it keeps two
+    torch.testing.assert_close(draw_frequencies(logits, temperature=0.5, top_p=0.6), torch.tensor([0.0, 1, 0, 0]))
+    assert (draw_frequencies(logits, top_p=0.6) > 0).tolist() == [False, True, False, True]
+    rows = torch.stack([logits, logits.flip(0)])  # each row its own nucleus
+    ids = choose(rows.repeat(2000, 1), generator=torch.Generator().manual_seed(1), top_p=0.7).view(2000, 2)
+    assert set(ids[:, 0].tolist()) == {1, 3} and set(ids[:, 1].tolist()) == {0, 2}
+
+
 def test_sampling_is_deterministic_under_a_seed_and_batched():
     net = RNNLM(20, [16], "gru", embedding_dim=8, init_scale=0.5)
     a = sample(net, [1, 2], 40, temperature=1.0, seed=5, num_samples=3)
@@ -105,6 +124,12 @@ def test_sampling_is_deterministic_under_a_seed_and_batched():
     assert a.shape == (3, 40) and torch.equal(a, b) and not torch.equal(a, c)
     top1 = sample(net, [1, 2], 40, top_k=1, seed=9)
     assert torch.equal(top1, sample(net, [1, 2], 40, strategy="argmax"))
+    assert torch.equal(sample(net, [1, 2], 40, top_p=1e-6, seed=9), top1)  # the nucleus of the most likely alone
+    nucleus = sample(net, [1, 2], 40, top_p=0.5, seed=5, num_samples=3)
+    assert torch.equal(nucleus, sample(net, [1, 2], 40, top_p=0.5, seed=5, num_samples=3))
+    assert not torch.equal(a, nucleus)
+    step, layers = net.stepper(), net.rnn.to_layers(None, 3)  # the onnxruntime path draws the same
+    assert torch.equal(sample_steps(step, layers, [1, 2], 40, top_p=0.5, seed=5, num_samples=3), nucleus)
 
 
 def test_banned_ids_are_never_drawn_even_when_most_likely():
@@ -195,11 +220,22 @@ def test_generate_streams_and_repeats_under_a_seed(char_checkpoint):
     assert generate(gen_cfg(path), io.StringIO()) == texts
     two = generate(gen_cfg(path, num_samples=2, sampling="argmax"), io.StringIO())
     assert len(two) == 2 and two[0] == two[1]
+    assert generate(gen_cfg(path, top_p=1e-6), io.StringIO()) == generate(gen_cfg(path, sampling="argmax"),
+                                                                          io.StringIO())
+    nucleus = generate(gen_cfg(path, top_p=0.5), io.StringIO())
+    assert nucleus != texts and nucleus == generate(gen_cfg(path, top_p=0.5), io.StringIO())
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(temperature=0.0), "temperature must be > 0, got 0.0"),
-    (dict(length=0), "length must be >= 1, got 0"),
+    (dict(temperature=0.0), r"^temperature must be a number > 0, got 0.0$"),
+    (dict(temperature="hot"), r"^temperature must be a number > 0, got 'hot'$"),  # these four: tracebacks before
+    (dict(length="long"), r"^length must be an integer >= 1, got 'long'$"),
+    (dict(top_k=2.5), r"^top_k must be an integer >= 1 or null, got 2.5$"),
+    (dict(num_samples=True), r"^num_samples must be an integer >= 1, got True$"),
+    (dict(length=0), r"^length must be an integer >= 1, got 0$"),
+    (dict(top_p=0), r"^top_p must be a number in \(0, 1\] or null, got 0$"),
+    (dict(top_p=1.5), r"^top_p must be a number in \(0, 1\] or null, got 1.5$"),
+    (dict(top_p="all"), r"^top_p must be a number in \(0, 1\] or null, got 'all'$"),
     (dict(prime="ROMEO~#"), r"^prime: 2 symbol\(s\) not in the vocabulary: '#', '~' \(unknown=unk reads them as "
                             r"'\ufffd'\)$"),
     (dict(unknown="skip"), r"^unknown must be one of \('error', 'unk'\), got 'skip'$"),
@@ -243,7 +279,7 @@ def test_generate_script_one_line_errors(char_checkpoint, tmp_path):
     path, _ = char_checkpoint
     result = run_script("generate.py", f"ckpt_path={path}", "temperature=-1", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "generate.py: error: temperature must be > 0, got -1"
+    assert result.stderr.strip() == "generate.py: error: temperature must be a number > 0, got -1"
     result = run_script("generate.py", f"ckpt_path={path}", "prime=ROMEO:", "length=30", "seed=1", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("ROMEO:") and len(result.stdout) == 6 + 30 + 1
 
@@ -353,5 +389,5 @@ def test_sampling_refuses_a_network_whose_logits_are_not_finite():
 def test_a_sample_of_length_one_is_one_id():
     net = RNNLM(20, [16], "gru", embedding_dim=8, init_scale=0.5)
     assert sample(net, [1, 2], 1, seed=0).shape == (1, 1)
-    with pytest.raises(ValueError, match="length must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="^length must be an integer >= 1, got 0$"):
         sample(net, [1, 2], 0)

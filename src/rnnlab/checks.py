@@ -19,6 +19,11 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_number(value: object) -> bool:
+    """An int or a float, and not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_count(name: str, value: int | None, nullable: bool = False) -> None:
     """A count (a batch size, a window length): an int >= 1, or None where `nullable` (the default it stands for)."""
     if value is None and nullable:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
-from rnnlab.checks import check_seed, check_switch
+from rnnlab.checks import check_count, check_seed, check_switch
 from rnnlab.cli import check_added_keys, one_line_errors, resolve_device, set_threads
 from rnnlab.data.text import never_sampled
 from rnnlab.data.vocab import UnknownSymbolError
@@ -51,9 +51,8 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     A prime for a word LM over documents (`task=lm`) is tokenized as its documents were (lower-cased, punctuation
     dropped); a backward LM (`data.reverse=true`) writes the text that leads up to the prime, in the usual order."""
     set_threads(cfg.get("threads"))
-    check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k)
-    if cfg.num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
+    check_sampling_args(cfg.length, cfg.temperature, cfg.sampling, cfg.top_k, cfg.get("top_p"))
+    check_count("num_samples", cfg.num_samples)
     check_seed("seed", cfg.get("seed"), nullable=True)
     check_switch("print_prime", cfg.get("print_prime", True))
     on_unknown = cfg.get("unknown", "error")
@@ -93,9 +92,10 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
         session = OnnxModel(cfg.onnx_path, "language_model_step", cfg.get("threads"))
         states = zero_states(run.model.net, cfg.num_samples)
         ids = sample_steps(onnx_stepper(session), states, run.vocab.encode(prime), *args,
-                           banned=never_sampled(run.vocab))
+                           banned=never_sampled(run.vocab), top_p=cfg.get("top_p"))
     else:
-        ids = sample(run.model.net, run.vocab.encode(prime), *args, banned=never_sampled(run.vocab))
+        ids = sample(run.model.net, run.vocab.encode(prime), *args, banned=never_sampled(run.vocab),
+                     top_p=cfg.get("top_p"))
     texts = [from_symbols(run.vocab.decode(row[::-1] if backward else row), level) for row in ids.tolist()]
     if stream:
         out.write("\n")
