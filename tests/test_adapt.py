@@ -85,7 +85,9 @@ def test_eval_script_reports_plain_and_adapted_numbers(synthetic_ptb, tmp_path, 
     (["adapt=dynamic", "adapt.lr=-1"], "adapt.lr must be >= 0, got -1"),
     (["adapt=dynamic", "adapt.decay=1.5"], "adapt.decay must be in [0, 1], got 1.5"),
     (["adapt=dynamic", "adapt.bptt=0"], "adapt.bptt must be an integer >= 1 or null, got 0"),
-    (["adapt=cache", "adapt.window=0"], "adapt.window must be >= 1, got 0"),
+    (["adapt=cache", "adapt.window=0"], "adapt.window must be an integer >= 1, got 0"),
+    (["adapt=cache", "adapt.window=2.5"], "adapt.window must be an integer >= 1, got 2.5"),  # a traceback before
+    (["adapt=dynamic", "adapt.lr=abc"], "adapt.lr must be a number >= 0, got 'abc'"),  # a traceback before
     (["adapt=cache", "adapt.theta=-0.5"], "adapt.theta must be >= 0, got -0.5"),
     (["adapt=cache", "adapt.lam=2"], "adapt.lam must be in [0, 1], got 2"),
     (["adapt=cache", "adapt.search=true", "adapt.grid.lam=[0.1,-0.1]"], "adapt.grid.lam must be in [0, 1], got -0.1"),

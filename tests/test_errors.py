@@ -233,6 +233,13 @@ def test_loop_settings_lightning_takes_unchecked_are_one_line(tmp_path, capsys, 
     ("trainer.enable_progress_bar=off", "trainer.enable_progress_bar must be true or false or null, got 'off'"),
     ("callbacks.model_checkpoint.enable_version_counter=no", "callbacks.model_checkpoint.enable_version_counter must "
                                                              "be true or false, got 'no'"),
+
+    # and every integer and number setting (before: "model.net: '<' not supported between instances of 'str' ...")
+    ("model.net.dropout=abc", "model.net.dropout must be a number, got 'abc'"),
+    ("model.net.init_scale=abc", "model.net.init_scale must be a number or null, got 'abc'"),
+    ("model.optimizer.lr=abc", "model.optimizer.lr must be a number, got 'abc'"),  # float | Tensor in torch
+    ("data.eval_batch_size=2.5", "data.eval_batch_size must be an integer, got 2.5"),
+    ("trainer.limit_train_batches=all", "trainer.limit_train_batches must be a number or null, got 'all'"),
 ])
 def test_a_runs_own_settings_are_checked_before_any_file_is_written(tmp_path, override, message):
     from rnnlab.train import train
@@ -242,16 +249,21 @@ def test_a_runs_own_settings_are_checked_before_any_file_is_written(tmp_path, ov
     assert not (tmp_path / "run").exists()
 
 
-def test_switch_parameters_are_the_ones_typed_bool_through_kwargs():
-    from rnnlab.checks import switch_parameters
+def test_typed_parameters_are_the_switches_integers_and_numbers_through_kwargs():
+    from rnnlab.checks import typed_parameters
 
-    assert switch_parameters("rnnlab.data.lm_datamodule.CharDataModule") == {"download": False, "vary_bptt": False}
-    assert switch_parameters("tests.test_errors.typed") == {"a": False, "b": True, "c": True}
-    assert switch_parameters("no.such.module.Thing") == {}
+    char = typed_parameters("rnnlab.data.lm_datamodule.CharDataModule")
+    assert char["download"] == char["vary_bptt"] == ("switch", False) and char["batch_size"] == ("integer", False)
+    assert typed_parameters("tests.test_errors.typed") == {
+        "a": ("switch", False), "b": ("switch", True), "c": ("switch", True), "d": ("integer", False),
+        "g": ("number", False), "h": ("number", True), "i": ("number", False)}
+    assert typed_parameters("torch.optim.SGD")["lr"] == ("number", False)
+    assert typed_parameters("no.such.module.Thing") == {}
 
 
-def typed(a: bool, b: bool | None, c: Optional[bool], d: int, e: bool | int, f=True):  # noqa: UP045
-    """For the test above: a, b and c are switches; d, e and f are not."""
+def typed(a: bool, b: bool | None, c: Optional[bool], d: int, e: bool | int, f=True, g: float = 0.0,  # noqa: UP045
+          h: int | float | None = None, i: float | torch.Tensor = 1.0, j: str | int = 1):
+    """For the test above: a, b and c are switches, d an integer, g, h and i numbers; e, f and j none of these."""
 
 
 @pytest.mark.parametrize(("lr", "cause"), [("abc", "'<=' not supported"), (-1.0, "Invalid learning rate: -1.0")])

@@ -442,6 +442,7 @@ def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
 
 @pytest.mark.parametrize(("kw", "message"), [
     ({"threshold": 1.5}, "threshold must be in [0, 1], got 1.5"),
+    ({"threshold": "high"}, "threshold must be a number in [0, 1], got 'high'"),  # a traceback before
     ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
     ({"trajectory_points": 0}, "trajectory_points must be an integer >= 1 or null, got 0"),
     ({"plot": "maybe"}, "plot must be true or false, got 'maybe'"),  # before: a plot

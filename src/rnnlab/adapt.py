@@ -24,10 +24,11 @@ from rnnlab.checks import check_count, check_range
 from rnnlab.data.streams import BPTTStream
 from rnnlab.models.recurrent import detach_state
 
-# What each adaptation's settings may be: (lowest, highest) inclusive, None for no upper bound.
+# What each adaptation's settings may be: (lowest, highest) inclusive, None for no upper bound; "count": an
+# integer >= 1.
 SETTING_RANGES = {
     "dynamic": {"lr": (0, None), "decay": (0, 1)},
-    "cache": {"window": (1, None), "theta": (0, None), "lam": (0, 1)},
+    "cache": {"window": "count", "theta": (0, None), "lam": (0, 1)},
 }
 
 
@@ -40,8 +41,11 @@ def candidates(adapt: Mapping) -> list[dict[str, float]]:
         settings = [dict(zip(names, values)) for values in itertools.product(*(adapt["grid"][k] for k in names))]
         where = "adapt.grid"
     for setting in settings:
-        for key, (low, high) in SETTING_RANGES[adapt["method"]].items():
-            check_range(f"{where}.{key}", setting[key], low, high)
+        for key, allowed in SETTING_RANGES[adapt["method"]].items():
+            if allowed == "count":
+                check_count(f"{where}.{key}", setting[key])
+            else:
+                check_range(f"{where}.{key}", setting[key], *allowed)
     check_count("adapt.bptt", adapt.get("bptt"), nullable=True)
     return settings
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from hydra.utils import get_object
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 SEED_MAX = 2**32 - 1
 
@@ -76,8 +76,10 @@ def check_folds(folds: object, fold: object) -> None:
 
 def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
     """A number >= `low`, and <= `high` when one is given."""
+    expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if not is_number(value):
+        raise ValueError(f"{name} must be a number {expected}, got {value!r}")
     if value < low or (high is not None and value > high):
-        expected = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {expected}, got {value}")
 
 
@@ -120,7 +122,7 @@ def check_run(cfg: Mapping) -> None:
         raise ValueError(f"optimized_metric={metric} is measured only with test=true; set it, or optimize a val/ "
                          "metric")
     check_trainer(cfg.get("trainer") or {})
-    check_switch_settings(cfg)
+    check_typed_settings(cfg)
 
 
 def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
@@ -138,37 +140,53 @@ def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
     return found
 
 
-def switch_parameters(target: str) -> dict[str, bool]:
-    """The parameters of `target` (a class or function path) typed `bool` or `bool | None`: name -> nullable."""
+KINDS = {  # what a parameter's annotation asks of a setting: (the annotation's types, the check, what it must be)
+    "switch": ({bool}, lambda v: isinstance(v, bool), "true or false"),
+    "integer": ({int}, is_int, "an integer"),
+    "number": ({float}, is_number, "a number"),
+}
+
+
+def typed_parameters(target: str) -> dict[str, tuple[str, bool]]:
+    """The parameters of `target` (a class or function path) typed `bool`, `int`, `float` or `int | float`, each
+    perhaps `| None` or `| Tensor`: name -> (kind, a key of KINDS; nullable)."""
     try:
         obj = get_object(target)
         params = init_parameters(obj) if isinstance(obj, type) else inspect.signature(obj, eval_str=True).parameters
     except Exception:  # not importable here, or no signature: nothing to check
         return {}
-    switches = {}
+    typed = {}
     for name, param in params.items():
         union = typing.get_origin(param.annotation) in (typing.Union, types.UnionType)
         kinds = set(typing.get_args(param.annotation)) if union else {param.annotation}
-        if kinds in ({bool}, {bool, type(None)}):
-            switches[name] = type(None) in kinds
-    return switches
+        nullable = type(None) in kinds
+        kinds -= {type(None), torch.Tensor}  # a setting is never a tensor (an optimizer's `lr: float | Tensor`)
+        if kinds == {int, float}:
+            kinds = {float}
+        for kind, (annotation, _, _) in KINDS.items():
+            if kinds == annotation:
+                typed[name] = (kind, nullable)
+    return typed
 
 
-def check_switch_settings(cfg: Mapping, where: str = "") -> None:
-    """Every yes/no setting of every object the config instantiates (`_target_`), as its signature types it: a
-    typo such as `model.net.tie_weights=maybe` would otherwise count as true."""
+def check_typed_settings(cfg: Mapping, where: str = "") -> None:
+    """Every yes/no, integer and number setting of every object the config instantiates (`_target_`), as its
+    signature types it: a typo such as `model.net.tie_weights=maybe` would otherwise count as true, and
+    `model.net.dropout=abc` fail inside the object with a message that names neither the setting nor the value."""
     node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
     if isinstance(node, Mapping):
-        switches = switch_parameters(str(node["_target_"])) if "_target_" in node else {}
-        for name, nullable in switches.items():
-            value = node.get(name, False)
-            if not (isinstance(value, bool) or (nullable and value is None)):
-                raise ValueError(f"{where}{name} must be true or false{' or null' if nullable else ''}, got {value!r}")
+        typed = typed_parameters(str(node["_target_"])) if "_target_" in node else {}
+        for name, (kind, nullable) in typed.items():
+            if node.get(name, MISSING) == MISSING:
+                continue  # the object's own default, or a size the data gives (`???` until then)
+            value, (_, valid, expected) = node[name], KINDS[kind]
+            if not (valid(value) or (nullable and value is None)):
+                raise ValueError(f"{where}{name} must be {expected}{' or null' if nullable else ''}, got {value!r}")
         for key, value in node.items():
-            check_switch_settings(value, f"{where}{key}.")
+            check_typed_settings(value, f"{where}{key}.")
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            check_switch_settings(value, f"{where}{i}.")
+            check_typed_settings(value, f"{where}{i}.")
 
 
 def check_accelerator(trainer: Mapping) -> None:
