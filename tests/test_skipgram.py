@@ -198,7 +198,11 @@ def test_cached_vectors_by_gensim_are_keyed_apart_from_the_torch_trainers(tmp_pa
     ({"window": 0}, "window must be an integer >= 1, got 0"),
     ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
     ({"embedding_dim": 0}, "embedding_dim must be an integer >= 1, got 0"),
-    ({"subsample": 1.5}, "subsample must be in [0, 1) (0: keep every word), got 1.5"),
+    ({"subsample": 1.5}, "subsample must be a number in [0, 1) (0: keep every word), got 1.5"),
+    ({"subsample": "abc"}, "subsample must be a number in [0, 1) (0: keep every word), got 'abc'"),  # a traceback
+    ({"lr": "abc"}, "lr must be a number > 0, got 'abc'"),  # before: unread by gensim, a traceback in torch's
+    ({"lr": 0}, "lr must be a number > 0, got 0"),
+    ({"whitened": "maybe"}, "whitened must be true or false, got 'maybe'"),  # before: taken as true
 ])
 def test_pretraining_settings_out_of_range_are_named_before_any_text_is_read(tmp_path, monkeypatch, setting, message):
     import re

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from rnnlab import CONF_DIR
-from rnnlab.checks import check_count, check_seed
+from rnnlab.checks import check_count, check_seed, check_switch, is_number
 from rnnlab.cli import check_added_keys, one_line_errors
 from rnnlab.data.corpus import cache_key
 from rnnlab.data.download import DataFileError
@@ -79,15 +79,18 @@ METHODS = {"torch": ("skip-gram", "about 15 min"), "gensim": ("skip-gram", "a fe
 
 
 def check_settings(method: str, embedding_dim: int, window: int, negatives: int, epochs: int, batch_size: int,
-                   workers: int, subsample: float) -> None:
-    """One line naming the first setting out of range, before any text is read."""
+                   workers: int, subsample: float, lr: float, whitened: bool) -> None:
+    """One line naming the first setting out of range or of the wrong type, before any text is read."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
     for name, value in (("embedding_dim", embedding_dim), ("window", window), ("negatives", negatives),
                         ("epochs", epochs), ("batch_size", batch_size), ("workers", workers)):
         check_count(name, value)
-    if not 0 <= subsample < 1:
-        raise ValueError(f"subsample must be in [0, 1) (0: keep every word), got {subsample}")
+    if not is_number(subsample) or not 0 <= subsample < 1:
+        raise ValueError(f"subsample must be a number in [0, 1) (0: keep every word), got {subsample!r}")
+    if not is_number(lr) or not lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    check_switch("whitened", whitened)
 
 
 def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim: int, window: int, negatives: int,
@@ -96,7 +99,7 @@ def pretrain_vectors(method: str, datamodule, output: str | Path, embedding_dim:
     """Word vectors of `datamodule`'s training texts by `method` (`batch_size` and `lr`: the PyTorch
     trainer's; `workers`: gensim's), written to `output`; `whitened`: through `rnnlab.data.vectors.whiten`
     (CBOW's vectors crowd into a few directions, and whitened they classify better)."""
-    check_settings(method, embedding_dim, window, negatives, epochs, batch_size, workers, subsample)
+    check_settings(method, embedding_dim, window, negatives, epochs, batch_size, workers, subsample, lr, whitened)
     if not isinstance(datamodule, SentimentDataModule):
         raise ValueError(f"data: word vectors are made from a sentiment dataset's training texts (data=imdb or "
                          f"data=mr), not from {type(datamodule).__name__}")
@@ -126,7 +129,7 @@ def cached_vectors(data, cache_dir: str | Path, embedding_dim: int = 128, window
     effect. It draws from its own seed inside a forked RNG: the caller's random state is the same whether the file
     was cached.
     """
-    check_settings(method, embedding_dim, window, negatives, epochs, batch_size, workers, subsample)
+    check_settings(method, embedding_dim, window, negatives, epochs, batch_size, workers, subsample, lr, whitened)
     settings = {k: list(v) if isinstance(v, (tuple, ListConfig)) else v
                 for k, v in data.hparams.items() if k not in LOADER_SETTINGS}  # [0.8, 0.1] however it was given
     settings.update(embedding_dim=embedding_dim, window=window, negatives=negatives, subsample=subsample,
