@@ -224,6 +224,8 @@ def test_loop_settings_lightning_takes_unchecked_are_one_line(tmp_path, capsys, 
     ("seed=-1", "seed must be an integer in [0, 4294967295], got -1"),  # before: NumPy's message
     ("test=maybe", "test must be true or false, got 'maybe'"),  # before: taken as true
     ("keep_freed_memory=maybe", "keep_freed_memory must be true or false, got 'maybe'"),
+    ("extras.print_config=maybe", "extras.print_config must be true or false, got 'maybe'"),  # before: taken as true
+    ("extras.rich_progress=1", "extras.rich_progress must be true or false, got 1"),
     ("tags=abc", "tags must be a list, e.g. tags=[baseline,ptb], got 'abc'"),  # before: tags a, b and c
     ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1 or null, got 1.5"),
     # every yes/no setting of every object the config builds, as its signature types it (before: taken as true)

@@ -106,12 +106,15 @@ def check_trainer(trainer: Mapping) -> None:
 
 
 def check_run(cfg: Mapping) -> None:
-    """A run's own settings, before any file is written: `seed`, the switches `test` and `keep_freed_memory`, the
-    list `tags`, `optimized_metric` (a name; a test metric only with `test`), and the Trainer's (`check_trainer`)."""
+    """A run's own settings, before any file is written: `seed`, the switches `test`, `keep_freed_memory` and
+    `extras.*`, the list `tags`, `optimized_metric` (a name; a test metric only with `test`), and the Trainer's
+    (`check_trainer`)."""
     check_seed("seed", cfg.get("seed"))
     for key in ("test", "keep_freed_memory"):
         if key in cfg:
             check_switch(key, cfg[key])
+    for key, value in (cfg.get("extras") or {}).items():
+        check_switch(f"extras.{key}", value)
     tags = cfg.get("tags")
     if tags is not None and (isinstance(tags, str) or not isinstance(tags, Sequence)):
         raise ValueError(f"tags must be a list, e.g. tags=[baseline,ptb], got {tags!r}")
