@@ -1,9 +1,11 @@
-"""Sentiment predictions from a SentimentLSTM checkpoint: per-word trajectories, or a file in batch."""
+"""Predictions from a checkpoint: a sentiment classifier's P(positive) after every word, or a language model's
+surprisal of every symbol; one text, or a file in batch."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -12,13 +14,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
-from rnnlab.checkpoint import checkpoint_file, load_run, run_folder
-from rnnlab.checks import check_count, check_range, check_switch
+from rnnlab.checkpoint import TrainedRun, checkpoint_file, load_run, run_folder
+from rnnlab.checks import check_count, check_range, check_switches
 from rnnlab.cli import check_added_keys, one_line_errors, resolve_device, set_threads
 from rnnlab.files import atomic_write
 from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot, save_figure
 from rnnlab.predictor import Prediction, Predictor, averaged
+from rnnlab.scoring import LineScore, score_lines
+from rnnlab.tasks.language_model import LanguageModel
 
 
 def plot_trajectory(pred: Prediction, path: Path) -> Path:
@@ -58,36 +62,59 @@ def read_stdin(stdin) -> str:
     return buffer.read().decode("utf-8", errors="replace") if buffer is not None else stdin.read()
 
 
+def read_texts(cfg: DictConfig, stdin=None) -> tuple[str | None, list[str] | None, str]:
+    """The input of `text`, `text_file` or `input` (`-`: standard input): `(one text, None, "the text")`, or
+    `(None, the lines of input, where they came from)`."""
+    given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")
+    if cfg.get("text") is not None:
+        return str(cfg.text), None, "the text"
+    key = given[0]
+    path = Path(cfg[key]).expanduser()
+    if str(cfg[key]) == "-":
+        text, source = read_stdin(stdin or sys.stdin), "standard input"
+    elif not path.is_file():
+        name = "text_file" if key == "text_file" else "input file"
+        raise ValueError(f"{name} {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
+    elif key == "input" and cfg.output and Path(cfg.output).expanduser().resolve() == path.resolve():
+        raise ValueError(f"output={cfg.output} is the input file; write the predictions to another file")
+    else:
+        text, source = path.read_text(encoding="utf-8", errors="replace"), str(path)
+    return (text, None, "the text") if key == "text_file" else (None, text.splitlines(), source)
+
+
+def write_lines(cfg: DictConfig, records: list[dict], out) -> None:
+    """JSON lines to `output` (written whole, under a temporary name first), else to `out`."""
+    lines = "".join(json.dumps(record) + "\n" for record in records)
+    if cfg.output:
+        atomic_write(Path(cfg.output).expanduser(), lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    else:
+        out.write(lines)
+
+
 def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list:
     """`text`, `text_file` or `input` (`-`: standard input) through the checkpoint; prints and returns the
-    predictions."""
+    predictions: a sentiment classifier's P(positive), or a language model's surprisal of every symbol."""
     set_threads(cfg.get("threads"))
     check_range("threshold", cfg.threshold, 0, 1)
     check_count("batch_size", cfg.batch_size)
     check_count("trajectory_points", cfg.get("trajectory_points"), nullable=True)
-    check_switch("plot", cfg.plot)
-    given = [k for k in ("text", "text_file", "input") if cfg.get(k) is not None]
-    if len(given) != 1:
-        raise ValueError("give exactly one of text=..., text_file=FILE (one text) or input=FILE (a text a line)")
-    if cfg.get("text_file") is not None:
-        path = Path(cfg.text_file).expanduser()
-        if str(cfg.text_file) == "-":
-            text = read_stdin(stdin or sys.stdin)
-        elif not path.is_file():
-            raise ValueError(f"text_file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
-        else:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        cfg = OmegaConf.merge(cfg, {"text": text, "text_file": None})
+    check_switches("", plot=cfg.plot, per_token=cfg.get("per_token", False))
+    text, texts, source = read_texts(cfg, stdin)
+    device = resolve_device(cfg.device)
+    run = load_run(cfg.ckpt_path, map_location=device)
+    if isinstance(run.model, LanguageModel):
+        return predict_scores(cfg, run, text, texts, source, out, err)
     onnx = OnnxModel(cfg.onnx_path, "sentiment_classifier", cfg.get("threads")) \
         if backend(cfg) == "onnxruntime" else None
-    if cfg.get("ensemble") and cfg.text is not None:
+    if cfg.get("ensemble") and text is not None:
         raise ValueError("ensemble= averages batch predictions: give the texts as input=FILE (a text a line)")
-    device = resolve_device(cfg.device)
-    predictor = Predictor(load_run(cfg.ckpt_path, map_location=device), onnx)
+    predictor = Predictor(run, onnx)
     members = [Predictor(load_run(path, map_location=device)) for path in cfg.get("ensemble") or []]
     label = lambda p: "positive" if p >= cfg.threshold else "negative"  # noqa: E731
-    if cfg.text is not None:
-        pred = predictor.one(str(cfg.text), cfg.trajectory_points)
+    if text is not None:
+        pred = predictor.one(text, cfg.trajectory_points)
         if pred.truncated:
             err.write(f"warning: the text is longer than max_len={predictor.data.max_len} words; "
                       f"read the {predictor.data.truncate_keep} {len(pred.words)}\n")
@@ -100,28 +127,61 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list
             out.write(f"{pred.words[i]:>20s}  {p:.3f}\n")
         out.write(f"P(positive) = {pred.probability:.3f}: {label(pred.probability)}\n")
         if cfg.plot:
-            err.write(f"saved {plot_trajectory(pred, plot_path(cfg))}\n")
+            err.write(f"saved {plot_trajectory(pred, plot_path(OmegaConf.merge(cfg, {'text': text})))}\n")
         return [pred]
-    path = Path(cfg.input).expanduser()
-    if str(cfg.input) == "-":
-        texts, source = read_stdin(stdin or sys.stdin).splitlines(), "standard input"
-    elif not path.is_file():
-        raise ValueError(f"input file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
-    elif cfg.output and Path(cfg.output).expanduser().resolve() == path.resolve():
-        raise ValueError(f"output={cfg.output} is the input file; write the predictions to another file")
-    else:
-        texts, source = path.read_text(encoding="utf-8", errors="replace").splitlines(), str(path)
     probs = averaged([member.many(texts, cfg.batch_size) for member in [predictor, *members]])
     empty = sum(p is None for p in probs)
     if empty:
         err.write(f"warning: {empty} line(s) of {source} have no words; their prediction is null\n")
-    lines = "".join(json.dumps({"line": i + 1, "p_positive": p, "label": None if p is None else label(p)}) + "\n"
-                    for i, p in enumerate(probs))
-    if cfg.output:
-        atomic_write(Path(cfg.output).expanduser(), lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
-    else:
-        out.write(lines)
+    write_lines(cfg, [{"line": i + 1, "p_positive": p, "label": None if p is None else label(p)}
+                      for i, p in enumerate(probs)], out)
     return probs
+
+
+def predict_scores(cfg: DictConfig, run: TrainedRun, text: str | None, texts: list[str] | None, source: str,
+                   out, err) -> list[LineScore | None]:
+    """A language model's surprisal of every symbol, each line read on its own (`rnnlab.scoring`): for one text
+    a table of them (in bits) and the total; for `input` a JSON line per line (`per_token`: with the symbols and
+    their surprisals)."""
+    for setting, given in (("ensemble=[...]", bool(cfg.get("ensemble"))), ("plot=true", cfg.plot),
+                           ("backend=onnxruntime", backend(cfg) == "onnxruntime")):
+        if given:
+            raise ValueError(f"{setting} is for sentiment classifiers; {run.path} holds a language model, whose "
+                             "scores predict.py computes in PyTorch")
+    level, vocab = run.model.symbol_level, run.vocab
+    shown = (lambda s: repr(s)) if level == "char" else (lambda s: s)  # noqa: E731
+    lines = texts if texts is not None else text.splitlines() or [text]
+    scores = score_lines(run.model.net, vocab, lines, level, run.config.get("data"), cfg.batch_size)
+    unknown = sorted({s for score in scores if score for s in score.unknown})
+    if unknown:
+        listed = ", ".join(map(repr, unknown[:20])) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+        err.write(f"note: {len(unknown)} symbol(s) outside the vocabulary, read as {vocab.unk!r}: {listed}\n")
+    if texts is None:
+        kept = [score for score in scores if score]
+        if not kept:
+            raise ValueError("the text has no symbols to read")
+        out.write(f"{'symbol':>20s}  surprisal (bits)\n")
+        for score in kept:
+            for symbol, nats in zip(score.symbols, score.surprisal):
+                out.write(f"{shown(symbol):>20s}  {nats / math.log(2):.3f}\n")
+        n, log_prob = sum(len(score.symbols) for score in kept), math.fsum(score.log_prob for score in kept)
+        out.write(f"log P = {log_prob:.3f} nats over {n} symbols: perplexity {math.exp(-log_prob / n):.2f}, "
+                  f"{-log_prob / n / math.log(2):.3f} bits per symbol\n")
+        return scores
+    empty = sum(score is None for score in scores)
+    if empty:
+        err.write(f"warning: {empty} line(s) of {source} have no symbols; their scores are null\n")
+    records = []
+    for i, score in enumerate(scores):
+        record = {"line": i + 1, "symbols": None, "log_prob": None, "perplexity": None, "unknown": None}
+        if score is not None:
+            record |= {"symbols": len(score.symbols), "log_prob": score.log_prob, "perplexity": score.perplexity,
+                       "unknown": len([s for s in score.symbols if s in score.unknown])}
+            if cfg.get("per_token"):
+                record |= {"tokens": score.symbols, "surprisal_bits": [v / math.log(2) for v in score.surprisal]}
+        records.append(record)
+    write_lines(cfg, records, out)
+    return scores
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")

@@ -1,0 +1,70 @@
+"""Scoring texts with a language model: the surprisal of every symbol of a line, read on its own."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
+from rnnlab.sampling import default_prime, to_symbols
+
+
+@dataclass
+class LineScore:
+    """A line's symbols as the model read them (its end-of-line symbol last), each symbol's surprisal
+    `-log P` in nats, and the line's symbols outside the vocabulary (read as its unknown symbol)."""
+
+    symbols: list[str]
+    surprisal: list[float]
+    unknown: list[str]
+
+    @property
+    def log_prob(self) -> float:
+        """log P(line) in nats."""
+        return -math.fsum(self.surprisal)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.log_prob / len(self.symbols))
+
+
+def line_symbols(text: str, level: str, data: Mapping | None) -> list[str]:
+    """A line as the model reads a line of its corpus (`generate.py` reads a prime the same way), in its reading
+    order, ending with the symbol that ends a line (`<eos>`, or a line break for a char model); [] for a line
+    with nothing to read."""
+    symbols = to_symbols(text, level, data)
+    return [*symbols, *to_symbols(default_prime(level), level)] if symbols else []
+
+
+@torch.inference_mode()
+def score_lines(net: nn.Module, vocab: Vocabulary, lines: Sequence[str], level: str, data: Mapping | None = None,
+                batch_size: int = 64) -> list[LineScore | None]:
+    """Each line's score (None for a line with nothing to read), every line read on its own from the zero state
+    after the end-of-line symbol, as a line that follows another in the corpus is read. Lines go through `net`
+    in batches of similar length, padded on the right (which a left-to-right model never reads)."""
+    boundary = vocab.encode(to_symbols(default_prime(level), level))
+    read = [line_symbols(text, level, data) for text in lines]
+    if vocab.unk is None or vocab.on_unknown == "error":  # the run read such symbols as errors, not as unknown
+        missing = vocab.unknown(s for symbols in read for s in symbols)
+        if missing:
+            raise UnknownSymbolError(missing, where="the text")
+    was_training, device = net.training, next(net.parameters()).device
+    net.eval()
+    scores: list[LineScore | None] = [None] * len(lines)
+    order = sorted((i for i, symbols in enumerate(read) if symbols), key=lambda i: len(read[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids = [boundary + vocab.encode(read[i]) for i in rows]
+        longest = max(map(len, ids))
+        batch = torch.tensor([row + [0] * (longest - len(row)) for row in ids], device=device)
+        logits, _ = net(batch[:, :-1])
+        surprisal = -F.log_softmax(logits.float(), -1).gather(-1, batch[:, 1:, None])[..., 0]
+        for i, row, values in zip(rows, ids, surprisal.cpu().tolist()):
+            scores[i] = LineScore(read[i], values[:len(row) - 1], vocab.unknown(read[i]))
+    net.train(was_training)
+    return scores
