@@ -132,3 +132,25 @@ def test_predict_refuses_what_a_language_model_cannot_do_in_one_line(ptb_run, tm
         kw = kw | {"input": str(tmp_path / "x.txt")}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
         predicted(ptb_run, tmp_path, **kw)
+
+
+def test_the_python_api_loads_a_run_folder_and_scores_samples_and_imports_lazily(ptb_run, tmp_path):
+    import subprocess
+    import sys
+
+    import rnnlab
+    from rnnlab.checkpoint import load_run
+    from rnnlab.sampling import sample
+
+    light = subprocess.run([sys.executable, "-c", "import sys, rnnlab; print(sorted({'torch', 'lightning'} & "
+                            "set(sys.modules)))"], capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "[]"  # import rnnlab reads no framework until a function is used
+    assert rnnlab.load_run is load_run and rnnlab.sample is sample and "score_run" in rnnlab.__all__
+    run = rnnlab.load_run(ptb_run.parent.parent)  # a run folder: its best.ckpt
+    (score,) = rnnlab.score_run(run, ["w1 w2 qq w3"])
+    (expected,), _, _ = predicted(ptb_run.parent / "best.ckpt", tmp_path, text="w1 w2 qq w3")
+    assert score.surprisal == pytest.approx(expected.surprisal, abs=1e-6)
+    ids = rnnlab.sample(run.model.net, run.vocab.encode(["<eos>"]), 5, seed=1)
+    assert ids.shape == (1, 5) and all(word in run.vocab for word in run.vocab.decode(ids[0]))
+    with pytest.raises(AttributeError, match="module 'rnnlab' has no attribute 'nope'"):
+        rnnlab.nope  # noqa: B018

@@ -21,7 +21,7 @@ from rnnlab.files import atomic_write
 from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot, save_figure
 from rnnlab.predictor import Prediction, Predictor, averaged
-from rnnlab.scoring import LineScore, score_lines
+from rnnlab.scoring import LineScore, score_run
 from rnnlab.tasks.language_model import LanguageModel
 
 
@@ -151,7 +151,7 @@ def predict_scores(cfg: DictConfig, run: TrainedRun, text: str | None, texts: li
     level, vocab = run.model.symbol_level, run.vocab
     shown = (lambda s: repr(s)) if level == "char" else (lambda s: s)  # noqa: E731
     lines = texts if texts is not None else text.splitlines() or [text]
-    scores = score_lines(run.model.net, vocab, lines, level, run.config.get("data"), cfg.batch_size)
+    scores = score_run(run, lines, cfg.batch_size)
     unknown = sorted({s for score in scores if score for s in score.unknown})
     if unknown:
         listed = ", ".join(map(repr, unknown[:20])) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")

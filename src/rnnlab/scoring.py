@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnlab.checkpoint import TrainedRun
 from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
 from rnnlab.sampling import default_prime, to_symbols
 
@@ -68,3 +69,8 @@ def score_lines(net: nn.Module, vocab: Vocabulary, lines: Sequence[str], level: 
             scores[i] = LineScore(read[i], values[:len(row) - 1], vocab.unknown(read[i]))
     net.train(was_training)
     return scores
+
+
+def score_run(run: TrainedRun, lines: Sequence[str], batch_size: int = 64) -> list[LineScore | None]:
+    """`score_lines` with a trained language model (`load_run`): its network, vocabulary, symbols and tokenization."""
+    return score_lines(run.model.net, run.vocab, lines, run.model.symbol_level, run.config.get("data"), batch_size)
