@@ -38,9 +38,12 @@ def test_training_lowers_the_loss_and_is_reproducible_from_its_saved_config(synt
                  "model/optimizer=adam", "model.optimizer.lr=0.01", "callbacks=none"]
     first = train(compose_config(overrides, tmp_path / "a"))
     saved = OmegaConf.load(tmp_path / "a" / "run" / ".hydra" / "config.yaml")
+    assert saved.hydra.output_subdir is None  # Hydra's settings for a run from this file (--config-path)
     saved.paths.output_dir = str(tmp_path / "b")
     second = train(saved)
-    assert (tmp_path / "b" / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "b" / ".hydra" / "config.yaml").read_text() == \
+        (tmp_path / "a" / "run" / ".hydra" / "config.yaml").read_text().replace(str(tmp_path / "a" / "run"),
+                                                                              str(tmp_path / "b"))
     assert first["val/loss"] == pytest.approx(second["val/loss"], rel=1e-6)
     assert first["val/loss"] < math.log(42) - 1.0  # far better than uniform over the 42-symbol vocabulary
 
@@ -113,6 +116,24 @@ def test_train_script_hydra_run_dir_saved_config(synthetic_ptb, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     first, second = (load_run(tmp_path / d / "checkpoints" / "last.ckpt").model.state_dict() for d in ("out", "again"))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    # rnnlab, not Hydra, writes .hydra/ (after the resume checks): the saved config carries hydra.output_subdir null
+    assert sorted(p.name for p in (tmp_path / "again" / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml",
+                                                                                "overrides.yaml"]
+    # resuming with the saved config, no overrides to remember: Hydra no longer overwrites the run's config first
+    original = (tmp_path / "out" / ".hydra" / "config.yaml").read_text()
+    resumed = run_script("train.py", "--config-path", str(tmp_path / "out" / ".hydra"), "--config-name", "config",
+                         f"hydra.run.dir={tmp_path / 'out'}", "ckpt_path=last", "trainer.max_epochs=2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "holds a run made with other settings (its files are kept as .hydra/*.1.yaml): trainer.max_epochs: 1 " \
+           "there, 2 here\n" in resumed.stdout + resumed.stderr  # before: "ckpt_path: 'last' there, None here"
+    assert (tmp_path / "out" / ".hydra" / "config.1.yaml").read_text() == original
+    assert read_checkpoint(tmp_path / "out" / "checkpoints" / "last.ckpt")["global_step"] == 8  # 4 a epoch
+    # without hydra.run.dir, a run from a saved config goes where train.py's runs go
+    rerun = run_script("train.py", "--config-path", str(tmp_path / "out" / ".hydra"), "--config-name", "config",
+                       "test=false", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (folder,) = (tmp_path / "outputs" / "ptb" / "runs").iterdir()
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_eval_multirun_over_checkpoints_writes_each_jobs_metrics_and_the_summary(synthetic_ptb, tmp_path):

@@ -66,6 +66,15 @@ def monitored(callbacks: Mapping[str, object], optimized_metric: str | None) -> 
     return {**names, **({"optimized_metric": optimized_metric} if optimized_metric else {})}
 
 
+def saved_hydra_settings() -> dict:
+    """The Hydra settings of train.py's config (`conf/hydra/default.yaml`, `hydra.output_subdir: null`), saved in
+    a run's config.yaml: a run started from it (`--config-path <run>/.hydra --config-name config`) writes its folder
+    where train.py's runs go and leaves `.hydra/` to rnnlab, which writes it after the resume checks."""
+    settings = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "hydra" / "default.yaml")) | {"output_subdir": None}
+    settings["sweep"].pop("subdir", None)  # Hydra's default, ${hydra.job.num}, which resolves only under Hydra
+    return settings
+
+
 @rank_zero_only
 def save_config(cfg: DictConfig) -> int | None:
     """The run's `.hydra/config.yaml` and, under Hydra, its `overrides.yaml` and `hydra.yaml`, in
@@ -77,14 +86,18 @@ def save_config(cfg: DictConfig) -> int | None:
     saved = cfg.copy()
     with open_dict(saved):
         saved.ckpt_path = None
-    files = {"config.yaml": OmegaConf.to_yaml(saved)}
+    files = {"config.yaml": OmegaConf.to_yaml(saved) + OmegaConf.to_yaml({"hydra": saved_hydra_settings()})}
     if HydraConfig.initialized():
         files["overrides.yaml"] = OmegaConf.to_yaml(HydraConfig.get().overrides.task)
         files["hydra.yaml"] = OmegaConf.to_yaml({"hydra": HydraConfig.get()})
     earlier, n = folder / "config.yaml", None
-    if earlier.is_file() and earlier.read_text() != files["config.yaml"]:
+    settings = OmegaConf.to_container(saved)
+    theirs = OmegaConf.to_container(OmegaConf.load(earlier)) if earlier.is_file() else None
+    if theirs is not None:
+        theirs.pop("hydra", None)  # compared without it: the runs of before saved none
+    if theirs is not None and theirs != settings:
         n = next(k for k in itertools.count(1) if not (folder / f"config.{k}.yaml").exists())
-        changed = differences(OmegaConf.to_container(OmegaConf.load(earlier)), OmegaConf.to_container(saved))
+        changed = differences(theirs, settings)
         more = f"; and {len(changed) - 8} more" if len(changed) > 8 else ""
         log.warning("%s holds a run made with other settings (its files are kept as .hydra/*.%d.yaml): %s%s",
                     folder.parent, n, "; ".join(changed[:8]), more)
@@ -281,6 +294,8 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured task in its own run folder; returns the final metrics."""
+    if "hydra" in cfg:  # a run's config.yaml loaded by hand: the Hydra settings it carries are Hydra's, not the run's
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     check_run(cfg)
     check_lr_find(cfg)
     check_accelerator(cfg.trainer)
