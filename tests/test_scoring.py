@@ -103,6 +103,9 @@ def test_predict_scores_a_text_and_a_file_with_a_language_model(ptb_run, tmp_pat
     assert rows[-1] == (f"log P = {score.log_prob:.3f} nats over 5 symbols: perplexity {score.perplexity:.2f}, "
                         f"{-score.log_prob / 5 / math.log(2):.3f} bits per symbol")
     assert err == "note: 1 symbol(s) outside the vocabulary, read as '<unk>': 'qq'\n"
+    _, _, err = predicted(ptb_run, tmp_path, text="W1 w2 W3 qq")  # the synthetic corpus, as PTB, is lower-case
+    assert err == ("note: 3 symbol(s) outside the vocabulary, read as '<unk>': 'W1', 'W3', 'qq' (the vocabulary has "
+                   "'w1', 'w3' in lower case)\n")
 
     lines = tmp_path / "lines.txt"
     lines.write_text("w1 w2 qq w3\n\nw4 w5\n")

@@ -74,9 +74,8 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     unknown = run.vocab.unknown(prime)
     if unknown and (on_unknown == "error" or run.vocab.unk is None):
         hints = [f"unknown=unk reads them as {run.vocab.unk!r}"] if run.vocab.unk is not None else []
-        lowered = [w.lower() for w in unknown if w.lower() != w and w.lower() in run.vocab]  # PTB is lower-case
-        if lowered:
-            hints.insert(0, f"the vocabulary has {', '.join(map(repr, lowered[:5]))} in lower case")
+        if run.vocab.lower_case_hint(unknown):
+            hints.insert(0, run.vocab.lower_case_hint(unknown))
         raise UnknownSymbolError(unknown, where="prime", hint=f" ({'; '.join(hints)})" if hints else "")
     if unknown:
         prime = [s if s in run.vocab else run.vocab.unk for s in prime]

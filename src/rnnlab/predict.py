@@ -155,7 +155,9 @@ def predict_scores(cfg: DictConfig, run: TrainedRun, text: str | None, texts: li
     unknown = sorted({s for score in scores if score for s in score.unknown})
     if unknown:
         listed = ", ".join(map(repr, unknown[:20])) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
-        err.write(f"note: {len(unknown)} symbol(s) outside the vocabulary, read as {vocab.unk!r}: {listed}\n")
+        hint = vocab.lower_case_hint(unknown)
+        err.write(f"note: {len(unknown)} symbol(s) outside the vocabulary, read as {vocab.unk!r}: {listed}"
+                  f"{f' ({hint})' if hint else ''}\n")
     if texts is None:
         kept = [score for score in scores if score]
         if not kept:

@@ -87,6 +87,12 @@ class Vocabulary:
         unk_id = self.stoi[self.unk]
         return [self.stoi.get(s, unk_id) for s in symbols]
 
+    def lower_case_hint(self, unknown: Iterable[str]) -> str:
+        """For symbols outside the vocabulary whose lower-case forms are in it (PTB is lower-case): a clause naming
+        up to five of those forms, else ""."""
+        lowered = [s.lower() for s in unknown if s.lower() != s and s.lower() in self.stoi]
+        return f"the vocabulary has {', '.join(map(repr, lowered[:5]))} in lower case" if lowered else ""
+
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.itos[int(i)] for i in ids]
 
