@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -122,8 +123,23 @@ def test_predict_scores_a_text_and_a_file_with_a_language_model(ptb_run, tmp_pat
                                                                         "unknown"}  # per_token=false: no lists
 
 
+def test_predict_plots_a_texts_surprisal_per_symbol(ptb_run, tmp_path, monkeypatch):
+    import rnnlab.predict
+
+    png = tmp_path / "surprisal.png"
+    _, _, err = predicted(ptb_run, tmp_path, text="w1 w2\nw3", plot=True, plot_path=str(png))
+    assert err == f"saved {png}\n" and png.stat().st_size > 5000
+    drawn = []
+    monkeypatch.setattr(rnnlab.predict, "plot_per_symbol", lambda *args, **kw: drawn.append(args) or png)
+    scores, _, _ = predicted(ptb_run, tmp_path, text="w1 w2\nw3", plot=True, plot_path=str(png))
+    ((symbols, positions, bits, ylabel, _, path),) = drawn
+    assert symbols == ["w1", "w2", "<eos>", "w3", "<eos>"] and positions == [0, 1, 2, 3, 4] and path == png
+    assert bits == pytest.approx([v / math.log(2) for s in scores for v in s.surprisal])
+    assert ylabel == "surprisal (bits)"
+
+
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"text": "w1", "plot": True}, "plot=true is for sentiment classifiers; "),
+    ({"input": "x.txt", "plot": True}, "plot=true draws the curve of one text (text= or text_file=), not of input="),
     ({"input": "x.txt", "ensemble": ["y.ckpt"]}, "ensemble=[...] is for sentiment classifiers; "),
     ({"text": "w1", "backend": "onnxruntime", "onnx_path": "m.onnx"}, "backend=onnxruntime is for sentiment "),
     ({"text": " "}, "the text has no symbols to read"),
@@ -133,7 +149,7 @@ def test_predict_refuses_what_a_language_model_cannot_do_in_one_line(ptb_run, tm
     if "input" in kw:
         (tmp_path / "x.txt").write_text("w1\n")
         kw = kw | {"input": str(tmp_path / "x.txt")}
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         predicted(ptb_run, tmp_path, **kw)
 
 

@@ -384,6 +384,10 @@ def test_predict_text_trajectory_and_plot(mr_checkpoint, tmp_path):
     assert pred.words == ["the", "acting", "was", "superb", "but", "the", "plot", "was", "a", "mess"]
     assert len(pred.trajectory) == 10 and pred.trajectory[-1] == pytest.approx(pred.probability, abs=1e-6)
     assert out.getvalue().splitlines()[-1].startswith("P(positive) = ") and png.stat().st_size > 5000
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("fine\n")
+    with pytest.raises(ValueError, match=r"^plot=true draws the curve of one text \(text= or text_file=\), not of "):
+        predict(pcfg(path, input=str(reviews), plot=True), out, err)  # before: no plot, without a word
 
 
 def test_predict_long_text_trajectory_at_evenly_spaced_words(mr_checkpoint, tmp_path):

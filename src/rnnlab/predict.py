@@ -25,24 +25,33 @@ from rnnlab.scoring import LineScore, score_run
 from rnnlab.tasks.language_model import LanguageModel
 
 
-def plot_trajectory(pred: Prediction, path: Path) -> Path:
+def plot_per_symbol(symbols: list[str], positions: list[int], values: list[float], ylabel: str, title: str,
+                    path: Path, ylim: tuple[float, float] | None = None, line: float | None = None) -> Path:
+    """`values` after the symbols at `positions` as a curve, the symbols as ticks when they are few; a PNG."""
     plt = pyplot()
     if plt is None:
         raise ValueError("plot=true needs matplotlib: pip install 'rnnlab[plot]'")
-    fig, ax = plt.subplots(figsize=(min(40, max(6, 0.45 * len(pred.positions))), 3.5))
-    ax.plot(pred.positions, pred.trajectory, marker="o" if len(pred.positions) <= 100 else None)
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    if len(pred.positions) <= 100:
-        ax.set_xticks(pred.positions, [pred.words[i] for i in pred.positions], rotation=60, ha="right")
+    fig, ax = plt.subplots(figsize=(min(40, max(6, 0.45 * len(positions))), 3.5))
+    ax.plot(positions, values, marker="o" if len(positions) <= 100 else None)
+    if line is not None:
+        ax.axhline(line, color="grey", lw=0.8, ls="--")
+    if len(positions) <= 100:
+        ax.set_xticks(positions, [symbols[i] for i in positions], rotation=60, ha="right")
     else:
-        ax.set_xlabel("word")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("P(positive)")
-    ax.set_title("prediction after each word")
+        ax.set_xlabel("symbol")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_trajectory(pred: Prediction, path: Path) -> Path:
+    return plot_per_symbol(pred.words, pred.positions, pred.trajectory, "P(positive)", "prediction after each word",
+                           path, ylim=(0, 1), line=0.5)
 
 
 def plot_path(cfg: DictConfig) -> Path:
@@ -102,6 +111,8 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list
     check_count("trajectory_points", cfg.get("trajectory_points"), nullable=True)
     check_switches("", plot=cfg.plot, per_token=cfg.get("per_token", False))
     text, texts, source = read_texts(cfg, stdin)
+    if cfg.plot and texts is not None:
+        raise ValueError("plot=true draws the curve of one text (text= or text_file=), not of input=FILE")
     device = resolve_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
     if isinstance(run.model, LanguageModel):
@@ -141,9 +152,9 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list
 def predict_scores(cfg: DictConfig, run: TrainedRun, text: str | None, texts: list[str] | None, source: str,
                    out, err) -> list[LineScore | None]:
     """A language model's surprisal of every symbol, each line read on its own (`rnnlab.scoring`): for one text
-    a table of them (in bits) and the total; for `input` a JSON line per line (`per_token`: with the symbols and
-    their surprisals)."""
-    for setting, given in (("ensemble=[...]", bool(cfg.get("ensemble"))), ("plot=true", cfg.plot),
+    a table of them (in bits) and the total (`plot`: also their curve); for `input` a JSON line per line
+    (`per_token`: with the symbols and their surprisals)."""
+    for setting, given in (("ensemble=[...]", bool(cfg.get("ensemble"))),
                            ("backend=onnxruntime", backend(cfg) == "onnxruntime")):
         if given:
             raise ValueError(f"{setting} is for sentiment classifiers; {run.path} holds a language model, whose "
@@ -169,6 +180,12 @@ def predict_scores(cfg: DictConfig, run: TrainedRun, text: str | None, texts: li
         n, log_prob = sum(len(score.symbols) for score in kept), math.fsum(score.log_prob for score in kept)
         out.write(f"log P = {log_prob:.3f} nats over {n} symbols: perplexity {math.exp(-log_prob / n):.2f}, "
                   f"{-log_prob / n / math.log(2):.3f} bits per symbol\n")
+        if cfg.plot:
+            symbols = [shown(symbol) for score in kept for symbol in score.symbols]
+            bits = [nats / math.log(2) for score in kept for nats in score.surprisal]
+            path = plot_per_symbol(symbols, list(range(n)), bits, "surprisal (bits)", "surprisal of each symbol",
+                                   plot_path(OmegaConf.merge(cfg, {"text": text})))
+            err.write(f"saved {path}\n")
         return scores
     empty = sum(score is None for score in scores)
     if empty:
