@@ -249,6 +249,23 @@ def test_generate_bad_input(char_checkpoint, kw, message):
         generate(gen_cfg(path, **kw), io.StringIO())
 
 
+def test_a_prime_read_from_a_file_or_standard_input_generates_as_the_same_prime_given_inline(char_checkpoint, tmp_path):
+    path, _ = char_checkpoint
+    prime = "ROMEO:\nO, she [doth] = 'x'"  # what a command line would parse: a comma, brackets, =, quotes
+    inline = io.StringIO()
+    texts = generate(gen_cfg(path, prime=prime, unknown="unk"), inline)
+    (tmp_path / "prime.txt").write_text(prime)
+    from_file = io.StringIO()
+    read = generate(gen_cfg(path, prime=None, prime_file=str(tmp_path / "prime.txt"), unknown="unk"), from_file)
+    assert read == texts and from_file.getvalue() == inline.getvalue()
+    piped = generate(gen_cfg(path, prime=None, prime_file="-", unknown="unk"), io.StringIO(), stdin=io.StringIO(prime))
+    assert piped == texts
+    with pytest.raises(ValueError, match=r"^give prime=TEXT or prime_file=FILE, not both$"):
+        generate(gen_cfg(path, prime_file=str(tmp_path / "prime.txt")), io.StringIO())
+    with pytest.raises(ValueError, match=r"^prime_file \S+nothing.txt does not exist$"):
+        generate(gen_cfg(path, prime=None, prime_file=str(tmp_path / "nothing.txt")), io.StringIO())
+
+
 @pytest.mark.parametrize(("kw", "shown"), [({}, "ROMEO:"), ({"prime": None}, ""), ({"print_prime": False}, "")])
 def test_several_samples_show_the_prime_as_one_stream_does(char_checkpoint, kw, shown):
     path, _ = char_checkpoint

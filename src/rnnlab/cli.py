@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
@@ -93,6 +94,20 @@ def resolve_device(name: str) -> torch.device:
     if not available[device.type]():
         raise ValueError(f"device={name}, but PyTorch sees no {device.type.upper()} device")
     return device
+
+
+def read_text_setting(name: str, value: object, stdin=None) -> tuple[str, str]:
+    """The text of a file setting (`text_file=FILE`; `-`: standard input), bytes that are not UTF-8 replaced, and
+    where it came from; `name` is how an error names the setting."""
+    if str(value) == "-":
+        stream = stdin or sys.stdin
+        buffer = getattr(stream, "buffer", None)
+        text = buffer.read().decode("utf-8", errors="replace") if buffer is not None else stream.read()
+        return text, "standard input"
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{name} {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
+    return path.read_text(encoding="utf-8", errors="replace"), str(path)
 
 
 def user_error_message(error: BaseException) -> str | None:

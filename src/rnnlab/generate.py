@@ -6,12 +6,12 @@ import os
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import load_run
 from rnnlab.checks import check_count, check_seed, check_switch
-from rnnlab.cli import check_added_keys, one_line_errors, resolve_device, set_threads
+from rnnlab.cli import check_added_keys, one_line_errors, read_text_setting, resolve_device, set_threads
 from rnnlab.data.text import never_sampled
 from rnnlab.data.vocab import UnknownSymbolError
 from rnnlab.onnx_export import OnnxModel, backend, onnx_stepper, zero_states
@@ -45,7 +45,7 @@ def streamer(out, vocab, level: str, every: int = 64):
 UNKNOWN = ("error", "unk")  # what a prime's symbols outside the vocabulary do
 
 
-def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
+def generate(cfg: DictConfig, out=sys.stdout, stdin=None) -> list[str]:
     """The generated texts (without the prime); streams them to `out` as they are produced.
 
     A prime for a word LM over documents (`task=lm`) is tokenized as its documents were (lower-cased, punctuation
@@ -55,6 +55,10 @@ def generate(cfg: DictConfig, out=sys.stdout) -> list[str]:
     check_count("num_samples", cfg.num_samples)
     check_seed("seed", cfg.get("seed"), nullable=True)
     check_switch("print_prime", cfg.get("print_prime", True))
+    if cfg.get("prime_file") is not None:
+        if cfg.prime is not None:
+            raise ValueError("give prime=TEXT or prime_file=FILE, not both")
+        cfg = OmegaConf.merge(cfg, {"prime": read_text_setting("prime_file", cfg.prime_file, stdin)[0]})
     on_unknown = cfg.get("unknown", "error")
     if on_unknown not in UNKNOWN:
         raise ValueError(f"unknown must be one of {UNKNOWN}, got {on_unknown!r}")

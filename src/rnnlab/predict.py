@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import TrainedRun, checkpoint_file, load_run, run_folder
 from rnnlab.checks import check_count, check_range, check_switches
-from rnnlab.cli import check_added_keys, one_line_errors, resolve_device, set_threads
+from rnnlab.cli import check_added_keys, one_line_errors, read_text_setting, resolve_device, set_threads
 from rnnlab.files import atomic_write
 from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot, save_figure
@@ -65,12 +65,6 @@ def plot_path(cfg: DictConfig) -> Path:
     return run_folder(checkpoint_file(cfg.ckpt_path)) / "predictions" / name
 
 
-def read_stdin(stdin) -> str:
-    """All of standard input as text, bytes that are not UTF-8 replaced (as files are read)."""
-    buffer = getattr(stdin, "buffer", None)
-    return buffer.read().decode("utf-8", errors="replace") if buffer is not None else stdin.read()
-
-
 def read_texts(cfg: DictConfig, stdin=None) -> tuple[str | None, list[str] | None, str]:
     """The input of `text`, `text_file` or `input` (`-`: standard input): `(one text, None, "the text")`, or
     `(None, the lines of input, where they came from)`."""
@@ -80,16 +74,10 @@ def read_texts(cfg: DictConfig, stdin=None) -> tuple[str | None, list[str] | Non
     if cfg.get("text") is not None:
         return str(cfg.text), None, "the text"
     key = given[0]
-    path = Path(cfg[key]).expanduser()
-    if str(cfg[key]) == "-":
-        text, source = read_stdin(stdin or sys.stdin), "standard input"
-    elif not path.is_file():
-        name = "text_file" if key == "text_file" else "input file"
-        raise ValueError(f"{name} {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
-    elif key == "input" and cfg.output and Path(cfg.output).expanduser().resolve() == path.resolve():
+    if key == "input" and cfg.output and str(cfg.input) != "-" and \
+            Path(cfg.output).expanduser().resolve() == Path(cfg.input).expanduser().resolve():
         raise ValueError(f"output={cfg.output} is the input file; write the predictions to another file")
-    else:
-        text, source = path.read_text(encoding="utf-8", errors="replace"), str(path)
+    text, source = read_text_setting("text_file" if key == "text_file" else "input file", cfg[key], stdin)
     return (text, None, "the text") if key == "text_file" else (None, text.splitlines(), source)
 
 
