@@ -1,4 +1,5 @@
 import re
+import string
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -185,3 +186,4 @@ def test_train_writes_its_run_files_itself_and_each_script_has_its_own_help(name
         cfg = compose(name, return_hydra_config=True)
     assert cfg.hydra.output_subdir == subdir  # train.py: after its resume checks (tests/test_resume.py)
     assert cfg.hydra.help.header.startswith(f"{name}.py (rnnlab): ")
+    string.Template(cfg.hydra.help.header).substitute()  # Hydra renders --help as a template: a stray $ breaks it
