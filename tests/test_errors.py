@@ -155,6 +155,22 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
         raise ValueError("bad value")
 
 
+def test_an_allocation_that_fails_is_one_line_saying_what_to_lower(capsys):
+    """`train.py task=ptb data.batch_size=100000` asked for 29.8 GiB of logits and ended in a traceback."""
+    from rnnlab.cli import one_line_errors, out_of_memory
+
+    advice = ("failed; lower the batch size (data.batch_size, data.eval_batch_size; eval.py's batch_size), the window "
+              "(data.bptt) or the model's size")
+    with pytest.raises(SystemExit) as exit_info, one_line_errors("train.py"):
+        torch.empty(2**50, dtype=torch.uint8)  # PyTorch's CPU allocator refuses a petabyte at once
+    assert exit_info.value.code == 1
+    line = capsys.readouterr().err
+    assert line == f"train.py: error: out of memory: an allocation of 1048576.0 GiB on the CPU {advice}\n"
+    gpu = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has 79 GiB in all")
+    assert out_of_memory(gpu) == f"out of memory: an allocation of 20.00 GiB on the GPU {advice}"
+    assert out_of_memory(RuntimeError("shape mismatch")) is None and out_of_memory(ValueError("can't allocate")) is None
+
+
 @pytest.mark.parametrize(("task", "override", "message"), [
     ("ptb", "data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
     ("ptb", "data.eval_bptt=0", "data.eval_bptt must be an integer >= 1 or null, got 0"),

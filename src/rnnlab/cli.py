@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -110,9 +111,28 @@ def read_text_setting(name: str, value: object, stdin=None) -> tuple[str, str]:
     return path.read_text(encoding="utf-8", errors="replace"), str(path)
 
 
+def out_of_memory(error: BaseException) -> str | None:
+    """One line for an allocation that failed, on the CPU (a RuntimeError from PyTorch's allocator) or a GPU
+    (`torch.OutOfMemoryError`): how much it asked for and what to lower; None for any other error."""
+    text = str(error)
+    cpu = re.search(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (\d+) bytes", text)
+    if isinstance(error, torch.OutOfMemoryError):
+        asked = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", text)
+        where = f"an allocation of {asked.group(1)} on the GPU" if asked else "an allocation on the GPU"
+    elif isinstance(error, RuntimeError) and cpu:
+        where = f"an allocation of {int(cpu.group(1)) / 2**30:.1f} GiB on the CPU"
+    else:
+        return None
+    return (f"out of memory: {where} failed; lower the batch size (data.batch_size, data.eval_batch_size; "
+            "eval.py's batch_size), the window (data.bptt) or the model's size")
+
+
 def user_error_message(error: BaseException) -> str | None:
     """The one line for an error a user caused, None for any other. A config node that fails to build
-    (Hydra's `InstantiationException`) is named by its key, followed by what its constructor said."""
+    (Hydra's `InstantiationException`) is named by its key, followed by what its constructor said; an
+    allocation that fails (a batch too large for the memory) is `out_of_memory`'s line."""
+    if out_of_memory(error):
+        return out_of_memory(error)
     if isinstance(error, MissingMandatoryValue):
         return f"{error.full_key} has no value: give it on the command line ({error.full_key}=...)"
     if isinstance(error, InstantiationException):
