@@ -322,6 +322,22 @@ def test_a_backward_classifier_reads_the_same_words_last_first(mr_backward_check
     assert predictor.words("The plot was a mess!") == (["mess", "a", "was", "plot", "the"], False)
 
 
+def test_eval_gives_the_accuracys_wilson_interval(mr_checkpoint, tmp_path, caplog):
+    import logging
+
+    from rnnlab.evaluate import evaluate, wilson_interval
+
+    assert wilson_interval(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=1e-5)  # the textbook's example
+    assert wilson_interval(1.0, 10) == pytest.approx((0.72247, 1.0), abs=1e-5)  # never above 1, unlike p ± 1.96 s.e.
+    path, trained = mr_checkpoint
+    with caplog.at_level(logging.INFO, logger="rnnlab.evaluate"):
+        metrics = evaluate(compose_config([f"ckpt_path={path}", "threads=1"], tmp_path, config_name="eval"))
+    assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    low, high = wilson_interval(metrics["test/acc"], 1066)  # sentence polarity's test tenth
+    assert f"test/acc {metrics['test/acc']:.4f}: 95% Wilson interval [{low:.4f}, {high:.4f}] over 1066 texts" in \
+        caplog.text and low < metrics["test/acc"] < high
+
+
 def test_eval_averages_a_forward_and_a_backward_classifier(mr_checkpoint, mr_backward_checkpoint, tmp_path):
     from rnnlab.evaluate import evaluate
     from rnnlab.predictor import Predictor

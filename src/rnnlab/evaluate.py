@@ -57,7 +57,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = dict(results[0]) if results else {}
     on = f" on {cfg.text_file}" if cfg.get("text_file") else ""
     log.info("%s%s: %s", run.path, on, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
+    accuracy = f"{'test' if cfg.split == 'test' else 'val'}/acc"
+    if accuracy in metrics and hasattr(datamodule, "datasets"):
+        n = len(datamodule.datasets[cfg.split])
+        low, high = wilson_interval(metrics[accuracy], n)
+        log.info("%s %.4f: 95%% Wilson interval [%.4f, %.4f] over %d texts", accuracy, metrics[accuracy], low, high, n)
     return metrics
+
+
+def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `p` of `n` trials (95% for the default `z`): a confidence interval
+    for a classifier's accuracy on the distribution its `n` test texts were drawn from."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
 
 
 def use_text_file(datamodule, path: str, split: str, keep_corpus: bool, where: str) -> None:
