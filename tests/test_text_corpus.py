@@ -43,6 +43,23 @@ def test_documents_are_split_whole_each_exactly_once():
     assert parts != split_documents(docs, (0.8, 0.1, 0.1), seed=4)
     with pytest.raises(ValueError, match=r"fractions \(train, valid, test\) summing to 1, got \[0.8, 0.1\]"):
         split_documents(docs, (0.8, 0.1), seed=0)
+    with pytest.raises(DataFileError, match=r"^x.txt: 3 documents leave none for training with data.split=\[0.0, "):
+        split_documents(docs[:3], (0.0, 0.5, 0.5), seed=0, source="x.txt")
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_too_few_documents_name_the_file_or_folder_and_what_a_document_is(tmp_path, folder):
+    where = tmp_path / "docs"
+    if folder:
+        where.mkdir()
+        (where / "only.txt").write_text("one document\nof two lines\n")
+    else:
+        where.write_text("one line\n\n  \nanother line\n")
+    what = "a document a .txt file" if folder else "a document a non-empty line"
+    with pytest.raises(DataFileError, match=rf"^data.path {where} \({what}\) holds {1 if folder else 2} document\(s\); "
+                                            r"a corpus needs at least 3 \(one per split\)$"):  # before: no file named
+        train(compose_config(["task=lm", f"data.path={where}", *TINY_TRAINER], tmp_path))
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_the_stream_is_every_document_then_eos_with_the_training_vocabulary():

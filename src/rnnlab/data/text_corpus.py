@@ -44,18 +44,20 @@ def text_documents(path: Path) -> list[str]:
     return [line for line in read_text(path).splitlines() if line.strip()]
 
 
-def split_documents(documents: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
+def split_documents(documents: Sequence[str], fractions: Sequence[float], seed: int,
+                    source: str = "the corpus") -> dict[str, list[str]]:
     """Whole documents to train/valid/test in a seeded random order, by `fractions` (valid and test get at
-    least one document each)."""
+    least one document each); `source` names where they came from in an error."""
     check_fractions("data.split", fractions)
     if len(documents) < 3:
-        raise DataFileError(f"a corpus needs at least 3 documents (one per split), got {len(documents)}")
+        raise DataFileError(f"{source} holds {len(documents)} document(s); a corpus needs at least 3 (one per split)")
     order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
     n_valid = max(1, round(fractions[1] * len(documents)))
     n_test = max(1, round(fractions[2] * len(documents)))
     n_train = len(documents) - n_valid - n_test
     if n_train < 1:
-        raise DataFileError(f"{len(documents)} documents leave none for training with split {list(fractions)}")
+        raise DataFileError(f"{source}: {len(documents)} documents leave none for training with data.split="
+                            f"{list(fractions)}")
     parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
     return {name: [documents[i] for i in idx] for name, idx in parts.items()}
 
@@ -87,6 +89,7 @@ def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: P
         def documents() -> list[str]:
             return read_acl_imdb(fetch_tree("imdb", data_dir, cache_dir, download), "train").texts
         identity: tuple = ("imdb-train",)
+        name = "IMDB's training reviews"
     elif source == "files":
         if not path:
             raise ValueError("data.source=files needs data.path (a text file or a folder of .txt files)")
@@ -94,6 +97,7 @@ def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: P
         if not where.exists():
             raise DataFileError(f"data.path: {where} does not exist")
         identity = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in document_files(where))
+        name = f"data.path {where} ({'a document a .txt file' if where.is_dir() else 'a document a non-empty line'})"
 
         def documents() -> list[str]:
             return text_documents(where)
@@ -101,6 +105,7 @@ def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: P
         classifier = SentimentDataModule("mr", str(data_dir), str(cache_dir or data_dir), download,
                                          split=tuple(sentiment_split), folds=folds, fold=fold, seed=seed)
         identity = ("mr-not-test", folds, fold if folds else None, tuple(sentiment_split))
+        name = "sentence polarity's training and validation sentences"
 
         def documents() -> list[str]:
             parts = classifier.read_splits()
@@ -110,5 +115,5 @@ def load_text_corpus(source: str, path: str | None, data_dir: Path, cache_dir: P
     given = (vocab.itos, vocab.unk) if vocab is not None else None
     key = cache_key(identity, options, tuple(split), seed, min_freq, max_size, given)
     return cached_corpus(cache_dir, f"text-{source}", key,
-                         lambda: document_corpus(split_documents(documents(), split, seed), tokenize, min_freq,
+                         lambda: document_corpus(split_documents(documents(), split, seed, name), tokenize, min_freq,
                                                  max_size, vocab))
