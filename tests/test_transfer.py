@@ -229,6 +229,29 @@ def test_discriminative_learning_rates_and_one_cycle(imdb_lm, tmp_path, head):
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == heads
 
 
+def test_the_range_test_sweeps_every_group_at_its_own_share_of_the_lr(imdb_lm, tmp_path, monkeypatch):
+    import csv
+
+    from rnnlab.lr_finder import find_lr
+
+    cfg = compose_config(classifier_overrides(imdb_lm, "model.lr_decay_per_layer=2.0", "model/optimizer=adam",
+                                              "trainer.max_epochs=10"), tmp_path)
+    datamodule, model, trainer = build(cfg)
+    seen, step = [], torch.optim.Adam.step
+
+    def recorded(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recorded)
+    find_lr(trainer, model, datamodule, tmp_path, steps=16, min_lr=1e-4, max_lr=1e-1)
+    with open(tmp_path / "lr_find.csv") as f:
+        swept = [float(row["lr"]) for row in csv.DictReader(f)]
+    assert len(seen) == len(swept) == 16  # before: every group at the swept lr, the head's and the embedding's alike
+    for lrs, lr in zip(seen, swept):
+        assert lrs == pytest.approx([lr, lr / 2, lr / 4, lr / 8])  # the head, then each layer below it
+
+
 def test_an_lm_fine_tuned_on_new_text_keeps_its_architecture_tokenization_vocabulary_and_weights(
         imdb_lm, classifier_ckpt, tmp_path, monkeypatch):
     ckpt, _ = imdb_lm

@@ -72,23 +72,31 @@ def suggest(lrs: list[float], losses: list[float]) -> tuple[float | None, float 
 def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, out: Path,
             steps: int, min_lr: float, max_lr: float) -> dict[str, float]:
     """Runs the range test from the model's initial weights (Lightning's `Tuner.lr_find`): `steps` training steps
-    with the lr raised exponentially towards `max_lr` from `min_lr` in every parameter group, stopping early once the
-    loss is far past its lowest. Writes `out/lr_find.csv` (lr, loss and smoothed loss per step) and
-    `out/lr_find.png`; returns `lr_find/steps`, `lr_find/min_loss_lr` (the lr of the lowest smoothed loss) and
-    `lr_find/suggested_lr` (`suggest`; left out when there is none)."""
+    with the lr raised exponentially towards `max_lr` from `min_lr`, each parameter group at its own share of it
+    (`lr_scale`), stopping early once the loss is far past its lowest. Writes `out/lr_find.csv` (lr, loss and
+    smoothed loss per step) and `out/lr_find.png`; returns `lr_find/steps`, `lr_find/min_loss_lr` (the lr of the
+    lowest smoothed loss) and `lr_find/suggested_lr` (`suggest`; left out when there is none)."""
     losses: list[float] = []
-    module_hook = model.on_train_batch_end
+    module_start, module_end = model.on_train_batch_start, model.on_train_batch_end
+
+    def scale(batch, batch_idx: int):
+        """Each parameter group at its share (`lr_scale`, e.g. `model.lr_decay_per_layer`) of the swept lr, which
+        Lightning's schedule gives every group alike: the swept lr is then `model.optimizer.lr`'s."""
+        swept = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()
+        for group, lr in zip(trainer.optimizers[0].param_groups, swept):
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return module_start(batch, batch_idx)
 
     def record(outputs, batch, batch_idx: int) -> None:
         losses.append(float(outputs["loss"]) if outputs else math.nan)
-        module_hook(outputs, batch, batch_idx)
+        module_end(outputs, batch, batch_idx)
 
-    model.on_train_batch_end = record  # the range test swaps the callbacks out; the module's own hooks stay
-    try:
+    model.on_train_batch_start, model.on_train_batch_end = scale, record  # the range test swaps the callbacks out;
+    try:                                                                   # the module's own hooks stay
         finder = Tuner(trainer).lr_find(model, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
                                         num_training=steps, early_stop_threshold=4.0, update_attr=False)
     finally:
-        del model.on_train_batch_end
+        del model.on_train_batch_start, model.on_train_batch_end
     every = trainer.accumulate_grad_batches  # one point per optimizer step
     lrs = finder.results["lr"][:len(losses) // every]
     losses = [sum(losses[i * every:(i + 1) * every]) / every for i in range(len(lrs))]
