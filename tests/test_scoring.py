@@ -173,3 +173,14 @@ def test_the_python_api_loads_a_run_folder_and_scores_samples_and_imports_lazily
     assert ids.shape == (1, 5) and all(word in run.vocab for word in run.vocab.decode(ids[0]))
     with pytest.raises(AttributeError, match="module 'rnnlab' has no attribute 'nope'"):
         rnnlab.nope  # noqa: B018
+
+
+def test_predict_names_what_it_reads_texts_with_for_another_checkpoint(tmp_path):
+    from rnnlab.train import train
+
+    train(compose_config(["task=sine", "model.net.hidden_sizes=[4]", "model.plot=false", *TINY_TRAINER, "test=false"],
+                         tmp_path))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(ckpt))} holds a SineRegressor; predict.py reads texts with "
+                                         r"a sentiment classifier \(task=sentiment\) or a language model \(task=ptb, "):
+        predicted(ckpt, tmp_path, text="w1")

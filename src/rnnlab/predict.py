@@ -23,6 +23,7 @@ from rnnlab.plotting import pyplot, save_figure
 from rnnlab.predictor import Prediction, Predictor, averaged
 from rnnlab.scoring import LineScore, score_run
 from rnnlab.tasks.language_model import LanguageModel
+from rnnlab.tasks.sentiment import SentimentClassifier
 
 
 def plot_per_symbol(symbols: list[str], positions: list[int], values: list[float], ylabel: str, title: str,
@@ -105,6 +106,9 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list
     run = load_run(cfg.ckpt_path, map_location=device)
     if isinstance(run.model, LanguageModel):
         return predict_scores(cfg, run, text, texts, source, out, err)
+    if not isinstance(run.model, SentimentClassifier):
+        raise ValueError(f"{run.path} holds a {type(run.model).__name__}; predict.py reads texts with a sentiment "
+                         "classifier (task=sentiment) or a language model (task=ptb, lm or charrnn)")
     onnx = OnnxModel(cfg.onnx_path, "sentiment_classifier", cfg.get("threads")) \
         if backend(cfg) == "onnxruntime" else None
     if cfg.get("ensemble") and text is not None:
