@@ -312,6 +312,30 @@ def test_text_samples_are_written_to_tensorboard(char_checkpoint):
     assert len(text) > 300
 
 
+def test_text_samples_draw_as_generate_does_and_check_their_settings_at_the_start(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    import rnnlab.callbacks
+    from rnnlab.callbacks import TextSamples
+
+    for kw, message in (({"temperature": 0}, "temperature must be a number > 0, got 0"),
+                        ({"top_p": 1.5}, r"top_p must be a number in \(0, 1\] or null, got 1.5"),
+                        ({"every_n_epochs": 0}, "every_n_epochs must be an integer >= 1, got 0")):
+        with pytest.raises(ValueError, match=f"^{message}$"):  # before: after the first epoch, or never
+            TextSamples(**kw)
+    drawn = []
+    monkeypatch.setattr(rnnlab.callbacks, "sample", lambda *args, **kw: drawn.append(kw) or torch.tensor([[1, 2]]))
+    vocab = Vocabulary([UNK_CHAR, "\n", "a", "b"], UNK_CHAR)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(vocab=vocab, hparams=None), sanity_checking=False,
+                              is_global_zero=True, current_epoch=0, global_step=3,
+                              loggers=[TensorBoardLogger(str(tmp_path))])
+    module = SimpleNamespace(symbol_level="char", net=None)
+    TextSamples(length=2, top_k=3, top_p=0.9, seed=4).on_validation_epoch_end(trainer, module)
+    assert drawn == [{"top_k": 3, "seed": 4, "banned": [], "top_p": 0.9}]
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu", "naive_lstm", "naive_gru", "naive_rnn"])
 @pytest.mark.parametrize("embedding_dim, sizes", [(None, [16, 16, 8]), (6, [16, 16, 8]), (None, [16, 16]), (6, [16])])
 def test_single_step_path_equals_the_training_forward_over_200_steps(cell, embedding_dim, sizes):

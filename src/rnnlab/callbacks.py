@@ -22,7 +22,7 @@ from rnnlab.checkpoint import non_finite
 from rnnlab.checks import check_count
 from rnnlab.data.text import never_sampled
 from rnnlab.plotting import pyplot
-from rnnlab.sampling import default_prime, from_symbols, reads_backward, sample, to_symbols
+from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, reads_backward, sample, to_symbols
 
 
 def batch_rows(batch: Any) -> int:
@@ -280,12 +280,15 @@ class StopOnDivergence(L.Callback):
 
 
 class TextSamples(L.Callback):
-    """Writes a generated text sample to TensorBoard every `every_n_epochs` validation epochs."""
+    """Writes a generated text sample to TensorBoard every `every_n_epochs` validation epochs (drawn as
+    `generate.py` draws, with `temperature`, `top_k` and `top_p`)."""
 
     def __init__(self, every_n_epochs: int = 1, length: int = 300, prime: str | None = None,
-                 temperature: float = 0.8, seed: int = 0):
+                 temperature: float = 0.8, seed: int = 0, top_k: int | None = None, top_p: float | None = None):
+        check_count("every_n_epochs", every_n_epochs)
+        check_sampling_args(length, temperature, "multinomial", top_k, top_p)  # at the start, not after an epoch
         self.every_n_epochs, self.length, self.prime = every_n_epochs, length, prime
-        self.temperature, self.seed = temperature, seed
+        self.temperature, self.seed, self.top_k, self.top_p = temperature, seed, top_k, top_p
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         vocab = getattr(trainer.datamodule, "vocab", None)
@@ -298,7 +301,8 @@ class TextSamples(L.Callback):
         banned = never_sampled(vocab)
         symbols = to_symbols(self.prime, level, data) if self.prime else to_symbols(default_prime(level), level)
         prime = [s for s in symbols if s in vocab] or [vocab.itos[min(set(range(len(vocab))) - set(banned))]]
-        ids = sample(pl_module.net, vocab.encode(prime), self.length, self.temperature, seed=self.seed, banned=banned)
+        ids = sample(pl_module.net, vocab.encode(prime), self.length, self.temperature, top_k=self.top_k,
+                     seed=self.seed, banned=banned, top_p=self.top_p)
         symbols = prime + vocab.decode(ids[0])
         text = from_symbols(symbols[::-1] if reads_backward(level, data) else symbols, level)
         for logger in loggers:  # two spaces before a newline keep line breaks in TensorBoard's markdown
