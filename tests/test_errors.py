@@ -155,6 +155,14 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
         raise ValueError("bad value")
 
 
+def test_the_throughput_window_is_checked_at_the_start():
+    from rnnlab.callbacks import TokenThroughput, batch_rows
+
+    with pytest.raises(ValueError, match=r"^window_size must be an integer >= 2, got 1$"):  # Lightning: an assert
+        TokenThroughput(batch_size_fn=batch_rows, window_size=1)
+    assert TokenThroughput(batch_size_fn=batch_rows, window_size=2).log_eval is False
+
+
 def test_an_allocation_that_fails_is_one_line_saying_what_to_lower(capsys):
     """`train.py task=ptb data.batch_size=100000` asked for 29.8 GiB of logits and ended in a traceback."""
     from rnnlab.cli import one_line_errors, out_of_memory
@@ -224,6 +232,12 @@ def test_counts_in_the_data_and_network_configs_are_one_line_when_built(tmp_path
                                      "(0, 1] of an epoch or null, got 0"),
     ("trainer.val_check_interval=1.5", "trainer.val_check_interval must be an integer >= 1 (batches), a fraction "
                                        "in (0, 1] of an epoch or null, got 1.5"),
+    # the callbacks' own settings, at the start (before: accepted, a loss limit no loss is under, an AssertionError)
+    ("callbacks.last_checkpoint.every_n_train_steps=-5", "callbacks.last_checkpoint: every_n_train_steps must be an "
+                                                         "integer >= 0 or null (0 or null: only after epochs and when "
+                                                         "stopped), got -5"),
+    ("callbacks.stop_on_divergence.max_loss=-1", "callbacks.stop_on_divergence: max_loss must be > 0 (nats per "
+                                                 "token) or null, got -1"),
 ])
 def test_loop_settings_lightning_takes_unchecked_are_one_line(tmp_path, capsys, override, message):
     from rnnlab.cli import one_line_errors

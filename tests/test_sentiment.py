@@ -322,6 +322,15 @@ def test_a_backward_classifier_reads_the_same_words_last_first(mr_backward_check
     assert predictor.words("The plot was a mess!") == (["mess", "a", "was", "plot", "the"], False)
 
 
+def test_trajectory_figures_check_their_counts_at_the_start():
+    from rnnlab.callbacks import TrajectoryFigures
+
+    for kw, message in (({"num_texts": 0}, "num_texts must be an integer >= 1, got 0"),
+                        ({"max_words": 2.5}, "max_words must be an integer >= 1, got 2.5")):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):  # before: at the first validation, or never
+            TrajectoryFigures(**kw)
+
+
 def test_eval_gives_the_accuracys_wilson_interval(mr_checkpoint, tmp_path, caplog):
     import logging
 

@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from rnnlab.checkpoint import non_finite
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, is_int
 from rnnlab.data.text import never_sampled
 from rnnlab.plotting import pyplot
 from rnnlab.sampling import check_sampling_args, default_prime, from_symbols, reads_backward, sample, to_symbols
@@ -121,6 +121,9 @@ class LastCheckpoint(Checkpoint):
     weight is not finite."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = 100):
+        if every_n_train_steps is not None and (not is_int(every_n_train_steps) or every_n_train_steps < 0):
+            raise ValueError("every_n_train_steps must be an integer >= 0 or null (0 or null: only after epochs and "
+                             f"when stopped), got {every_n_train_steps!r}")
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
         self._saved_step = -1
@@ -216,6 +219,9 @@ class TokenThroughput(ThroughputMonitor):
              "batches_per_sec": "batches_per_sec"}
 
     def __init__(self, *args: Any, log_eval: bool = False, **kwargs: Any):
+        window = kwargs.get("window_size", 100)
+        if not is_int(window) or window < 2:  # Lightning asserts it: throughput is over a window's first and last
+            raise ValueError(f"window_size must be an integer >= 2, got {window!r}")
         super().__init__(*args, **kwargs)
         self.log_eval = log_eval
 
@@ -262,6 +268,8 @@ class StopOnDivergence(L.Callback):
     as logged in `train/loss`), naming the step. No checkpoint is written from the diverged weights."""
 
     def __init__(self, max_loss: float | None = 100.0):
+        if max_loss is not None and not max_loss > 0:
+            raise ValueError(f"max_loss must be > 0 (nats per token) or null, got {max_loss}")
         self.max_loss = max_loss
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -313,6 +321,8 @@ class TrajectoryFigures(L.Callback):
     """Draws P(positive) after each word for the first `num_texts` validation texts, each validation epoch."""
 
     def __init__(self, num_texts: int = 3, max_words: int = 40):
+        check_count("num_texts", num_texts)
+        check_count("max_words", max_words)
         self.num_texts, self.max_words = num_texts, max_words
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
