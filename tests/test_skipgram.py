@@ -1,4 +1,5 @@
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,24 @@ def test_words_without_a_vector_can_start_on_the_vectors_scale(tmp_path):
     assert not scaled.weight[0].any()  # <pad> stays zero
     with pytest.raises(ValueError, match=r"model.missing_vectors must be one of \('keep', 'scaled'\), got 'zero'"):
         load_vectors_into(kept, target, path, missing="zero")
+
+
+def test_a_file_that_is_not_word_vectors_is_one_line_naming_it(tmp_path):
+    target = build_vocab([["bad", "good"]])
+    embedding = nn.Embedding(len(target), 4)
+    (tmp_path / "words.txt").write_text("good 0.1 0.2\n")
+    torch.save({"vectors": torch.zeros(3, 4)}, tmp_path / "other.pt")
+    torch.save({"itos": ["a", "b"], "vectors": torch.zeros(3, 4)}, tmp_path / "uneven.pt")
+    for name, why in (("missing.pt", "does not exist"), ("", "is a folder, not a file"),
+                      ("words.txt", "is not a word-vector file written by pretrain_embeddings.py (UnpicklingError"),
+                      ("other.pt", "is not a word-vector file written by pretrain_embeddings.py (expected 'itos', a "
+                                   "list of words, and 'vectors', a (words, dim) tensor)"),
+                      ("uneven.pt", "is not a word-vector file")):
+        path = tmp_path / name
+        with pytest.raises(ValueError, match=rf"^model.pretrained_embeddings: {re.escape(str(path))} {re.escape(why)}"):
+            load_vectors_into(embedding, target, path)  # before: "model: 101", a KeyError's bare key
+    with pytest.raises(ValueError, match=r"^model.missing_vectors must be one of \('keep', 'scaled'\), got 'zero'$"):
+        SentimentClassifier(RecurrentClassifier(len(target), embedding_dim=4, hidden_size=3), missing_vectors="zero")
 
 
 def test_whitened_vectors_are_centred_decorrelated_and_keep_their_mean_length():

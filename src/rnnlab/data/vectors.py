@@ -33,15 +33,37 @@ def save_vectors(vocab: Vocabulary, vectors: Tensor, path: Path) -> Path:
 MISSING = ("keep", "scaled")
 
 
+def check_missing(missing: str) -> None:
+    if missing not in MISSING:
+        raise ValueError(f"model.missing_vectors must be one of {MISSING}, got {missing!r}")
+
+
+def read_vectors(path: str | Path, where: str = "model.pretrained_embeddings") -> dict:
+    """A word-vector file's `{"itos", "vectors"}`, read weights-only; anything else is one line naming `where`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{where}: {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # text, another format, or pickled objects (refused unread)
+        raise ValueError(f"{where}: {path} is not a word-vector file written by pretrain_embeddings.py "
+                         f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    vectors = saved.get("vectors") if isinstance(saved, dict) else None
+    if not (isinstance(vectors, Tensor) and vectors.dim() == 2 and isinstance(saved.get("itos"), list)
+            and len(saved["itos"]) == len(vectors)):
+        raise ValueError(f"{where}: {path} is not a word-vector file written by pretrain_embeddings.py (expected "
+                         "'itos', a list of words, and 'vectors', a (words, dim) tensor)")
+    return saved
+
+
 def load_vectors_into(embedding: nn.Embedding, vocab: Vocabulary, path: str | Path, missing: str = "keep") -> int:
     """Copy the vectors of `path` into `embedding` for the words both share; returns how many.
 
     The other words (`<unk>` included, `<pad>` never) keep the embedding's initialization (`missing="keep"`) or
     are drawn again from N(0, s^2), s the standard deviation of the vectors copied (`"scaled"`: every row on
     the vectors' scale, as Kim 2014 draws the words word2vec lacks)."""
-    if missing not in MISSING:
-        raise ValueError(f"model.missing_vectors must be one of {MISSING}, got {missing!r}")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    check_missing(missing)
+    saved = read_vectors(path)
     if saved["vectors"].size(1) != embedding.embedding_dim:
         raise ValueError(f"{path}: vectors of size {saved['vectors'].size(1)}, but model.net.embedding_dim is "
                          f"{embedding.embedding_dim}")

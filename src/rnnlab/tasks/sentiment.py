@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-from rnnlab.data.vectors import load_vectors_into
+from rnnlab.data.vectors import check_missing, load_vectors_into
 from rnnlab.models.classifier import RecurrentClassifier
 from rnnlab.optim import configure_optimizers
 
@@ -62,6 +62,7 @@ class SentimentClassifier(L.LightningModule):
             raise ValueError(f"model.lr_decay_per_layer must be > 0 or null, got {lr_decay_per_layer}")
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {LOSSES}, got {loss!r}")
+        check_missing(missing_vectors)
         if pack not in (True, False, "auto"):
             raise ValueError(f"model.pack must be true, false or auto, got {pack!r}")
         if net.num_outputs != (1 if loss == "mse" else 2):
