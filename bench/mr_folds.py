@@ -28,6 +28,7 @@ from hydra import compose, initialize_config_dir
 from ptb_throughput import fresh_run_dir  # bench/ is on sys.path when run as a script
 
 from rnnlab import CONF_DIR
+from rnnlab.cli import one_line_errors
 from rnnlab.evaluate import evaluate
 from rnnlab.train import train
 
@@ -42,6 +43,11 @@ def main() -> None:
     parser.add_argument("--ensemble-of", nargs="+", metavar="DIR", type=Path, default=[],
                         help="train nothing: average each fold's classifiers of these earlier runs")
     args, overrides = parser.parse_known_args()
+    if args.folds < 2:
+        parser.error(f"--folds must be at least 2, got {args.folds}")
+    outside = [fold for fold in args.only or [] if not 0 <= fold < args.folds]
+    if outside:
+        parser.error(f"--only: fold(s) {outside} not in 0..{args.folds - 1} (--folds {args.folds})")
     folds = args.only if args.only is not None else range(args.folds)
     if args.ensemble_of:
         if len(args.ensemble_of) < 2 or any(not o.startswith("threads=") for o in overrides):
@@ -109,4 +115,5 @@ def partners(runs: list[Path], fold: int) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors("mr_folds.py"):
+        main()

@@ -131,6 +131,13 @@ def test_mr_folds_averages_each_fold_with_the_same_fold_of_earlier_runs(tmp_path
     missing = run_script("bench/mr_folds.py", *tiny, "--only", "1", "--ensemble-with", str(earlier), cwd=tmp_path)
     assert missing.returncode == 1 and missing.stderr.strip().endswith(f"--ensemble-with: no run of "
                                                                       f"{[str(earlier)]} has fold 1")
+    for args, message in ((["--folds", "1"], "--folds must be at least 2, got 1"),  # before: a traceback
+                          (["--only", "12"], "--only: fold(s) [12] not in 0..9 (--folds 10)"),  # and an odd one
+                          ([*tiny, "model.net.dropout=abc", "--only", "0"], "model.net.dropout must be a number, got "
+                                                                           "'abc'")):
+        refused = run_script("bench/mr_folds.py", *args, cwd=tmp_path)
+        assert refused.returncode in (1, 2) and refused.stderr.strip().splitlines()[-1].endswith(message), \
+            refused.stderr[-2000:]
 
 
 def test_mr_folds_fine_tunes_an_lm_on_each_folds_training_sentences_first(tmp_path):
