@@ -501,6 +501,12 @@ def test_a_checkpoint_save_on_a_full_disk_is_one_line_and_keeps_the_previous_fil
     with pytest.raises(RuntimeError, match="^a bug$"):
         files.atomic_torch_save({}, tmp_path / "new.ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    (tmp_path / "out").mkdir()  # an output named as a folder (export.py output=<folder>): before, "Is a directory
+    written = []  # (the previous file is unchanged)" once the whole file had been written beside it
+    with pytest.raises(files.WriteError, match=rf"^cannot write {re.escape(str(tmp_path / 'out'))}: it is a folder; "
+                                               r"give a file name \(e.g. .*/out/name\)$"):
+        files.atomic_write(tmp_path / "out", written.append)
+    assert written == [] and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "out"]
 
 
 def test_written_files_get_the_users_umask_not_0600(tmp_path):

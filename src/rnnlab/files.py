@@ -62,6 +62,8 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     write (a full disk, a read-only folder) is a `WriteError` naming the file and the cause.
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would say "Is a directory", after the whole file was written beside it
+        raise WriteError(f"cannot write {path}: it is a folder; give a file name (e.g. {path / 'name'})")
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
