@@ -96,7 +96,7 @@ def check_trainer(trainer: Mapping) -> None:
         if value is not None and (not is_int(value) or value < low):
             raise ValueError(f"trainer.{key} must be an integer >= {low} or null, got {value!r}")
     clip = trainer.get("gradient_clip_val")
-    if clip is not None and (not (is_int(clip) or isinstance(clip, float)) or clip < 0):
+    if clip is not None and (not is_number(clip) or clip < 0):
         raise ValueError(f"trainer.gradient_clip_val must be a number >= 0 (0: no clipping) or null, got {clip!r}")
     interval = trainer.get("val_check_interval")
     if interval is not None and not ((is_int(interval) and interval >= 1)

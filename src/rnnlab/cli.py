@@ -20,7 +20,7 @@ from rnnlab import CONF_DIR
 from rnnlab.checkpoint import CheckpointError
 from rnnlab.checks import check_count
 from rnnlab.data.download import DataFileError
-from rnnlab.files import FolderLockedError, WriteError
+from rnnlab.files import FolderLockedError, WriteError, not_a_file
 
 KNOWN_WARNINGS = (
     r".*IterableDataset. has .__len__. defined.*",  # our streams know their exact length
@@ -106,8 +106,8 @@ def read_text_setting(name: str, value: object, stdin=None) -> tuple[str, str]:
         text = buffer.read().decode("utf-8", errors="replace") if buffer is not None else stream.read()
         return text, "standard input"
     path = Path(str(value)).expanduser()
-    if not path.is_file():
-        raise ValueError(f"{name} {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
+    if why := not_a_file(path):
+        raise ValueError(f"{name} {path} {why}")
     return path.read_text(encoding="utf-8", errors="replace"), str(path)
 
 
@@ -131,8 +131,8 @@ def user_error_message(error: BaseException) -> str | None:
     """The one line for an error a user caused, None for any other. A config node that fails to build
     (Hydra's `InstantiationException`) is named by its key, followed by what its constructor said; an
     allocation that fails (a batch too large for the memory) is `out_of_memory`'s line."""
-    if out_of_memory(error):
-        return out_of_memory(error)
+    if message := out_of_memory(error):
+        return message
     if isinstance(error, MissingMandatoryValue):
         return f"{error.full_key} has no value: give it on the command line ({error.full_key}=...)"
     if isinstance(error, InstantiationException):

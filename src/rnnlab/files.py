@@ -55,6 +55,13 @@ def write_failure(e: BaseException, folder: Path | None = None) -> str:
     return getattr(e, "strerror", None) or str(e)
 
 
+def not_a_file(path: Path) -> str | None:
+    """Why `path` is not a file to read ("is a folder, not a file", "does not exist"); None when it is one."""
+    if path.is_file():
+        return None
+    return "is a folder, not a file" if path.is_dir() else "does not exist"
+
+
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """`write(tmp)` to a temporary file beside `path`, then rename it to `path`: never a partial file.
 

@@ -78,8 +78,8 @@ def generate(cfg: DictConfig, out=sys.stdout, stdin=None) -> list[str]:
     unknown = run.vocab.unknown(prime)
     if unknown and (on_unknown == "error" or run.vocab.unk is None):
         hints = [f"unknown=unk reads them as {run.vocab.unk!r}"] if run.vocab.unk is not None else []
-        if run.vocab.lower_case_hint(unknown):
-            hints.insert(0, run.vocab.lower_case_hint(unknown))
+        if lowered := run.vocab.lower_case_hint(unknown):
+            hints.insert(0, lowered)
         raise UnknownSymbolError(unknown, where="prime", hint=f" ({'; '.join(hints)})" if hints else "")
     if unknown:
         prime = [s if s in run.vocab else run.vocab.unk for s in prime]

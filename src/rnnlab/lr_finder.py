@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.tuner import Tuner
 
-from rnnlab.checks import check_count
+from rnnlab.checks import check_count, is_number
 from rnnlab.files import atomic_write
 from rnnlab.plotting import pyplot, save_figure
 
@@ -37,7 +37,7 @@ def check_lr_find(cfg: Mapping) -> None:
         raise ValueError(f"lr_find.steps must be at least {MIN_POINTS} (the suggestion leaves out the "
                          f"first {SKIP_BEGIN} and the last {SKIP_END}), got {steps}")
     for key, value in (("lr_find.min_lr", min_lr), ("lr_find.max_lr", max_lr)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        if not is_number(value) or not 0 < value < math.inf:
             raise ValueError(f"{key} must be a number > 0, got {value!r}")
     if max_lr <= min_lr:
         raise ValueError(f"lr_find.max_lr must be above lr_find.min_lr, got {max_lr} and {min_lr}")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rnnlab import CONF_DIR
 from rnnlab.checkpoint import TrainedRun, checkpoint_file, load_run, run_folder
@@ -55,12 +55,11 @@ def plot_trajectory(pred: Prediction, path: Path) -> Path:
                            path, ylim=(0, 1), line=0.5)
 
 
-def plot_path(cfg: DictConfig) -> Path:
+def plot_path(cfg: DictConfig, text: str) -> Path:
     """`plot_path`, else one file per text in the checkpoint's run folder (`<run>/checkpoints/x.ckpt` ->
     `<run>/predictions/<its first words>-<hash of the text>.png`): another text never replaces a plot."""
     if cfg.get("plot_path"):
         return Path(cfg.plot_path).expanduser()
-    text = str(cfg.text)
     words = "-".join(re.findall(r"[^\W_]+", text.lower())[:6])[:60] or "text"
     name = f"{words}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.png"
     return run_folder(checkpoint_file(cfg.ckpt_path)) / "predictions" / name
@@ -130,7 +129,7 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list
             out.write(f"{pred.words[i]:>20s}  {p:.3f}\n")
         out.write(f"P(positive) = {pred.probability:.3f}: {label(pred.probability)}\n")
         if cfg.plot:
-            err.write(f"saved {plot_trajectory(pred, plot_path(OmegaConf.merge(cfg, {'text': text})))}\n")
+            err.write(f"saved {plot_trajectory(pred, plot_path(cfg, text))}\n")
         return [pred]
     probs = averaged([member.many(texts, cfg.batch_size) for member in [predictor, *members]])
     empty = sum(p is None for p in probs)
@@ -165,18 +164,16 @@ def predict_scores(cfg: DictConfig, run: TrainedRun, text: str | None, texts: li
         kept = [score for score in scores if score]
         if not kept:
             raise ValueError("the text has no symbols to read")
+        symbols = [shown(symbol) for score in kept for symbol in score.symbols]
+        bits = [b for score in kept for b in score.surprisal_bits]
         out.write(f"{'symbol':>20s}  surprisal (bits)\n")
-        for score in kept:
-            for symbol, nats in zip(score.symbols, score.surprisal):
-                out.write(f"{shown(symbol):>20s}  {nats / math.log(2):.3f}\n")
-        n, log_prob = sum(len(score.symbols) for score in kept), math.fsum(score.log_prob for score in kept)
+        out.write("".join(f"{symbol:>20s}  {b:.3f}\n" for symbol, b in zip(symbols, bits)))
+        n, log_prob = len(symbols), math.fsum(score.log_prob for score in kept)
         out.write(f"log P = {log_prob:.3f} nats over {n} symbols: perplexity {math.exp(-log_prob / n):.2f}, "
                   f"{-log_prob / n / math.log(2):.3f} bits per symbol\n")
         if cfg.plot:
-            symbols = [shown(symbol) for score in kept for symbol in score.symbols]
-            bits = [nats / math.log(2) for score in kept for nats in score.surprisal]
             path = plot_per_symbol(symbols, list(range(n)), bits, "surprisal (bits)", "surprisal of each symbol",
-                                   plot_path(OmegaConf.merge(cfg, {"text": text})))
+                                   plot_path(cfg, text))
             err.write(f"saved {path}\n")
         return scores
     empty = sum(score is None for score in scores)
@@ -189,7 +186,7 @@ def predict_scores(cfg: DictConfig, run: TrainedRun, text: str | None, texts: li
             record |= {"symbols": len(score.symbols), "log_prob": score.log_prob, "perplexity": score.perplexity,
                        "unknown": len([s for s in score.symbols if s in score.unknown])}
             if cfg.get("per_token"):
-                record |= {"tokens": score.symbols, "surprisal_bits": [v / math.log(2) for v in score.surprisal]}
+                record |= {"tokens": score.symbols, "surprisal_bits": score.surprisal_bits}
         records.append(record)
     write_lines(cfg, records, out)
     return scores

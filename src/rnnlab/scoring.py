@@ -33,6 +33,10 @@ class LineScore:
     def perplexity(self) -> float:
         return math.exp(-self.log_prob / len(self.symbols))
 
+    @property
+    def surprisal_bits(self) -> list[float]:
+        return [nats / math.log(2) for nats in self.surprisal]
+
 
 def line_symbols(text: str, level: str, data: Mapping | None) -> list[str]:
     """A line as the model reads a line of its corpus (`generate.py` reads a prime the same way), in its reading

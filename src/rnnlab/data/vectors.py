@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.files import atomic_torch_save
+from rnnlab.files import atomic_torch_save, not_a_file
 
 
 def whiten(vectors: Tensor) -> Tensor:
@@ -41,8 +41,8 @@ def check_missing(missing: str) -> None:
 def read_vectors(path: str | Path, where: str = "model.pretrained_embeddings") -> dict:
     """A word-vector file's `{"itos", "vectors"}`, read weights-only; anything else is one line naming `where`."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"{where}: {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
+    if why := not_a_file(path):
+        raise ValueError(f"{where}: {path} {why}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # text, another format, or pickled objects (refused unread)
