@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 
 import pytest
@@ -112,19 +113,43 @@ def test_objective_names_the_missing_metric():
 
 
 def test_summary_lists_every_job_and_marks_failed_ones(tmp_path):
-    for num, metrics in ((0, {"val/ppl": 120.5}), (1, None), (2, {"val/ppl": 99.25, "test/ppl": 98.0})):
+    for num, metrics in ((0, {"val/ppl": 120.5}), (1, None), (2, {"val/ppl": 99.25, "test/ppl": 98.0}), (3, None)):
         (tmp_path / str(num) / ".hydra").mkdir(parents=True)
-        (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n- data.bptt=20\n")
+        if num != 1:  # a job that failed before writing its config: its overrides are in its error record
+            (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n- data.bptt=20\n")
         if metrics:
             (tmp_path / str(num) / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "1" / "error.json").write_text(json.dumps({"error": "model.net.dropout must be a number, got 'x'",
+                                                           "overrides": ["seed=1", "model.net.dropout=x"]}))
     rows = job_results(tmp_path)
-    assert [r["job"] for r in rows] == [0, 1, 2] and rows[1]["status"] == "failed"
+    assert [r["job"] for r in rows] == [0, 1, 2, 3]
+    assert [r.get("status") for r in rows] == [None, "failed", None, "no metrics"]  # 3: killed, say
+    assert rows[1]["overrides"] == ["seed=1", "model.net.dropout=x"]
     table = write_summary(rows, tmp_path / "summary.csv")
-    assert table.splitlines()[0].split() == ["job", "overrides", "status", "test/ppl", "val/ppl"]
+    assert table.splitlines()[0].split() == ["job", "overrides", "status", "test/ppl", "val/ppl", "error"]
     assert "seed=2 data.bptt=20" in table.splitlines()[3] and "99.25" in table.splitlines()[3]
+    assert re.search(r" failed +model\.net\.dropout must be a number, got 'x'$", table.splitlines()[2])
     with (tmp_path / "summary.csv").open() as f:
         written = list(csv.DictReader(f))
-    assert [w["val/ppl"] for w in written] == ["120.5", "", "99.25"]
+    assert [w["val/ppl"] for w in written] == ["120.5", "", "99.25", ""]
+    assert [w["error"] for w in written] == ["", "model.net.dropout must be a number, got 'x'", "", ""]
+
+
+def test_a_job_with_a_bad_setting_fails_alone_and_the_multirun_ends_with_status_1(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", "task=sine", "debug=fdr", "model.net.dropout=0.1,abc,0.2",
+                        f"hydra.sweep.dir={sweep}", "extras.print_config=false", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert "train.py: error: job 1: model.net.dropout must be a number, got 'abc'" in lines
+    assert lines[-1] == f"train.py: error: 1 of 3 jobs failed (job 1); their errors are in {sweep / 'summary.csv'}"
+    with (sweep / "summary.csv").open() as f:
+        jobs = list(csv.DictReader(f))
+    assert [j["overrides"] for j in jobs] == [f"task=sine debug=fdr model.net.dropout={d} extras.print_config=False"
+                                              for d in ("0.1", "abc", "0.2")]
+    assert [j["status"] for j in jobs] == ["", "failed", ""]
+    assert jobs[1]["error"] == "model.net.dropout must be a number, got 'abc'" and not jobs[1]["val/mse"]
+    assert float(jobs[0]["val/mse"]) > 0 and float(jobs[2]["val/mse"]) > 0  # the job after the failed one ran
 
 
 def multirun(tmp_path, *args: str):
@@ -150,6 +175,29 @@ def test_optuna_sweep_runs_three_trials_and_returns_the_best(synthetic_ptb, tmp_
     assert set(best["best_params"]) == {"model.optimizer.lr", "model.net.dropout"}
     assert 0.3 <= best["best_params"]["model.optimizer.lr"] <= 3.0
     assert "multirun summary" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.needs("hydra_plugins.hydra_optuna_sweeper", "optuna")
+def test_a_diverged_trial_is_a_failed_trial_and_the_optuna_study_goes_on(synthetic_ptb, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", "hparams_search=ptb_optuna", "seed=2", "hydra.sweeper.n_trials=4",
+                        "hydra.sweeper.sampler.n_startup_trials=4", *tiny(synthetic_ptb), "logger=none",
+                        "callbacks.stop_on_divergence.max_loss=choice(0.001,100)", f"hydra.sweep.dir={sweep}",
+                        f"paths.cache_dir={tmp_path / 'cache'}", cwd=ROOT, timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    with (sweep / "summary.csv").open() as f:
+        trials = list(csv.DictReader(f))
+    assert len(trials) == 4
+    diverged = ["max_loss=0.001" in t["overrides"] for t in trials]
+    assert 0 < sum(diverged) < 4  # seed 2 draws both
+    for trial, failed in zip(trials, diverged):
+        assert (trial["status"], bool(trial["val/ppl"])) == (("failed", False) if failed else ("", True))
+        assert trial["error"].startswith("training loss ") == failed
+        assert ("above callbacks.stop_on_divergence.max_loss=0.001" in trial["error"]) == failed
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(float(t["val/ppl"]) for t in trials if t["val/ppl"]), rel=1e-5)
+    assert best["best_params"]["callbacks.stop_on_divergence.max_loss"] == 100
 
 
 def test_jobs_that_differ_only_in_the_seed_are_summarized_by_mean_and_standard_deviation(tmp_path):

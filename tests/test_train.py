@@ -143,18 +143,24 @@ def test_eval_multirun_over_checkpoints_writes_each_jobs_metrics_and_the_summary
     train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "test=false"], tmp_path))
     folder = tmp_path / "run" / "checkpoints"
     direct = evaluate(compose_config([f"ckpt_path={folder / 'best.ckpt'}", "split=valid"], tmp_path, "eval"))
-    sweep = tmp_path / "evals"
-    result = run_script("eval.py", "-m", f"ckpt_path={folder / 'best.ckpt'},{folder / 'last.ckpt'}", "split=valid",
-                        f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = [json.loads((sweep / str(job) / "metrics.json").read_text()) for job in (0, 1)]
+    sweep, missing = tmp_path / "evals", tmp_path / "none.ckpt"
+    result = run_script("eval.py", "-m", f"ckpt_path={folder / 'best.ckpt'},{missing},{folder / 'last.ckpt'}",
+                        "split=valid", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    # the job with no checkpoint fails alone: the sweep goes on, and ends with the summary and exit status 1
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"eval.py: error: job 1: checkpoint {missing} does not exist" in result.stderr.splitlines()
+    assert result.stderr.splitlines()[-1] == (f"eval.py: error: 1 of 3 jobs failed (job 1); their errors are in "
+                                              f"{sweep / 'summary.csv'}")
+    jobs = [json.loads((sweep / str(job) / "metrics.json").read_text()) for job in (0, 2)]
     assert all(metrics.keys() == {"val/loss", "val/ppl"} for metrics in jobs)
     assert jobs[0] == pytest.approx(direct, rel=1e-6)
     with (sweep / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [row["overrides"] for row in rows] == [f"ckpt_path={folder / n}.ckpt split=valid" for n in ("best", "last")]
-    assert [float(row["val/ppl"]) for row in rows] == pytest.approx([m["val/ppl"] for m in jobs], rel=1e-5)
-    assert "status" not in rows[0]
+    assert [row["overrides"] for row in rows] == [f"ckpt_path={path} split=valid" for path in
+                                                  (folder / "best.ckpt", missing, folder / "last.ckpt")]
+    assert [(row["status"], row["error"]) for row in rows] == [
+        ("", ""), ("failed", f"checkpoint {missing} does not exist"), ("", "")]
+    assert [float(rows[i]["val/ppl"]) for i in (0, 2)] == pytest.approx([m["val/ppl"] for m in jobs], rel=1e-5)
 
 
 def test_eval_text_file_reads_any_text_as_the_run_read_its_corpus(synthetic_ptb, tmp_path):

@@ -172,7 +172,7 @@ def main(cfg: DictConfig) -> None:
         path = pretrain_vectors(cfg.method, instantiate(cfg.data), cfg.output, cfg.embedding_dim, cfg.window,
                                 cfg.negatives, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.subsample, cfg.workers,
                                 cfg.whitened)
-    log.info("word vectors written to %s", path)
+        log.info("word vectors written to %s", path)
 
 
 if __name__ == "__main__":

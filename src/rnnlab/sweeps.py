@@ -1,6 +1,8 @@
 """What a multirun (`train.py -m ...`, any launcher or sweeper) reports when it ends: one table of every job's
 overrides and final metrics, printed and written as `<sweep dir>/summary.csv`; and, for jobs that differ only in
-`seed=`, each metric's mean and standard deviation over the seeds (`summary_by_seed.csv`)."""
+`seed=`, each metric's mean and standard deviation over the seeds (`summary_by_seed.csv`). A job that fails is
+recorded (`error.json` in its folder) and, where the error is one a user causes, the sweep goes on; the multirun
+then ends with exit status 1."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import csv
 import json
 import logging
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +21,45 @@ from rnnlab.files import atomic_write
 
 log = logging.getLogger(__name__)
 
+JOB_ERROR = "error.json"  # in a multirun job's folder: the error that ended it, and its overrides
+
+
+def record_job_error(message: str) -> int | None:
+    """In a Hydra multirun job whose sweep ends with `MultirunSummary`, marks the job failed with `message` (and its
+    overrides: it may have failed before writing them) for that summary, and returns its number; else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    summary = f"{__name__}.{MultirunSummary.__name__}"
+    if not any(callback.get("_target_") == summary for callback in hydra_cfg.callbacks.values()):
+        return None
+    record = {"error": message, "overrides": list(hydra_cfg.overrides.task)}
+    atomic_write(Path(hydra_cfg.runtime.output_dir) / JOB_ERROR,
+                 lambda tmp: Path(tmp).write_text(json.dumps(record) + "\n"))
+    return hydra_cfg.job.num
+
 
 def job_results(sweep_dir: Path) -> list[dict[str, Any]]:
-    """`{"job", "overrides" (a list), **metrics}` for every job folder of `sweep_dir` holding a `metrics.json`, by job
-    number; a job that failed has no metrics and is listed with `status: failed`."""
+    """`{"job", "overrides" (a list), **metrics}` for every job folder of `sweep_dir`, by job number. A job that
+    failed is listed with `status: failed` and its `error`; one that wrote no `metrics.json` (killed, or a script
+    without metrics) with `status: no metrics`."""
     rows = []
     jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()] if sweep_dir.is_dir() else []
     for folder in sorted(jobs, key=lambda p: int(p.name)):
-        overrides_file = folder / ".hydra" / "overrides.yaml"
-        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+        overrides_file, metrics_file, error_file = folder / ".hydra" / "overrides.yaml", folder / "metrics.json", \
+            folder / JOB_ERROR
+        error = json.loads(error_file.read_text()) if error_file.is_file() else None
+        overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else (error or {}).get("overrides", [])
         row: dict[str, Any] = {"job": int(folder.name), "overrides": [str(o) for o in overrides]}
-        metrics_file = folder / "metrics.json"
         if metrics_file.is_file():
             row.update(json.loads(metrics_file.read_text()))
-        else:
-            row["status"] = "failed"
+        if error:
+            row.update(status="failed", error=error["error"])
+        elif not metrics_file.is_file():
+            row["status"] = "no metrics"
         rows.append(row)
     return rows
 
@@ -49,7 +76,7 @@ def by_seed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     shared = set.intersection(*map(set, groups)) if len(groups) > 1 else set()  # the same for every group
     summary = []
     for others, members in groups.items():
-        done = [m for m in members if m.get("status") != "failed"]
+        done = [m for m in members if "status" not in m]
         names = sorted({k for m in done for k, v in m.items() if isinstance(v, (int, float)) and k != "job"})
         row = {"overrides": [o for o in others if o not in shared], "seeds": len(done),
                "failed": len(members) - len(done)}
@@ -62,9 +89,11 @@ def by_seed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_summary(rows: list[dict[str, Any]], path: Path, first: tuple[str, ...] = ("job", "overrides")) -> str:
-    """Writes `rows` as CSV to `path`, the columns `first` first; returns them as an aligned text table."""
-    columns = [c for c in first if any(c in row for row in rows)]
-    columns += sorted({k for row in rows for k in row} - set(columns))
+    """Writes `rows` as CSV to `path`, the columns `first` first and a failed job's `error` last; returns them as an
+    aligned text table."""
+    present = {k for row in rows for k in row}
+    columns = [c for c in first if c in present]
+    columns += sorted(present - set(columns) - {"error"}) + ["error"] * ("error" in present)
     rows = [{k: " ".join(v) if isinstance(v, list) else v for k, v in row.items()} for row in rows]
 
     def cell(value: Any) -> str:
@@ -97,3 +126,9 @@ class MultirunSummary(Callback):
             path = sweep_dir / "summary_by_seed.csv"
             table = write_summary(seeds, path, first=("overrides", "seeds", "failed"))
             log.info("over the seeds, mean and standard deviation (%s):\n%s", path, table)
+        failed = [row["job"] for row in rows if row.get("status") == "failed"]
+        if failed:
+            print(f"{config.hydra.help.app_name}: error: {len(failed)} of {len(rows)} jobs failed (job"
+                  f"{'s' * (len(failed) > 1)} {', '.join(map(str, failed))}); their errors are in "
+                  f"{sweep_dir / 'summary.csv'}", file=sys.stderr)
+            raise SystemExit(1)

@@ -354,6 +354,7 @@ def main(cfg: DictConfig) -> float | None:
     with one_line_errors("train.py", extra=(TrainingDiverged, MisconfigurationException)):
         check_added_keys("train.py", read=("callbacks.", "logger.", "model.", "data.", "trainer.", "paths."))
         return objective(train(cfg), cfg.get("optimized_metric"))
+    return None  # a multirun job that failed, the sweep going on: to Optuna, a failed trial
 
 
 if __name__ == "__main__":
