@@ -65,6 +65,21 @@ def test_a_payload_is_named_and_refused_even_when_the_environment_forces_unsafe_
     assert not (tmp_path / "marker").exists()
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_mapped_read_holds_the_same_data_and_refuses_the_same_files(tmp_path, legacy):
+    """`mmap=True` (the resume checks' read): the same tensors and settings, and a payload still refused unrun."""
+    saved = {"state_dict": {"net.w": torch.randn(3, 4)}, "rnnlab": {"config": {"seed": 1}}, "global_step": 7}
+    torch.save(saved, tmp_path / "a.ckpt", _use_new_zipfile_serialization=not legacy)
+    mapped = read_checkpoint(tmp_path / "a.ckpt", mmap=True)
+    assert mapped.keys() == saved.keys() and mapped["rnnlab"] == saved["rnnlab"] and mapped["global_step"] == 7
+    assert torch.equal(mapped["state_dict"]["net.w"], saved["state_dict"]["net.w"])
+    plant_payload(tmp_path / "evil.ckpt", tmp_path / "marker")
+    assert error_of(tmp_path / "evil.ckpt", mmap=True) == error_of(tmp_path / "evil.ckpt")
+    assert not (tmp_path / "marker").exists()
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    assert error_of(tmp_path / "text.ckpt", mmap=True) == error_of(tmp_path / "text.ckpt")
+
+
 def test_an_unpickling_error_naming_no_global_is_reported_as_it_is(tmp_path, monkeypatch):
     torch.save({"state_dict": {}}, tmp_path / "odd.ckpt")
 

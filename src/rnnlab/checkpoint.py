@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ class CheckpointError(RuntimeError):
     """A path that is missing, unsafe or not an rnnlab checkpoint."""
 
 
-def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True) -> dict:
+def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True, mmap: bool = False) -> dict:
     """The checkpoint's contents, read with `torch.load(weights_only=True)`: tensors and plain data only.
 
     A file holding anything else (a pickled object, which could run code when loaded) is refused
-    before any of it runs.
+    before any of it runs. `mmap`: the tensors are mapped, not read, until their values are used (for checks
+    of shapes and settings; a file in the legacy format is read).
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -42,7 +44,8 @@ def read_checkpoint(path: str | os.PathLike, require_rnnlab: bool = True) -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True,
+                                mmap=mmap and zipfile.is_zipfile(path))  # torch's own format, not the legacy one
     except pickle.UnpicklingError as e:
         named = re.search(r"GLOBAL (\S+)", str(e))
         if named:

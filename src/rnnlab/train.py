@@ -141,7 +141,7 @@ def resume_path(cfg: DictConfig) -> str | None:
     if rank_zero_only.rank != 0:  # rank 0 has checked the file and the folder before the others started
         return ckpt_path or None
     if ckpt_path:
-        check_resumable(read_checkpoint(ckpt_path), cfg, str(ckpt_path))  # weights-only, before Lightning opens it
+        check_resumable(read_checkpoint(ckpt_path, mmap=True), cfg, str(ckpt_path))  # before Lightning reads it
         return str(ckpt_path)
     existing = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
     if existing:
@@ -222,7 +222,7 @@ def check_weights_fit(model: L.LightningModule, ckpt_path: str, cfg: DictConfig)
     """Refuses a checkpoint to resume from whose weights do not fit `model`, built from this run's data (its
     vocabulary, say), before any logger writes: one line naming the first tensor whose shape differs or that only
     one of them has (Lightning's strict load would refuse it only after the loggers wrote)."""
-    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path, mmap=True)
     misfits = shape_misfits(checkpoint["state_dict"], model.state_dict())
     if misfits:
         raise_misfit(ckpt_path, checkpoint["rnnlab"].get("config", {}), cfg, misfits[0])
@@ -281,7 +281,7 @@ def fit(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, L.LightningM
     except RuntimeError as e:  # the checkpoint's weights do not fit the network this config builds
         if ckpt_path and str(e).startswith("Error(s) in loading state_dict"):
             first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), "")
-            raise_misfit(ckpt_path, read_checkpoint(ckpt_path)["rnnlab"].get("config", {}), cfg, first)
+            raise_misfit(ckpt_path, read_checkpoint(ckpt_path, mmap=True)["rnnlab"].get("config", {}), cfg, first)
         raise
     except SIGTERMException:
         raise TrainingStopped(EXIT_SIGTERM) from None
