@@ -186,10 +186,12 @@ def test_resume_soak_ends_equal_to_the_straight_run(synthetic_ptb, tmp_path):
 def test_predict_memory_reports_peak_rss_per_length(tmp_path):
     result = run_script("bench/predict_memory.py", "model.net.hidden_size=8", "model.net.embedding_dim=8",
                         f"paths.cache_dir={tmp_path / 'cache'}", "--words", "30", "120", "--points", "10",
-                        "--lines", "50", cwd=tmp_path)
+                        "--lines", "50", "--lm-lines", "3", "--lm-words", "40", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(re.findall(r"\d+ words: peak RSS +\d+ MB", result.stdout)) == 2
+    assert len(re.findall(r"^ *\d+ words: peak RSS +\d+ MB", result.stdout, re.M)) == 2
     assert re.search(r"50 lines: peak RSS +\d+ MB .* 50 predictions", result.stdout)
+    assert re.search(r"language model \(10,000 words\): scoring one word: peak RSS \d+ MB; 3 lines of 40 words: "
+                     r"peak RSS \d+ MB \([+-]\d+ MB\), [\d.]+ s, 3 scores", result.stdout)
 
 
 def test_generation_speed_compares_both_paths_with_the_sample_of_before_on_the_same_text(tmp_path):

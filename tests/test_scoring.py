@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rnnlab import CONF_DIR
+from rnnlab import CONF_DIR, scoring
 from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
 from rnnlab.models.lm import RNNLM
 from rnnlab.scoring import line_symbols, score_lines
@@ -32,7 +32,8 @@ def by_hand(net: RNNLM, ids: list[int]) -> list[float]:
 
 
 @pytest.mark.parametrize("decoder", [{}, {"adaptive_softmax": [3]}])
-def test_each_line_is_read_on_its_own_after_the_end_of_line_symbol_and_batching_changes_no_score(decoder):
+def test_each_line_is_read_on_its_own_after_the_end_of_line_symbol_and_batching_changes_no_score(decoder,
+                                                                                               monkeypatch):
     torch.manual_seed(0)
     net = RNNLM(len(WORDS), [12, 12], "lstm", embedding_dim=8, dropout=0.5, **decoder)  # dropout: off when scoring
     lines = ["a b c", "", "d", "a x b c d a b"]  # x is outside the vocabulary
@@ -51,6 +52,15 @@ def test_each_line_is_read_on_its_own_after_the_end_of_line_symbol_and_batching_
     alone = [score_lines(net, WORDS, [line], "word")[0] for line in lines]
     for batched, single in zip(scores, alone):
         assert (batched is None and single is None) or batched.surprisal == pytest.approx(single.surprisal, abs=1e-5)
+    # long lines in windows of time, the state carried: the same scores, with the logits of a window at a time
+    calls = []
+    net.register_forward_hook(lambda module, args, output: calls.append(output[0].shape))
+    monkeypatch.setattr(scoring, "LOGITS_AT_ONCE", 2 * len(WORDS))  # one step of two lines
+    windowed = score_lines(net, WORDS, lines, "word", batch_size=2)
+    # lines by length: ("d", "a b c") read 4 steps, a step a window; the longest alone, 8 steps two a window
+    assert [shape[:2] for shape in calls] == [(2, 1)] * 4 + [(1, 2)] * 4
+    for score, window in zip(scores, windowed):
+        assert (score is None and window is None) or window.surprisal == pytest.approx(score.surprisal, abs=1e-6)
 
 
 def test_a_char_model_reads_characters_then_a_line_break_and_a_document_model_its_own_tokenization():

@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from rnnlab.checkpoint import TrainedRun
 from rnnlab.data.vocab import UnknownSymbolError, Vocabulary
@@ -46,12 +45,22 @@ def line_symbols(text: str, level: str, data: Mapping | None) -> list[str]:
     return [*symbols, *to_symbols(default_prime(level), level)] if symbols else []
 
 
+LOGITS_AT_ONCE = 1 << 24  # logits held at once (64 MB of floats): the memory stays bounded however long the lines
+
+
+def surprisal_of(logits: Tensor, targets: Tensor) -> Tensor:
+    """`-log P(target)` in nats `(batch, time)` from logits `(batch, time, vocab)` (or log-probabilities)."""
+    logits = logits.float()
+    return logits.logsumexp(-1) - logits.gather(-1, targets[..., None])[..., 0]
+
+
 @torch.inference_mode()
 def score_lines(net: nn.Module, vocab: Vocabulary, lines: Sequence[str], level: str, data: Mapping | None = None,
                 batch_size: int = 64) -> list[LineScore | None]:
     """Each line's score (None for a line with nothing to read), every line read on its own from the zero state
     after the end-of-line symbol, as a line that follows another in the corpus is read. Lines go through `net`
-    in batches of similar length, padded on the right (which a left-to-right model never reads)."""
+    in batches of similar length, padded on the right (which a left-to-right model never reads), and a batch in
+    windows of time, the state carried, so that no more than `LOGITS_AT_ONCE` logits are held at once."""
     boundary = vocab.encode(to_symbols(default_prime(level), level))
     read = [line_symbols(text, level, data) for text in lines]
     if vocab.unk is None or vocab.on_unknown == "error":  # the run read such symbols as errors, not as unknown
@@ -67,8 +76,11 @@ def score_lines(net: nn.Module, vocab: Vocabulary, lines: Sequence[str], level: 
         ids = [boundary + vocab.encode(read[i]) for i in rows]
         longest = max(map(len, ids))
         batch = torch.tensor([row + [0] * (longest - len(row)) for row in ids], device=device)
-        logits, _ = net(batch[:, :-1])
-        surprisal = -F.log_softmax(logits.float(), -1).gather(-1, batch[:, 1:, None])[..., 0]
+        window, state, parts = max(1, LOGITS_AT_ONCE // (len(rows) * len(vocab))), None, []
+        for t in range(0, longest - 1, window):
+            logits, state = net(batch[:, t:min(t + window, longest - 1)], state)
+            parts.append(surprisal_of(logits, batch[:, t + 1:t + 1 + logits.size(1)]))
+        surprisal = torch.cat(parts, 1)
         for i, row, values in zip(rows, ids, surprisal.cpu().tolist()):
             scores[i] = LineScore(read[i], values[:len(row) - 1], vocab.unknown(read[i]))
     net.train(was_training)
