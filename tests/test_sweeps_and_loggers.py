@@ -200,6 +200,16 @@ def test_a_diverged_trial_is_a_failed_trial_and_the_optuna_study_goes_on(synthet
     assert best["best_params"]["callbacks.stop_on_divergence.max_loss"] == 100
 
 
+@pytest.mark.needs("hydra_plugins.hydra_optuna_sweeper", "optuna")
+def test_a_bad_setting_ends_an_optuna_study_at_its_first_trial_in_one_line(synthetic_ptb, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", "hparams_search=ptb_optuna", "hydra.sweeper.n_trials=3",
+                        *tiny(synthetic_ptb), "data.batch_size=abc", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == "train.py: error: data.batch_size must be an integer, got 'abc'"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0"]  # every trial would fail the same way
+
+
 def test_jobs_that_differ_only_in_the_seed_are_summarized_by_mean_and_standard_deviation(tmp_path):
     jobs = [("seed=1 cell=gru", {"val/ppl": 100.0}), ("seed=2 cell=gru", {"val/ppl": 110.0, "test/ppl": 1.0}),
             ("seed=1 cell=lstm", {"val/ppl": 90.0}), ("seed=2 cell=lstm", None),

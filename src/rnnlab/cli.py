@@ -150,20 +150,22 @@ def user_error_message(error: BaseException) -> str | None:
 
 
 @contextmanager
-def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = (),
+                    outcomes: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Turn the errors a user can cause (and `extra`) into `prog: error: message` and exit status 1,
     without a traceback (`RNNLAB_TRACEBACK=1` or Hydra's `HYDRA_FULL_ERROR=1` shows it).
 
     In a multirun job the error is recorded in the job's folder for the sweep's summary, and one a user causes ends
     the job only (`prog: error: job N: message`, the block left as if it had returned): the sweep goes on to the
-    other jobs, and exits with status 1 at its end."""
+    other jobs, and exits with status 1 at its end (`sweeps.record_job_error`; `outcomes`: errors that are an
+    outcome of the job's own values, such as a diverged run)."""
     from rnnlab.sweeps import record_job_error
 
     try:
         yield
     except Exception as e:
         message = user_error_message(e) or (str(e).strip() or type(e).__name__ if isinstance(e, extra) else None)
-        job = record_job_error(message or f"{type(e).__name__}: {e}".splitlines()[0])
+        job = record_job_error(message or f"{type(e).__name__}: {e}".splitlines()[0], isinstance(e, outcomes))
         if message is None or os.environ.get("RNNLAB_TRACEBACK") or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"{prog}: error: {message}" if job is None else f"{prog}: error: job {job}: {message}", file=sys.stderr)

@@ -24,9 +24,14 @@ log = logging.getLogger(__name__)
 JOB_ERROR = "error.json"  # in a multirun job's folder: the error that ended it, and its overrides
 
 
-def record_job_error(message: str) -> int | None:
+def record_job_error(message: str, outcome: bool = False) -> int | None:
     """In a Hydra multirun job whose sweep ends with `MultirunSummary`, marks the job failed with `message` (and its
-    overrides: it may have failed before writing them) for that summary, and returns its number; else None."""
+    overrides: it may have failed before writing them) for that summary, and returns its number; else None, and the
+    error ends the sweep.
+
+    It ends an Optuna study too when its first trial fails other than by an `outcome` of the trial's values (a run
+    that diverged): a setting's error there would fail every trial, and Optuna ends a study without a completed
+    trial in a traceback."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -35,6 +40,8 @@ def record_job_error(message: str) -> int | None:
     hydra_cfg = HydraConfig.get()
     summary = f"{__name__}.{MultirunSummary.__name__}"
     if not any(callback.get("_target_") == summary for callback in hydra_cfg.callbacks.values()):
+        return None
+    if not outcome and hydra_cfg.job.num == 0 and "optuna" in str(hydra_cfg.sweeper.get("_target_")).lower():
         return None
     record = {"error": message, "overrides": list(hydra_cfg.overrides.task)}
     atomic_write(Path(hydra_cfg.runtime.output_dir) / JOB_ERROR,

@@ -351,7 +351,7 @@ def objective(metrics: dict[str, float], name: str | None) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with one_line_errors("train.py", extra=(TrainingDiverged, MisconfigurationException)):
+    with one_line_errors("train.py", extra=(TrainingDiverged, MisconfigurationException), outcomes=(TrainingDiverged,)):
         check_added_keys("train.py", read=("callbacks.", "logger.", "model.", "data.", "trainer.", "paths."))
         return objective(train(cfg), cfg.get("optimized_metric"))
     return None  # a multirun job that failed, the sweep going on: to Optuna, a failed trial
