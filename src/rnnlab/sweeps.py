@@ -56,8 +56,8 @@ def job_results(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()] if sweep_dir.is_dir() else []
     for folder in sorted(jobs, key=lambda p: int(p.name)):
-        overrides_file, metrics_file, error_file = folder / ".hydra" / "overrides.yaml", folder / "metrics.json", \
-            folder / JOB_ERROR
+        overrides_file = folder / ".hydra" / "overrides.yaml"
+        metrics_file, error_file = folder / "metrics.json", folder / JOB_ERROR
         error = json.loads(error_file.read_text()) if error_file.is_file() else None
         overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else (error or {}).get("overrides", [])
         row: dict[str, Any] = {"job": int(folder.name), "overrides": [str(o) for o in overrides]}
