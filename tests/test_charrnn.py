@@ -301,6 +301,23 @@ def test_generate_script_one_line_errors(char_checkpoint, tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("ROMEO:") and len(result.stdout) == 6 + 30 + 1
 
 
+@pytest.mark.slow
+def test_a_generate_multirun_heads_each_jobs_text_with_its_settings(char_checkpoint, tmp_path):
+    path, _ = char_checkpoint
+    result = run_script("generate.py", "-m", f"ckpt_path={path}", "prime=RO", "length=12", "seed=1",
+                        "temperature=0.5,2.0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"--- job 0: ckpt_path={path} prime=RO length=12 seed=1 temperature=0.5 ---"
+    assert lines[2] == f"--- job 1: ckpt_path={path} prime=RO length=12 seed=1 temperature=2.0 ---"
+    assert [len(lines[1]), len(lines[3]), lines[1][:2], lines[3][:2]] == [14, 14, "RO", "RO"]
+    single = run_script("generate.py", f"ckpt_path={path}", "prime=RO", "length=12", "seed=1", "temperature=2.0",
+                        cwd=tmp_path)
+    assert single.stdout == lines[3] + "\n"  # the same text as job 1, without a header
+    (sweep,) = (tmp_path / "outputs" / "generate" / "multiruns").iterdir()
+    assert (sweep / "multirun.yaml").is_file()
+
+
 def test_text_samples_are_written_to_tensorboard(char_checkpoint):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -469,6 +469,26 @@ def test_predict_script_errors_are_one_line(mr_checkpoint, tmp_path):
     assert result.returncode == 1 and "cannot generate text" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+def test_a_predict_multirun_never_lets_a_job_overwrite_an_earlier_jobs_output(mr_checkpoint, tmp_path):
+    path, _ = mr_checkpoint
+    (tmp_path / "in.txt").write_text("a fine film\na dull mess\n")
+    (tmp_path / "out.jsonl").write_text("from before the sweep\n")  # a file of before is overwritten, as without -m
+    result = run_script("predict.py", "-m", f"ckpt_path={path},{path}", f"input={tmp_path / 'in.txt'}",
+                        f"output={tmp_path / 'out.jsonl'}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"predict.py: error: output={tmp_path / 'out.jsonl'}: an earlier job of this multirun wrote it; give each "
+        f"job its own file, e.g. output={tmp_path / 'out_${hydra:job.num}.jsonl'}")
+    assert [json.loads(line)["line"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [1, 2]
+    result = run_script("predict.py", "-m", f"ckpt_path={path},{path}", f"input={tmp_path / 'in.txt'}",
+                        f"output={tmp_path / 'out_${hydra:job.num}.jsonl'}", cwd=tmp_path)  # as the message says
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out_0.jsonl").read_text() == (tmp_path / "out_1.jsonl").read_text() == \
+        (tmp_path / "out.jsonl").read_text()
+    assert [line.startswith("--- job ") for line in result.stdout.splitlines()] == [True, True]
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     ({"threshold": 1.5}, "threshold must be in [0, 1], got 1.5"),
     ({"threshold": "high"}, "threshold must be a number in [0, 1], got 'high'"),  # a traceback before

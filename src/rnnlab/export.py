@@ -16,6 +16,7 @@ from rnnlab.checkpoint import load_run
 from rnnlab.cli import check_added_keys, one_line_errors, set_threads, silence_known_warnings
 from rnnlab.files import atomic_write
 from rnnlab.onnx_export import export_onnx, model_card
+from rnnlab.sweeps import check_own_output
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def export(cfg: DictConfig) -> Path:
     silence_known_warnings()
     if cfg.format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {cfg.format!r}")
+    check_own_output("output", cfg.output)
     run = load_run(cfg.ckpt_path)
     output = Path(cfg.output).expanduser()
     exported = export_onnx(run, output)

@@ -24,6 +24,7 @@ from rnnlab.sampling import (
     sample_steps,
     to_symbols,
 )
+from rnnlab.sweeps import job_header
 from rnnlab.tasks.language_model import LanguageModel
 
 
@@ -87,6 +88,7 @@ def generate(cfg: DictConfig, out=sys.stdout, stdin=None) -> list[str]:
     shown = ""  # the prime as the model read it, in the text's order
     if cfg.print_prime and cfg.prime is not None:
         shown = from_symbols(prime[::-1] if backward else prime, level)
+    out.write(job_header())
     if stream:
         out.write(shown)
     on_step = streamer(out, run.vocab, level) if stream else None

@@ -22,6 +22,7 @@ from rnnlab.onnx_export import OnnxModel, backend
 from rnnlab.plotting import pyplot, save_figure
 from rnnlab.predictor import Prediction, Predictor, averaged
 from rnnlab.scoring import LineScore, score_run
+from rnnlab.sweeps import check_own_output, job_header
 from rnnlab.tasks.language_model import LanguageModel
 from rnnlab.tasks.sentiment import SentimentClassifier
 
@@ -101,8 +102,10 @@ def predict(cfg: DictConfig, out=sys.stdout, err=sys.stderr, stdin=None) -> list
     text, texts, source = read_texts(cfg, stdin)
     if cfg.plot and texts is not None:
         raise ValueError("plot=true draws the curve of one text (text= or text_file=), not of input=FILE")
+    check_own_output("output", cfg.output)
     device = resolve_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
+    out.write(job_header())
     if isinstance(run.model, LanguageModel):
         return predict_scores(cfg, run, text, texts, source, out, err)
     if not isinstance(run.model, SentimentClassifier):

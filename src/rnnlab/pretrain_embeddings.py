@@ -25,6 +25,7 @@ from rnnlab.data.sentiment import SentimentDataModule
 from rnnlab.data.skipgram import SkipGramPairs
 from rnnlab.data.vectors import save_vectors, whiten
 from rnnlab.models.skipgram import SkipGram
+from rnnlab.sweeps import check_own_output
 from rnnlab.tasks.skipgram import SkipGramTask
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def main(cfg: DictConfig) -> None:
     with one_line_errors("pretrain_embeddings.py"):
         check_added_keys("pretrain_embeddings.py", read=("data.",))
         check_seed("seed", cfg.seed)
+        check_own_output("output", cfg.output)
         L.seed_everything(cfg.seed, workers=True)
         path = pretrain_vectors(cfg.method, instantiate(cfg.data), cfg.output, cfg.embedding_dim, cfg.window,
                                 cfg.negatives, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.subsample, cfg.workers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -24,6 +25,34 @@ log = logging.getLogger(__name__)
 JOB_ERROR = "error.json"  # in a multirun job's folder: the error that ended it, and its overrides
 
 
+def multirun_job() -> DictConfig | None:
+    """Hydra's config of the multirun job running now (`job.num`, `overrides.task`, `sweep.dir`, ...); else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return HydraConfig.get()
+
+
+def job_header() -> str:
+    """`--- job N: its overrides ---` and a line break in a multirun job, to head what it prints; '' otherwise."""
+    job = multirun_job()
+    return f"--- job {job.job.num}: {' '.join(job.overrides.task)} ---\n" if job is not None else ""
+
+
+def check_own_output(key: str, path: str | os.PathLike | None) -> None:
+    """In a multirun job, refuses `key=path` where an earlier job of the same sweep wrote that file already: one
+    output for every job would keep only the last job's."""
+    job = multirun_job()
+    if job is None or path is None or str(path) == "-":
+        return
+    path, started = Path(path).expanduser(), Path(job.sweep.dir) / "multirun.yaml"
+    if path.is_file() and started.is_file() and path.stat().st_mtime >= started.stat().st_mtime:
+        raise ValueError(f"{key}={path}: an earlier job of this multirun wrote it; give each job its own file, e.g. "
+                         f"{key}={path.with_name(path.stem + '_${hydra:job.num}' + path.suffix)}")
+
+
 def record_job_error(message: str, outcome: bool = False) -> int | None:
     """In a Hydra multirun job whose sweep ends with `MultirunSummary`, marks the job failed with `message` (and its
     overrides: it may have failed before writing them) for that summary, and returns its number; else None, and the
@@ -32,12 +61,9 @@ def record_job_error(message: str, outcome: bool = False) -> int | None:
     It ends an Optuna study too when its first trial fails other than by an `outcome` of the trial's values (a run
     that diverged): a setting's error there would fail every trial, and Optuna ends a study without a completed
     trial in a traceback."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    hydra_cfg = multirun_job()
+    if hydra_cfg is None:
         return None
-    hydra_cfg = HydraConfig.get()
     summary = f"{__name__}.{MultirunSummary.__name__}"
     if not any(callback.get("_target_") == summary for callback in hydra_cfg.callbacks.values()):
         return None
