@@ -70,8 +70,10 @@ def lm_overrides(folder: Path) -> list[str]:
             "model.optimizer.lr=0.003", "model/scheduler=keep_then_decay", "model.scheduler.lr_lambda.keep_epochs=1"]
 
 
-def run_interrupted(overrides: list[str], tmp_path: Path, stopper: L.Callback, expected_exit: type | None) -> Path:
-    """Train with `stopper` added, expect it to stop the run, then resume with ckpt_path=last to the end."""
+def run_interrupted(overrides: list[str], tmp_path: Path, stopper: L.Callback, expected_exit: type | None,
+                    resume: list[str] | None = None) -> Path:
+    """Train with `stopper` added, expect it to stop the run, then resume with ckpt_path=last (or `resume`, the
+    overrides then) to the end."""
     cfg = with_stopper(compose_config(overrides, tmp_path), stopper)
     try:
         with pytest.raises(expected_exit or BaseException):
@@ -80,7 +82,7 @@ def run_interrupted(overrides: list[str], tmp_path: Path, stopper: L.Callback, e
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
-    train(compose_config([*overrides, "ckpt_path=last"], tmp_path))
+    train(compose_config(resume or [*overrides, "ckpt_path=last"], tmp_path))
     return tmp_path / "run"
 
 
@@ -116,6 +118,20 @@ def test_lm_crash_mid_batch_keeps_the_state_before_the_batch_and_resumes_bit_ide
                                                                                        straight_lm):
     folder = run_interrupted(lm_overrides(synthetic_ptb), tmp_path / "crash", CrashAt(12), RuntimeError)
     assert_same_state(straight_lm, last_state(folder))
+
+
+def test_ckpt_path_auto_starts_the_run_and_the_same_command_resumes_it_bit_identical(synthetic_ptb, tmp_path,
+                                                                                     straight_lm):
+    """A scheduler's requeue after a preemption: one command, run twice."""
+    overrides = [*lm_overrides(synthetic_ptb), "ckpt_path=auto"]
+    folder = run_interrupted(overrides, tmp_path / "cut", SignalAt(20, signal.SIGTERM), SystemExit, resume=overrides)
+    assert_same_state(straight_lm, last_state(folder))
+    first, second = (OmegaConf.load(folder / ".hydra" / name) for name in ("config.1.yaml", "config.yaml"))
+    del first.callbacks["stopper"]  # the test's own; otherwise the same settings both times
+    assert first == second
+    (folder / "checkpoints" / "last.ckpt").unlink()  # a best.ckpt alone: no run to resume, and no fresh folder
+    with pytest.raises(RunDirectoryError, match=r"already holds checkpoints \(best.ckpt\)"):
+        train(compose_config(overrides, tmp_path / "cut"))
 
 
 def test_interrupt_exit_status_and_checkpoint_step(synthetic_ptb, tmp_path):

@@ -126,7 +126,9 @@ HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 
 
 def resume_path(cfg: DictConfig) -> str | None:
-    """The checkpoint to resume from: `ckpt_path=last` (this run folder's `last.ckpt`), a file, or none.
+    """The checkpoint to resume from: `ckpt_path=last` (this run folder's `last.ckpt`), a file, or none;
+    `ckpt_path=auto`: `last` where the folder has a `last.ckpt`, else none (one command that starts a run and,
+    rerun after a preemption or a crash, resumes it).
 
     Without `ckpt_path`, a run folder that already holds checkpoints is refused: it belongs to another run. A
     checkpoint of another task or model than this command's is refused, naming the run's own overrides.
@@ -134,6 +136,9 @@ def resume_path(cfg: DictConfig) -> str | None:
     out = Path(cfg.paths.output_dir)
     folder = out / "checkpoints"
     ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "auto":
+        ckpt_path = "last" if (folder / "last.ckpt").is_file() else None
+        log.info("ckpt_path=auto: %s", f"resuming from {folder / 'last.ckpt'}" if ckpt_path else "a new run")
     if ckpt_path == "last":
         if not (folder / "last.ckpt").is_file():
             raise RunDirectoryError(f"ckpt_path=last: there is no {folder / 'last.ckpt'} to resume from")
