@@ -178,6 +178,24 @@ def test_optuna_sweep_runs_three_trials_and_returns_the_best(synthetic_ptb, tmp_
 
 
 @pytest.mark.slow
+def test_a_sweep_cut_short_continues_with_the_same_command_and_ckpt_path_auto(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "task=sine", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+            "seed=1,2", f"hydra.sweep.dir={sweep}", "ckpt_path=auto", "logger=none", "extras.print_config=false"]
+    first = run_script("train.py", *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    whole = (sweep / "summary.csv").read_text()
+    for name in ("metrics.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):  # job 1 as if never started
+        (sweep / "1" / name).unlink()
+    again = run_script("train.py", *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    logged = again.stdout + again.stderr
+    assert "ckpt_path=auto: resuming from" in logged and "ckpt_path=auto: a new run" in logged
+    # job 0, done, keeps its metrics (the resumed run trains nothing and logs only its test again); job 1 reruns
+    assert (sweep / "summary.csv").read_text() == whole and "val/mse" in whole.splitlines()[0]
+
+
+@pytest.mark.slow
 @pytest.mark.needs("hydra_plugins.hydra_optuna_sweeper", "optuna")
 def test_a_diverged_trial_is_a_failed_trial_and_the_optuna_study_goes_on(synthetic_ptb, tmp_path):
     sweep = tmp_path / "sweep"

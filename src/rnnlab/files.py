@@ -101,6 +101,12 @@ def write_metrics(folder: str | Path, metrics: dict[str, float]) -> Path:
     return path
 
 
+def read_metrics(folder: str | Path) -> dict[str, float]:
+    """The metrics `write_metrics` wrote into `folder`; {} where it wrote none."""
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def atomic_torch_save(obj: object, path: Path) -> None:
     """`torch.save` through a temporary file and a rename."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -33,7 +33,7 @@ from rnnlab.cli import (
     set_threads,
     silence_known_warnings,
 )
-from rnnlab.files import FolderLock, atomic_write, write_metrics
+from rnnlab.files import FolderLock, atomic_write, read_metrics, write_metrics
 from rnnlab.lr_finder import check_lr_find, find_lr
 from rnnlab.transfer import copy_encoder, new_words, read_lm_encoder, use_encoder, use_lm_checkpoint
 
@@ -330,6 +330,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             restore_config(cfg, archived)
             raise
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if ckpt_path:  # a resumed run: its metrics of before, updated by those logged again (none if it was done)
+            metrics = {**read_metrics(out), **metrics}
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
