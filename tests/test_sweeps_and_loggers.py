@@ -9,6 +9,7 @@ import math
 import re
 import time
 
+import lightning as L
 import pytest
 import yaml
 from hydra.utils import instantiate
@@ -133,6 +134,36 @@ def test_summary_lists_every_job_and_marks_failed_ones(tmp_path):
         written = list(csv.DictReader(f))
     assert [w["val/ppl"] for w in written] == ["120.5", "", "99.25", ""]
     assert [w["error"] for w in written] == ["", "model.net.dropout must be a number, got 'x'", "", ""]
+
+
+class Boom(L.Callback):
+    """Raises a bug's error (not one a user causes) when fit starts, if `fail`."""
+
+    def __init__(self, fail: bool):
+        self.fail = fail
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.fail:
+            raise ZeroDivisionError("planted bug")
+
+
+@pytest.mark.slow
+def test_a_job_that_hits_a_bug_fails_alone_with_its_traceback_in_its_log(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", "task=sine", "debug=fdr", "+callbacks.boom._target_=tests."
+                        "test_sweeps_and_loggers.Boom", "+callbacks.boom.fail=false,true,false",
+                        f"hydra.sweep.dir={sweep}", "extras.print_config=false", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert f"train.py: error: job 1: ZeroDivisionError: planted bug (its traceback: {sweep / '1' / 'train.log'})" \
+        in lines
+    assert lines[-1] == f"train.py: error: 1 of 3 jobs failed (job 1); their errors are in {sweep / 'summary.csv'}"
+    log = (sweep / "1" / "train.log").read_text()
+    assert "Traceback (most recent call last)" in log and 'raise ZeroDivisionError("planted bug")' in log
+    with (sweep / "summary.csv").open() as f:
+        jobs = list(csv.DictReader(f))
+    assert [(j["status"], j["error"], bool(j["val/mse"])) for j in jobs] == [
+        ("", "", True), ("failed", "ZeroDivisionError: planted bug", False), ("", "", True)]
 
 
 def test_a_job_with_a_bad_setting_fails_alone_and_the_multirun_ends_with_status_1(tmp_path):

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,19 +156,24 @@ def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = (),
     """Turn the errors a user can cause (and `extra`) into `prog: error: message` and exit status 1,
     without a traceback (`RNNLAB_TRACEBACK=1` or Hydra's `HYDRA_FULL_ERROR=1` shows it).
 
-    In a multirun job the error is recorded in the job's folder for the sweep's summary, and one a user causes ends
-    the job only (`prog: error: job N: message`, the block left as if it had returned): the sweep goes on to the
-    other jobs, and exits with status 1 at its end (`sweeps.record_job_error`; `outcomes`: errors that are an
-    outcome of the job's own values, such as a diverged run)."""
+    In a multirun job the error is recorded in the job's folder for the sweep's summary and ends the job only
+    (`prog: error: job N: message`, the block left as if it had returned; any other error as its first line, its
+    traceback written to the job's log): the sweep goes on to the other jobs, and exits with status 1 at its end
+    (`sweeps.record_job_error`; `outcomes`: errors that are an outcome of the job's own values, such as a diverged
+    run)."""
     from rnnlab.sweeps import record_job_error
 
     try:
         yield
     except Exception as e:
         message = user_error_message(e) or (str(e).strip() or type(e).__name__ if isinstance(e, extra) else None)
-        job = record_job_error(message or f"{type(e).__name__}: {e}".splitlines()[0], isinstance(e, outcomes))
-        if message is None or os.environ.get("RNNLAB_TRACEBACK") or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        first_line = f"{type(e).__name__}: {e}".splitlines()[0]
+        job = record_job_error(message or first_line, isinstance(e, outcomes))
+        if (message is None and job is None) or os.environ.get("RNNLAB_TRACEBACK") or \
+                os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if message is None:
+            message = f"{first_line} (its traceback: {traceback_to_log()})"
         print(f"{prog}: error: {message}" if job is None else f"{prog}: error: job {job}: {message}", file=sys.stderr)
         if job is None:
             raise SystemExit(1) from None
@@ -205,6 +211,17 @@ def print_config_tree(cfg, keys_first: tuple[str, ...] = ("task_name", "data", "
         syntax = Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default")
         tree.add(f"[bold]{key}[/bold]").add(syntax)
     rich_print(tree)
+
+
+def traceback_to_log() -> str:
+    """The traceback of the exception being handled, into the log files: where they are; 'above' where there are
+    none and it went to stderr."""
+    files = [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if not files:
+        traceback.print_exc()
+        return "above"
+    log_to_files(logging.getLogger(__name__), traceback.format_exc().rstrip())
+    return ", ".join(files)
 
 
 def log_to_files(logger: logging.Logger, text: str) -> None:

@@ -1,8 +1,7 @@
 """What a multirun (`train.py -m ...`, any launcher or sweeper) reports when it ends: one table of every job's
 overrides and final metrics, printed and written as `<sweep dir>/summary.csv`; and, for jobs that differ only in
 `seed=`, each metric's mean and standard deviation over the seeds (`summary_by_seed.csv`). A job that fails is
-recorded (`error.json` in its folder) and, where the error is one a user causes, the sweep goes on; the multirun
-then ends with exit status 1."""
+recorded (`error.json` in its folder) and the sweep goes on; the multirun then ends with exit status 1."""
 
 from __future__ import annotations
 
