@@ -8,6 +8,7 @@ import json
 import math
 import re
 import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -208,21 +209,39 @@ def test_optuna_sweep_runs_three_trials_and_returns_the_best(synthetic_ptb, tmp_
     assert "multirun summary" in result.stdout + result.stderr
 
 
+class FailWhileFileExists(L.Callback):
+    """A user's error (a missing input, say) when the run with seed 2 starts, while the file `path` exists."""
+
+    def __init__(self, path: str, seed: int):
+        self.path, self.seed = Path(path), seed
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.seed == 2 and self.path.exists():
+            raise ValueError(f"{self.path} is in the way")
+
+
 @pytest.mark.slow
 def test_a_sweep_cut_short_continues_with_the_same_command_and_ckpt_path_auto(tmp_path):
-    sweep = tmp_path / "sweep"
+    sweep, marker = tmp_path / "sweep", tmp_path / "marker"
     args = ["-m", "task=sine", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-            "seed=1,2", f"hydra.sweep.dir={sweep}", "ckpt_path=auto", "logger=none", "extras.print_config=false"]
+            "seed=1,2,3", f"hydra.sweep.dir={sweep}", "ckpt_path=auto", "logger=none", "extras.print_config=false",
+            "+callbacks.gate._target_=tests.test_sweeps_and_loggers.FailWhileFileExists",
+            f"+callbacks.gate.path={marker}", "+callbacks.gate.seed=${seed}"]
+    marker.touch()
     first = run_script("train.py", *args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 1 and (sweep / "1" / "error.json").is_file(), first.stderr[-3000:]
+    marker.unlink()  # the cause fixed: the same command again
+    fixed = run_script("train.py", *args, cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
     whole = (sweep / "summary.csv").read_text()
+    assert "failed" not in whole and len(whole.splitlines()) == 4 and not (sweep / "1" / "error.json").exists()
     for name in ("metrics.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):  # job 1 as if never started
         (sweep / "1" / name).unlink()
     again = run_script("train.py", *args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     logged = again.stdout + again.stderr
     assert "ckpt_path=auto: resuming from" in logged and "ckpt_path=auto: a new run" in logged
-    # job 0, done, keeps its metrics (the resumed run trains nothing and logs only its test again); job 1 reruns
+    # jobs 0 and 2, done, keep their metrics (a resumed run that trains nothing logs only its test again); job 1 reruns
     assert (sweep / "summary.csv").read_text() == whole and "val/mse" in whole.splitlines()[0]
 
 

@@ -147,6 +147,10 @@ class MultirunSummary(Callback):
     """Hydra callback: at the end of a multirun, the table of jobs and metrics (`summary.csv` in the sweep dir).
     Reads the job folders, so it works with every launcher (local, joblib, submitit)."""
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A job run again in its folder (a sweep continued) starts with no error recorded."""
+        (Path(config.hydra.runtime.output_dir) / JOB_ERROR).unlink(missing_ok=True)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = job_results(sweep_dir)
