@@ -192,6 +192,11 @@ def test_a_folder_with_checkpoints_is_not_reused_without_ckpt_path(synthetic_ptb
 def test_ckpt_path_last_without_a_last_checkpoint_is_an_error(synthetic_ptb, tmp_path):
     with pytest.raises(RunDirectoryError, match="there is no .*last.ckpt to resume from"):
         train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "ckpt_path=last"], tmp_path))
+    with pytest.raises(RunDirectoryError, match=r"^ckpt_path=Auto: no such file; it takes a \.ckpt file, last \(this "
+                                                r"run folder's last.ckpt\) or auto \(last where there is one, else a "
+                                                r"new run\)$"):
+        train(compose_config([*synthetic_overrides(synthetic_ptb), *TINY_TRAINER, "ckpt_path=Auto"], tmp_path))
+    assert not (tmp_path / "run" / ".hydra").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("bad", ["model.optimizer.lr=-1", "data.bptt=0"])  # fails in fit / building the data

@@ -143,6 +143,9 @@ def resume_path(cfg: DictConfig) -> str | None:
         if not (folder / "last.ckpt").is_file():
             raise RunDirectoryError(f"ckpt_path=last: there is no {folder / 'last.ckpt'} to resume from")
         ckpt_path = str(folder / "last.ckpt")
+    elif ckpt_path and not Path(ckpt_path).expanduser().exists():
+        raise RunDirectoryError(f"ckpt_path={ckpt_path}: no such file; it takes a .ckpt file, last (this run "
+                                "folder's last.ckpt) or auto (last where there is one, else a new run)")
     if rank_zero_only.rank != 0:  # rank 0 has checked the file and the folder before the others started
         return ckpt_path or None
     if ckpt_path:
