@@ -179,6 +179,22 @@ def test_an_allocation_that_fails_is_one_line_saying_what_to_lower(capsys):
     assert out_of_memory(RuntimeError("shape mismatch")) is None and out_of_memory(ValueError("can't allocate")) is None
 
 
+def test_in_a_sweep_running_out_of_memory_is_an_outcome_of_the_jobs_values(monkeypatch, capsys):
+    """An Optuna study goes on past a trial too large for the memory, even its first (`sweeps.record_job_error`)."""
+    from rnnlab import sweeps
+    from rnnlab.callbacks import TrainingDiverged
+    from rnnlab.cli import one_line_errors
+
+    recorded = []
+    monkeypatch.setattr(sweeps, "record_job_error", lambda message, outcome: recorded.append(outcome) or 0)
+    for error in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ValueError("bad value"),
+                  TrainingDiverged("training loss nan")):
+        with one_line_errors("train.py", extra=(TrainingDiverged,), outcomes=(TrainingDiverged,)):  # a sweep's job 0
+            raise error
+    assert recorded == [True, False, True]
+    assert capsys.readouterr().err.splitlines()[1] == "train.py: error: job 0: bad value"
+
+
 @pytest.mark.parametrize(("task", "override", "message"), [
     ("ptb", "data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
     ("ptb", "data.eval_bptt=0", "data.eval_bptt must be an integer >= 1 or null, got 0"),

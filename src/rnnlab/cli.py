@@ -160,7 +160,7 @@ def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = (),
     (`prog: error: job N: message`, the block left as if it had returned; any other error as its first line, its
     traceback written to the job's log): the sweep goes on to the other jobs, and exits with status 1 at its end
     (`sweeps.record_job_error`; `outcomes`: errors that are an outcome of the job's own values, such as a diverged
-    run)."""
+    run; running out of memory is one for every script)."""
     from rnnlab.sweeps import record_job_error
 
     try:
@@ -168,7 +168,7 @@ def one_line_errors(prog: str, extra: tuple[type[BaseException], ...] = (),
     except Exception as e:
         message = user_error_message(e) or (str(e).strip() or type(e).__name__ if isinstance(e, extra) else None)
         first_line = f"{type(e).__name__}: {e}".splitlines()[0]
-        job = record_job_error(message or first_line, isinstance(e, outcomes))
+        job = record_job_error(message or first_line, isinstance(e, outcomes) or out_of_memory(e) is not None)
         if (message is None and job is None) or os.environ.get("RNNLAB_TRACEBACK") or \
                 os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
