@@ -50,6 +50,8 @@ def test_ptb_throughput_never_resumes_an_earlier_run(synthetic_ptb, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         assert re.search(r"ratio lightning/plain = [\d.]+", result.stdout)
         assert re.search(r"plain fraction of the ceiling: min \d+%", result.stdout)
+        assert re.search(r"lightning fraction of the run's highest ceiling \(\d+ tokens/s\): min \d+%  median \d+%  "
+                         r"max \d+%", result.stdout)
         assert is_host_line(result.stdout)
         assert len(list(runs.iterdir())) == i + 1
         for folder in runs.rglob("checkpoints"):
