@@ -156,11 +156,18 @@ def test_instantiation_errors_keep_their_cause_and_other_errors_their_traceback(
 
 
 def test_the_throughput_window_is_checked_at_the_start():
-    from rnnlab.callbacks import TokenThroughput, batch_rows
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rnnlab import CONF_DIR
+    from rnnlab.callbacks import TokenThroughput, batch_rows, batch_tokens
 
     with pytest.raises(ValueError, match=r"^window_size must be an integer >= 2, got 1$"):  # Lightning: an assert
         TokenThroughput(batch_size_fn=batch_rows, window_size=1)
     assert TokenThroughput(batch_size_fn=batch_rows, window_size=2).log_eval is False
+    # the config's functions themselves, called every batch: Hydra's partials check their target policy every call
+    built = instantiate(OmegaConf.load(CONF_DIR / "callbacks" / "default.yaml").throughput)
+    assert built.batch_size_fn is batch_rows and built.length_fn is batch_tokens
 
 
 def test_an_allocation_that_fails_is_one_line_saying_what_to_lower(capsys):

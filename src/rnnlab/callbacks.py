@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import threading
@@ -222,6 +223,10 @@ class TokenThroughput(ThroughputMonitor):
         window = kwargs.get("window_size", 100)
         if not is_int(window) or window < 2:  # Lightning asserts it: throughput is over a window's first and last
             raise ValueError(f"window_size must be an integer >= 2, got {window!r}")
+        for name in ("batch_size_fn", "length_fn"):  # called every batch: the config's partials' functions
+            fn = kwargs.get(name)
+            if isinstance(fn, functools.partial) and not fn.args and not fn.keywords:
+                kwargs[name] = fn.func  # Hydra's partial (1.3.8) checks its target policy at every call: 80 us
         super().__init__(*args, **kwargs)
         self.log_eval = log_eval
 
