@@ -167,6 +167,7 @@ def test_a_job_that_hits_a_bug_fails_alone_with_its_traceback_in_its_log(tmp_pat
         ("", "", True), ("failed", "ZeroDivisionError: planted bug", False), ("", "", True)]
 
 
+@pytest.mark.slow
 def test_a_job_with_a_bad_setting_fails_alone_and_the_multirun_ends_with_status_1(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_script("train.py", "-m", "task=sine", "debug=fdr", "model.net.dropout=0.1,abc,0.2",
@@ -268,6 +269,7 @@ def test_a_diverged_trial_is_a_failed_trial_and_the_optuna_study_goes_on(synthet
     assert best["best_params"]["callbacks.stop_on_divergence.max_loss"] == 100
 
 
+@pytest.mark.slow
 @pytest.mark.needs("hydra_plugins.hydra_optuna_sweeper", "optuna")
 def test_a_bad_setting_ends_an_optuna_study_at_its_first_trial_in_one_line(synthetic_ptb, tmp_path):
     sweep = tmp_path / "sweep"
