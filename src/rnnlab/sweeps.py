@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.files import atomic_write
+from rnnlab.files import atomic_write, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +76,19 @@ def record_job_error(message: str, outcome: bool = False) -> int | None:
 
 def job_results(sweep_dir: Path) -> list[dict[str, Any]]:
     """`{"job", "overrides" (a list), **metrics}` for every job folder of `sweep_dir`, by job number. A job that
-    failed is listed with `status: failed` and its `error`; one that wrote no `metrics.json` (killed, or a script
-    without metrics) with `status: no metrics`."""
+    failed is listed with `status: failed` and its `error`; one with no metrics (killed, or a script that writes
+    none) with `status: no metrics`."""
     rows = []
     jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()] if sweep_dir.is_dir() else []
     for folder in sorted(jobs, key=lambda p: int(p.name)):
-        overrides_file = folder / ".hydra" / "overrides.yaml"
-        metrics_file, error_file = folder / "metrics.json", folder / JOB_ERROR
+        overrides_file, error_file = folder / ".hydra" / "overrides.yaml", folder / JOB_ERROR
         error = json.loads(error_file.read_text()) if error_file.is_file() else None
         overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else (error or {}).get("overrides", [])
-        row: dict[str, Any] = {"job": int(folder.name), "overrides": [str(o) for o in overrides]}
-        if metrics_file.is_file():
-            row.update(json.loads(metrics_file.read_text()))
+        metrics = read_metrics(folder)
+        row: dict[str, Any] = {"job": int(folder.name), "overrides": [str(o) for o in overrides], **metrics}
         if error:
             row.update(status="failed", error=error["error"])
-        elif not metrics_file.is_file():
+        elif not metrics:
             row["status"] = "no metrics"
         rows.append(row)
     return rows
